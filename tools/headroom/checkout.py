@@ -1,0 +1,242 @@
+"""apply: vendor/<name> as a git checkout = pristine sdist + one commit per patch + version commit.
+
+State lives in ``.git/headroom-state.json``: removed when an apply starts, written
+``done`` only when it finishes, so an interrupted apply is never taken for a finished
+one. Before anything is replaced, the checkout is searched for work that is not in
+patches/ (commits whose patch-id matches no patch file, uncommitted edits); such work
+stops the apply, or with ``force`` is first saved to a git bundle under
+``vendor/.backup/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import archive, fetch, series as series_mod, ui, version as version_mod
+from .errors import PatchConflict, UnsavedWork
+from .fsutil import atomic_write, sha256_bytes
+from .pins import Pin
+from .vcs import Repo, date_env
+
+STATE_FILE = "headroom-state.json"
+APPLY_FORMAT = "1"  # bump when the layout of a checkout changes: forces a re-apply
+GENERATED = "Headroom-Generated"
+EXCLUDES = "build/\ndist/\n*.egg-info/\n__pycache__/\n.pytest_cache/\n"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    changed: bool
+    head: str
+    local_version: str
+
+
+def vendor_dir(root: Path, pin: Pin) -> Path:
+    return root / "vendor" / pin.name
+
+
+def upstream_tag(pin: Pin) -> str:
+    return f"upstream/{pin.version}"
+
+
+def read_state(repo_dir: Path) -> dict:
+    try:
+        return json.loads((repo_dir / ".git" / STATE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_state(repo: Repo, state: dict) -> None:
+    atomic_write(repo.git_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def apply_key(pin: Pin, series: series_mod.Series) -> str:
+    payload = json.dumps({"format": APPLY_FORMAT, "pin": pin.__dict__, "series": series.digest()}, sort_keys=True)
+    return sha256_bytes(payload.encode())
+
+
+def is_generated(repo: Repo, commit: str) -> bool:
+    message = repo("log", "-1", "--format=%B", commit)
+    return any(line.startswith(f"{GENERATED}:") for line in message.splitlines())
+
+
+def patch_ids_of_files(repo: Repo, files: list[Path]) -> set[str]:
+    ids = set()
+    for f in files:
+        out = repo("patch-id", "--stable", stdin_path=f)
+        if out.strip():
+            ids.add(out.split()[0])
+    return ids
+
+
+def patch_id_of_commit(repo: Repo, commit: str) -> str | None:
+    # Build the diff, then hash it: `git show C | git patch-id --stable` without a shell.
+    diff = repo("show", "--format=", "--full-index", "--binary", commit, strip=False)
+    tmp = repo.git_dir / "headroom-patch-id.tmp"
+    tmp.write_text(diff, encoding="utf-8")
+    try:
+        out = repo("patch-id", "--stable", stdin_path=tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out.split()[0] if out.strip() else None
+
+
+def unsaved_work(repo_dir: Path, series: series_mod.Series) -> list[str]:
+    """What in the checkout is not in patches/ and not produced by headroom: a line each."""
+    if not (repo_dir / ".git").exists():
+        return [f"{repo_dir} exists but is not a git checkout made by headroom"] if any(repo_dir.iterdir()) else []
+    repo = Repo(repo_dir)
+    state = read_state(repo_dir)
+    found: list[str] = []
+    head = repo.head()
+    if head is None:
+        return found  # an apply was interrupted before the first commit
+    interrupted = state.get("state") == "applying"
+    if not interrupted:
+        dirty = repo.is_dirty()
+        if dirty:
+            found.append(f"uncommitted edits: {len(dirty)} path(s), e.g. {dirty[0].strip()}")
+    ours = set(state.get("commits", []))
+    roots = repo("rev-list", "--max-parents=0", "HEAD").split()
+    commits = repo("rev-list", "--reverse", "HEAD", "--not", *roots).split()
+    known = None
+    for c in commits:
+        if c in ours or is_generated(repo, c):
+            continue
+        if known is None:
+            known = patch_ids_of_files(repo, list(series.patches))
+        if patch_id_of_commit(repo, c) not in known:
+            subject = repo("log", "-1", "--format=%s", c)
+            found.append(f"commit {c[:12]} {subject!r} is not in patches/{series.name}/")
+    if repo.am_in_progress() and not interrupted:
+        found.append("a `git am` is in progress (a patch that did not apply is being resolved)")
+    return found
+
+
+def backup(repo_dir: Path, root: Path, name: str) -> Path:
+    """Save HEAD and the work tree (untracked files too) into a git bundle; return its path."""
+    repo = Repo(repo_dir)
+    refs = []
+    head = repo.head()
+    if head:
+        repo("update-ref", "refs/headroom/backup-head", head)
+        refs.append("refs/headroom/backup-head")
+    if repo.is_dirty():
+        index = repo.git_dir / "headroom-backup.index"
+        env = {"GIT_INDEX_FILE": str(index)}
+        if head:
+            repo("read-tree", "HEAD", env=env)
+        repo("add", "-A", "-f", ".", env=env)
+        tree = repo("write-tree", env=env)
+        index.unlink(missing_ok=True)
+        parents = ["-p", head] if head else []
+        wip = repo("commit-tree", tree, *parents, "-m", "headroom backup: work tree before FORCE=1 apply")
+        repo("update-ref", "refs/headroom/backup-worktree", wip)
+        refs.append("refs/headroom/backup-worktree")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = root / "vendor" / ".backup" / f"{name}-{stamp}.bundle"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if refs:
+        repo("bundle", "create", str(dest), *refs, quiet=False)
+    else:
+        shutil.make_archive(str(dest.with_suffix("")), "gztar", repo_dir)
+        dest = dest.with_suffix(".tar.gz")
+    return dest
+
+
+def apply(root: Path, pin: Pin, *, force: bool = False) -> Outcome:
+    series = series_mod.load(root, pin.name)
+    key = apply_key(pin, series)
+    dest = vendor_dir(root, pin)
+    local = version_mod.local_version(pin.version, series)
+    if dest.exists():
+        state = read_state(dest)
+        if state.get("state") == "done" and state.get("key") == key and (dest / ".git").exists():
+            repo = Repo(dest)
+            if repo.head() == state.get("head") and not repo.am_in_progress() and not repo.is_dirty():
+                ui.info(f"vendor/{pin.name}: up to date ({local}, {len(series.patches)} patch(es))")
+                return Outcome(pin.name, False, state["head"], local)
+        problems = unsaved_work(dest, series)
+        if problems:
+            if not force:
+                raise UnsavedWork(
+                    f"vendor/{pin.name} holds work that is not in patches/{pin.name}/; nothing was changed. "
+                    f"Keep it: commit it in vendor/{pin.name} and run `make export`; "
+                    "or discard it: `make apply FORCE=1` (it is saved to a git bundle first).",
+                    details="\n".join(f"  - {p}" for p in problems),
+                )
+            saved = backup(dest, root, pin.name)
+            ui.warn(f"FORCE=1: saved vendor/{pin.name}'s work to {saved.relative_to(root)} "
+                    f"(recover with: git clone {saved.relative_to(root)} /tmp/recovered)")
+        shutil.rmtree(dest)
+    return _materialise(root, pin, series, key, local, dest)
+
+
+def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, local: str, dest: Path) -> Outcome:
+    sdist = fetch.fetch(pin, "sdist")
+    ui.info(f"extracting {pin.sdist} into vendor/{pin.name}")
+    staging = dest.parent / f".{pin.name}.extract"
+    if staging.exists():
+        shutil.rmtree(staging)
+    epoch = archive.extract(sdist, staging, strip_top=True)
+    repo = Repo.init(dest)
+    _write_state(repo, {"state": "applying", "key": key})
+    (repo.git_dir / "info").mkdir(exist_ok=True)
+    (repo.git_dir / "info" / "exclude").write_text(EXCLUDES, encoding="utf-8")
+    for entry in staging.iterdir():
+        entry.rename(dest / entry.name)
+    staging.rmdir()
+    repo("add", "-A", "-f", ".")
+    repo(
+        "commit", "-q", "--no-verify", "-m", f"Import {pin.distribution} {pin.version} from {pin.sdist}",
+        "-m", f"Sdist-Sha256: {pin.sdist_sha256}\n{GENERATED}: pristine", env=date_env(epoch),
+    )
+    repo("tag", upstream_tag(pin))
+    commits = [repo.head()]
+    total = len(series.patches)
+    for i, patch in enumerate(series.patches, 1):
+        ui.info(f"applying {i}/{total} {patch.name}")
+        ok, err = repo.try_("am", "--no-3way", "--committer-date-is-author-date", "--keep-non-patch", str(patch))
+        if not ok:
+            _write_state(repo, {"state": "conflict", "key": key, "patch": patch.name, "commits": commits})
+            failing = _failing_files(repo, patch)
+            rel = patch.relative_to(root)
+            raise PatchConflict(
+                f"{rel} does not apply to {pin.distribution} {pin.version}; vendor/{pin.name} is stopped in `git am`. "
+                f"Resolve it: cd vendor/{pin.name} && git am --show-current-patch=diff; fix the files; git add them; "
+                "git am --continue; then `make export` (or drop the patch: git am --skip). "
+                "See README, 'When a patch does not apply'.",
+                details="files that fail: " + (", ".join(failing) or "(see git's message)") + "\n" + _hunk_lines(err),
+            )
+        commits.append(repo.head())
+    changed_files = version_mod.stamp(dest, pin.version, local)
+    repo("add", "-A", "-f", ".")
+    repo(
+        "commit", "-q", "--no-verify", "-m", f"Set version to {local}",
+        "-m", f"Changed: {', '.join(changed_files)}\n{GENERATED}: version", env=date_env(epoch),
+    )
+    head = repo.head()
+    commits.append(head)
+    _write_state(repo, {"state": "done", "key": key, "head": head, "commits": commits, "local_version": local})
+    ui.info(f"vendor/{pin.name}: {upstream_tag(pin)} + {total} patch(es) + version commit -> {head[:12]} ({local})")
+    return Outcome(pin.name, True, head, local)
+
+
+def _failing_files(repo: Repo, patch: Path) -> list[str]:
+    """Which of the patch's files do not apply (asked of git per file, nothing parsed)."""
+    ok, numstat = repo.try_("apply", "--numstat", str(patch))
+    if not ok:
+        return []
+    files = [line.split("\t", 2)[2] for line in numstat.splitlines() if line.count("\t") >= 2]
+    return [f for f in files if not repo.try_("apply", "--check", f"--include={f}", str(patch))[0]]
+
+
+def _hunk_lines(err: str) -> str:
+    keep = [line for line in err.splitlines() if re.match(r"^(error|Patch failed|hint: Use)", line)]
+    return "\n".join(keep[:20])

@@ -1,0 +1,94 @@
+"""Error classes. Each has its own exit code; the message leads with what to do next.
+
+One top-level handler (``headroom.__main__.main``) turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class HeadroomError(Exception):
+    """Base class. ``exit_code`` is what the process exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, details: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message if not self.details else f"{self.message}\n{self.details}"
+
+
+class UsageError(HeadroomError):
+    exit_code = 2
+
+
+class PinsError(HeadroomError):
+    """vendor/pins.toml is missing, malformed or incomplete."""
+
+    exit_code = 3
+
+
+class HashMismatch(HeadroomError):
+    """A downloaded or cached file does not have the pinned sha256."""
+
+    exit_code = 4
+
+
+class UnsafeArchive(HeadroomError):
+    """An sdist member would land outside the extraction directory."""
+
+    exit_code = 5
+
+
+class SeriesError(HeadroomError):
+    """patches/<name>/series names a missing file, or a patch file is not in the series."""
+
+    exit_code = 6
+
+
+class PatchConflict(HeadroomError):
+    """A patch of the series does not apply; the checkout is left mid-``git am``."""
+
+    exit_code = 7
+
+
+class UnsavedWork(HeadroomError):
+    """The checkout holds commits or edits that are not in patches/."""
+
+    exit_code = 8
+
+
+class ExportDrift(HeadroomError):
+    """Re-exporting the checkout would change patches/ (``export --check``)."""
+
+    exit_code = 9
+
+
+class BuildError(HeadroomError):
+    exit_code = 10
+
+
+class IndexConflict(HeadroomError):
+    """A file of the same name but different bytes already exists in dist/."""
+
+    exit_code = 11
+
+
+class CommandFailed(HeadroomError):
+    """A subprocess (git, pip, python -m build, pytest) failed."""
+
+    exit_code = 12
+
+
+class ProofFailed(HeadroomError):
+    """A patch's own tests are not red on pristine and green on patched."""
+
+    exit_code = 13
+
+
+class NotApplied(HeadroomError):
+    """A step needs ``make apply`` first."""
+
+    exit_code = 14

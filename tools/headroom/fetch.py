@@ -1,0 +1,95 @@
+"""fetch: the pinned sdist and official wheel, through pip, verified, cached by content.
+
+pip is used with ``--require-hashes`` so it honours the machine's index settings and
+refuses a wrong file before it unpacks or builds anything; the cached copy is then
+hashed again before every use. The cache is content-addressed
+(``<cache>/sha256/<hash>/<file name>``): a second run downloads nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from . import proc, ui
+from .errors import CommandFailed, HashMismatch
+from .fsutil import cache_dir, sha256_file
+from .pins import Pin
+
+_GOT = re.compile(r"Got\s+([0-9a-f]{64})")
+
+
+def _cached(sha256: str, filename: str) -> Path:
+    return cache_dir() / "sha256" / sha256 / filename
+
+
+def fetch(pin: Pin, kind: str) -> Path:
+    """Return the verified local path of ``pin``'s ``kind`` ("sdist" or "wheel")."""
+    filename = pin.sdist if kind == "sdist" else pin.wheel
+    expected = pin.sdist_sha256 if kind == "sdist" else pin.wheel_sha256
+    target = _cached(expected, filename)
+    if target.exists():
+        actual = sha256_file(target)
+        if actual == expected:
+            ui.detail(f"{filename}: cached ({target})")
+            return target
+        target.unlink()
+        ui.warn(f"cached {target} had sha256 {actual}, not {expected}: deleted, downloading again")
+    _download(pin, kind, filename, expected, target)
+    return target
+
+
+def _download(pin: Pin, kind: str, filename: str, expected: str, target: Path) -> None:
+    tmp_root = cache_dir() / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+        tmpdir = Path(tmp)
+        req = tmpdir / "requirements.txt"
+        req.write_text(f"{pin.requirement} --hash=sha256:{expected}\n", encoding="utf-8")
+        out = tmpdir / "out"
+        binary = ["--no-binary", ":all:"] if kind == "sdist" else ["--only-binary", ":all:"]
+        ui.info(f"downloading {filename} ...")
+        try:
+            result = proc.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", *binary,
+                 "--disable-pip-version-check", "-r", req, "-d", out],
+                what=f"pip download {pin.requirement} ({kind})",
+                check=False,
+            )
+        except CommandFailed:  # pragma: no cover - check=False never raises
+            raise
+        if result.returncode != 0:
+            if "DO NOT MATCH THE HASHES" in result.output:
+                got = _GOT.search(result.output)
+                raise HashMismatch(
+                    f"refusing {filename}: its sha256 does not match vendor/pins.toml [{pin.name}].{kind}_sha256; "
+                    "nothing was saved or extracted.",
+                    details=f"expected {expected}\nactual   {got.group(1) if got else '(pip did not say)'}\n"
+                    "If the pin is wrong, correct it in vendor/pins.toml; otherwise the index serves a different file.",
+                )
+            sys.stderr.write(result.output[-20000:])
+            raise CommandFailed(
+                f"could not download {pin.requirement} ({kind}) with pip; its output is above. "
+                "Check the machine's pip index settings (pip config list).",
+            )
+        files = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        if files != [filename]:
+            raise HashMismatch(
+                f"pip downloaded {files or 'nothing'} for {pin.requirement}, not {filename} as vendor/pins.toml "
+                f"[{pin.name}].{kind} says. Correct the file name in the pin.",
+            )
+        got_file = out / filename
+        actual = sha256_file(got_file)
+        if actual != expected:  # pip checked already; this is the second lock
+            got_file.unlink()
+            raise HashMismatch(
+                f"refusing {filename}: sha256 mismatch with vendor/pins.toml [{pin.name}].{kind}_sha256 (file deleted).",
+                details=f"expected {expected}\nactual   {actual}",
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(got_file), target.with_name(target.name + ".part"))
+        target.with_name(target.name + ".part").replace(target)
+        ui.info(f"{filename}: sha256 {actual} verified, cached")

@@ -1,0 +1,74 @@
+"""index: a static PEP 503 simple index of dist/*.whl under dist/simple/.
+
+Normalised project names (PEP 503), ``#sha256=`` on every link, and the core metadata
+served beside each wheel as ``<wheel>.metadata`` (PEP 658) announced with both
+``data-dist-info-metadata`` and ``data-core-metadata`` (PEP 714). Every file is written
+atomically; a metadata file that exists with other bytes is an error.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+from . import ui
+from .errors import IndexConflict
+from .fsutil import atomic_write, sha256_bytes, sha256_file
+
+SIMPLE = "simple"
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _metadata(wheel: Path) -> bytes:
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+        if len(names) != 1:
+            raise IndexConflict(f"{wheel.name} has {len(names)} .dist-info/METADATA files; it is not a valid wheel")
+        return zf.read(names[0])
+
+
+def _page(title: str, links: list[str]) -> str:
+    body = "\n".join(f"    {link}<br/>" for link in links)
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        '    <meta name="pypi:repository-version" content="1.0">\n'
+        f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
+        f"    <h1>{html.escape(title)}</h1>\n{body}\n  </body>\n</html>\n"
+    )
+
+
+def write_index(dist: Path) -> Path:
+    wheels = sorted(dist.glob("*.whl"))
+    projects: dict[str, list[Path]] = defaultdict(list)
+    for w in wheels:
+        projects[normalize(w.name.split("-", 1)[0])].append(w)
+    simple = dist / SIMPLE
+    for project, files in sorted(projects.items()):
+        links = []
+        for w in files:
+            meta = _metadata(w)
+            meta_path = dist / f"{w.name}.metadata"
+            if meta_path.exists() and meta_path.read_bytes() != meta:
+                raise IndexConflict(f"{meta_path} exists with different bytes than {w.name}'s METADATA. `make clean` and rebuild.")
+            if not meta_path.exists():
+                atomic_write(meta_path, meta)
+            m = sha256_bytes(meta)
+            href = html.escape(f"../../{w.name}#sha256={sha256_file(w)}")
+            links.append(
+                f'<a href="{href}" data-dist-info-metadata="sha256={m}" data-core-metadata="sha256={m}">{html.escape(w.name)}</a>'
+            )
+        atomic_write(simple / project / "index.html", _page(f"Links for {project}", links))
+        versions = {w.name.split("-")[1] for w in files}
+        if len(versions) > 1:
+            ui.warn(f"dist/ holds {len(versions)} headroom builds of {project}: install the exact version you want "
+                    f"(e.g. {project}=={sorted(versions)[-1]})")
+    root_links = [f'<a href="{p}/">{p}</a>' for p in sorted(projects)]
+    atomic_write(simple / "index.html", _page("Simple index", root_links))
+    ui.info(f"dist/{SIMPLE}/: {len(projects)} project(s), {len(wheels)} wheel(s)")
+    return simple

@@ -1,0 +1,105 @@
+"""The one subprocess helper. Every git/pip/build/pytest call goes through ``run``.
+
+It prints ``+ cmd``, captures the output (streamed live with ``-v``), prints a
+heartbeat while a long command runs, and on failure replays the captured output and
+raises :class:`CommandFailed`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ui
+from .errors import CommandFailed
+
+HEARTBEAT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Result:
+    args: list[str]
+    returncode: int
+    output: str
+
+
+def _display(args: Sequence[str], cwd: Path | None) -> str:
+    text = shlex.join(str(a) for a in args)
+    return f"(cd {cwd} && {text})" if cwd else text
+
+
+def run(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    quiet: bool = False,
+    what: str = "",
+    stdin: str | None = None,
+) -> Result:
+    """Run ``args``; return its combined stdout/stderr.
+
+    ``env`` entries are added to the current environment. ``quiet`` hides the ``+ cmd``
+    line (for internal git plumbing). ``what`` names the command in the error message.
+    """
+    argv = [str(a) for a in args]
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    if not quiet or ui.verbose():
+        ui.command(_display(argv, cwd))
+    stream = ui.verbose() and not quiet
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=full_env,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    chunks: list[str] = []
+
+    def _reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            chunks.append(line)
+            if stream:
+                sys.stdout.write("    " + line)
+                sys.stdout.flush()
+
+    reader = threading.Thread(target=_reader, daemon=True)
+    reader.start()
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    start = time.monotonic()
+    while True:
+        try:
+            proc.wait(timeout=HEARTBEAT_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            if not quiet and not stream:
+                ui.info(f"... still running ({time.monotonic() - start:.0f}s): {argv[0]} {argv[1] if len(argv) > 1 else ''}")
+    reader.join()
+    output = "".join(chunks)
+    result = Result(argv, proc.returncode, output)
+    if check and proc.returncode != 0:
+        if not stream:
+            tail = output[-20000:]
+            sys.stderr.write(tail if tail.endswith("\n") or not tail else tail + "\n")
+        raise CommandFailed(
+            f"{what or argv[0]} failed (exit {proc.returncode}); its output is above.",
+            details=f"command: {_display(argv, cwd)}",
+        )
+    return result
