@@ -125,8 +125,8 @@ def backup(repo_dir: Path, root: Path, name: str) -> Path:
     refs = []
     head = repo.head()
     if head:
-        repo("update-ref", "refs/headroom/backup-head", head)
-        refs.append("refs/headroom/backup-head")
+        repo("update-ref", "refs/heads/headroom-backup/head", head)
+        refs.append("refs/heads/headroom-backup/head")
     if repo.is_dirty():
         index = repo.git_dir / "headroom-backup.index"
         env = {"GIT_INDEX_FILE": str(index)}
@@ -137,8 +137,8 @@ def backup(repo_dir: Path, root: Path, name: str) -> Path:
         index.unlink(missing_ok=True)
         parents = ["-p", head] if head else []
         wip = repo("commit-tree", tree, *parents, "-m", "headroom backup: work tree before FORCE=1 apply")
-        repo("update-ref", "refs/headroom/backup-worktree", wip)
-        refs.append("refs/headroom/backup-worktree")
+        repo("update-ref", "refs/heads/headroom-backup/worktree", wip)
+        refs.append("refs/heads/headroom-backup/worktree")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     dest = root / "vendor" / ".backup" / f"{name}-{stamp}.bundle"
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def apply(root: Path, pin: Pin, *, force: bool = False) -> Outcome:
                 )
             saved = backup(dest, root, pin.name)
             ui.warn(f"FORCE=1: saved vendor/{pin.name}'s work to {saved.relative_to(root)} "
-                    f"(recover with: git clone {saved.relative_to(root)} /tmp/recovered)")
+                    f"(recover: git clone {saved.relative_to(root)} /tmp/recovered; branches headroom-backup/head and headroom-backup/worktree)")
         shutil.rmtree(dest)
     return _materialise(root, pin, series, key, local, dest)
 
