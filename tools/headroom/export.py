@@ -39,14 +39,18 @@ def render(repo_dir: Path, pin: Pin) -> dict[str, bytes]:
     dirty = repo.is_dirty()
     if dirty:
         ui.warn(f"vendor/{pin.name} has uncommitted edits ({len(dirty)} path(s)); only commits are exported")
-    commits = repo("rev-list", "--reverse", f"{tag}..HEAD").split()
+    listed = repo("rev-list", "--reverse", f"{tag}..HEAD").split()
+    generated = [checkout.is_generated(repo, c) for c in listed]
+    commits = [c for c, g in zip(listed, generated) if not g]
     files: dict[str, bytes] = {}
     names: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
+        if any(generated[: max((i for i, g in enumerate(generated) if not g), default=-1)]):
+            # Commits made on top of the version commit: replay them without it, so each
+            # patch's context and index lines are those of the pristine tree + series.
+            commits = _replay_without_generated(repo, tag, commits, Path(tmp) / "replay", pin)
         n = 0
         for c in commits:
-            if checkout.is_generated(repo, c):
-                continue
             n += 1
             out = Path(tmp) / str(n)
             repo(*FORMAT_PATCH, f"--start-number={n}", "-o", str(out), "-1", c)
@@ -55,6 +59,27 @@ def render(repo_dir: Path, pin: Pin) -> dict[str, bytes]:
             names.append(produced.name)
     files["series"] = ("".join(f"{name}\n" for name in names)).encode()
     return files
+
+
+def _replay_without_generated(repo: Repo, tag: str, commits: list[str], where: Path, pin: Pin) -> list[str]:
+    repo("worktree", "add", "-q", "--detach", str(where), tag)
+    try:
+        wt = Repo(where)
+        out = []
+        for c in commits:
+            ok, err = wt.try_("cherry-pick", "--allow-empty", "--keep-redundant-commits", c)
+            if not ok:
+                subject = repo("log", "-1", "--format=%s", c)
+                raise UnsavedWork(
+                    f"commit {c[:12]} {subject!r} in vendor/{pin.name} does not apply without headroom's version "
+                    "commit (does it edit a version line?). Move it below the version commit "
+                    "(git rebase -i) or drop the version edits, then `make export` again.",
+                    details=err,
+                )
+            out.append(wt.head())
+        return out
+    finally:
+        repo("worktree", "remove", "--force", str(where))
 
 
 def _current(folder: Path) -> dict[str, bytes]:
