@@ -66,8 +66,8 @@ def write_index(dist: Path) -> Path:
         atomic_write(simple / project / "index.html", _page(f"Links for {project}", links))
         versions = {w.name.split("-")[1] for w in files}
         if len(versions) > 1:
-            ui.warn(f"dist/ holds {len(versions)} headroom builds of {project}: install the exact version you want "
-                    f"(e.g. {project}=={sorted(versions)[-1]})")
+            ui.warn(f"dist/ holds {len(versions)} headroom builds of {project}: pip picks the highest local "
+                    "version, so install the exact one you want (`make clean` drops old builds)")
     root_links = [f'<a href="{p}/">{p}</a>' for p in sorted(projects)]
     atomic_write(simple / "index.html", _page("Simple index", root_links))
     ui.info(f"dist/{SIMPLE}/: {len(projects)} project(s), {len(wheels)} wheel(s)")

@@ -90,7 +90,7 @@ def run(
             break
         except subprocess.TimeoutExpired:
             if not quiet and not stream:
-                ui.info(f"... still running ({time.monotonic() - start:.0f}s): {argv[0]} {argv[1] if len(argv) > 1 else ''}")
+                ui.info(f"... still running ({time.monotonic() - start:.0f}s): {what or ' '.join(argv[:4])}")
     reader.join()
     output = "".join(chunks)
     result = Result(argv, proc.returncode, output)

@@ -1,0 +1,87 @@
+"""The two isolated test environments: "pristine" (official wheels) and "patched" (dist/).
+
+Both get the same torch (``torch==2.13.0`` installed first and alone, so no package can
+pull a CUDA build), accelerate, safetensors and pytest; they differ only in the
+transformers and peft wheels. An environment is rebuilt only when its inputs change.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from . import build as build_mod, fetch, proc, ui
+from .errors import NotApplied, ProofFailed
+from .fsutil import atomic_write, sha256_bytes, sha256_file
+from .pins import Pin
+
+ENVS_DIR = Path("build") / "envs"
+TORCH = "torch==2.13.0"
+REQUIREMENTS = Path("requirements") / "test-env.txt"
+STAMP = ".headroom-env.json"
+
+
+def wheels_for(root: Path, pins: list[Pin], env: str) -> list[Path]:
+    if env == "pristine":
+        return [fetch.fetch(pin, "wheel") for pin in pins]
+    out = []
+    for pin in pins:
+        state = root / build_mod.STATE_DIR / f"{pin.name}.json"
+        if not state.exists():
+            raise NotApplied(f"no headroom wheel of {pin.name} in dist/. Run `make build` first.")
+        wheel = root / build_mod.DIST_DIR / json.loads(state.read_text(encoding="utf-8"))["wheel"]
+        if not wheel.exists():
+            raise NotApplied(f"{wheel} is missing. Run `make build`.")
+        out.append(wheel)
+    return out
+
+
+def python(root: Path, env: str) -> Path:
+    return root / ENVS_DIR / env / "bin" / "python"
+
+
+def ensure(root: Path, env: str, wheels: list[Path]) -> Path:
+    """Create or reuse build/envs/<env>; return its python."""
+    where = root / ENVS_DIR / env
+    requirements = (root / REQUIREMENTS).read_text(encoding="utf-8")
+    key = sha256_bytes(json.dumps([TORCH, requirements, [(w.name, sha256_file(w)) for w in wheels]]).encode())
+    stamp = where / STAMP
+    if stamp.exists() and json.loads(stamp.read_text(encoding="utf-8")).get("key") == key:
+        ui.info(f"build/envs/{env}: up to date")
+        return python(root, env)
+    if where.exists():
+        shutil.rmtree(where)
+    ui.info(f"build/envs/{env}: creating (torch first, then {', '.join(w.name for w in wheels)})")
+    proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
+    py = python(root, env)
+    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    proc.run([*pip, TORCH], what=f"pip install {TORCH} ({env})")
+    proc.run([*pip, "-r", root / REQUIREMENTS, *wheels], what=f"pip install test requirements ({env})")
+    atomic_write(stamp, json.dumps({"key": key, "wheels": [w.name for w in wheels]}, indent=2) + "\n")
+    return py
+
+
+ORIGIN_PROBE = (
+    "import json, sys, transformers, peft, torch;"
+    "print(json.dumps({'prefix': sys.prefix, 'transformers': [transformers.__file__, transformers.__version__],"
+    "'peft': [peft.__file__, peft.__version__], 'torch': torch.__version__}))"
+)
+
+
+def check_origin(py: Path, env: str, cwd: Path) -> dict:
+    """Assert the env imports its own transformers/peft, and that only 'patched' carries +headroom."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    result = proc.run([py, "-c", ORIGIN_PROBE], cwd=cwd, quiet=True, what=f"import probe ({env})",
+                      env={"PYTHONPATH": "", "PYTHONNOUSERSITE": "1"})
+    info = json.loads(result.output.strip().splitlines()[-1])
+    prefix = Path(info["prefix"]).resolve()
+    for dist in ("transformers", "peft"):
+        file, version = info[dist]
+        if prefix not in Path(file).resolve().parents:
+            raise ProofFailed(f"{env}: {dist} is imported from {file}, not from the environment {prefix}.")
+        if ("+headroom" in version) != (env == "patched"):
+            raise ProofFailed(f"{env}: {dist} {version} is the wrong build for this environment.")
+    ui.info(f"{env}: transformers {info['transformers'][1]}, peft {info['peft'][1]}, torch {info['torch']} (from {prefix})")
+    return info
