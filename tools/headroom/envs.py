@@ -46,20 +46,29 @@ def ensure(root: Path, env: str, wheels: list[Path]) -> Path:
     """Create or reuse build/envs/<env>; return its python."""
     where = root / ENVS_DIR / env
     requirements = (root / REQUIREMENTS).read_text(encoding="utf-8")
-    key = sha256_bytes(json.dumps([TORCH, requirements, [(w.name, sha256_file(w)) for w in wheels]]).encode())
+    base_key = sha256_bytes(json.dumps([TORCH, requirements, sys.version]).encode())
+    wheels_key = sha256_bytes(json.dumps([(w.name, sha256_file(w)) for w in wheels]).encode())
     stamp = where / STAMP
-    if stamp.exists() and json.loads(stamp.read_text(encoding="utf-8")).get("key") == key:
-        ui.info(f"build/envs/{env}: up to date")
-        return python(root, env)
-    if where.exists():
-        shutil.rmtree(where)
-    ui.info(f"build/envs/{env}: creating (torch first, then {', '.join(w.name for w in wheels)})")
-    proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
+    recorded = json.loads(stamp.read_text(encoding="utf-8")) if stamp.exists() else {}
     py = python(root, env)
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    proc.run([*pip, TORCH], what=f"pip install {TORCH} ({env})")
-    proc.run([*pip, "-r", root / REQUIREMENTS, *wheels], what=f"pip install test requirements ({env})")
-    atomic_write(stamp, json.dumps({"key": key, "wheels": [w.name for w in wheels]}, indent=2) + "\n")
+    if recorded.get("base") == base_key and py.exists():
+        if recorded.get("wheels_key") == wheels_key:
+            ui.info(f"build/envs/{env}: up to date")
+            return py
+        # Same torch and test requirements: swap only the transformers/peft wheels.
+        ui.info(f"build/envs/{env}: installing {', '.join(w.name for w in wheels)}")
+        stamp.unlink()
+        proc.run([*pip, "--no-deps", "--force-reinstall", *wheels], what=f"pip install wheels ({env})")
+    else:
+        if where.exists():
+            shutil.rmtree(where)
+        ui.info(f"build/envs/{env}: creating (torch first, then {', '.join(w.name for w in wheels)}; a few minutes)")
+        proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
+        proc.run([*pip, TORCH], what=f"pip install {TORCH} ({env})")
+        proc.run([*pip, "-r", root / REQUIREMENTS, *wheels], what=f"pip install test requirements ({env})")
+    record = {"base": base_key, "wheels_key": wheels_key, "wheels": [w.name for w in wheels]}
+    atomic_write(stamp, json.dumps(record, indent=2) + "\n")
     return py
 
 

@@ -1,0 +1,218 @@
+"""rebase / rebase-continue / rebase-abort on the synthetic upstream: toypkg 1.0.0 -> 1.1.0 and 1.2.0.
+
+The series (tests/fixtures/series-rebase, made on 1.0.0) and what each release does to it:
+
+====  ==================================  =========================  ==========================
+ #    patch                               on 1.1.0                   on 1.2.0
+====  ==================================  =========================  ==========================
+0001  util: add a clamp helper (new file)  clean                     clean
+0002  memory: stage loads on the CPU       conflict, but its test    3-way, and its test passes:
+                                           passes: landed            landed
+0003  memory: release the temporary state  empty (upstream has it)   clean
+0004  project: declare the readme          3-way (version line in    3-way
+                                           the context changed)
+0005  greet: separate the name with comma  conflict (not landed)     clean
+====  ==================================  =========================  ==========================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, TOY, Project, git, make_sdist, make_wheel, toy_pin
+
+from headroom import checkout, errors, rebase
+from headroom.fsutil import sha256_file
+
+TREES = {"1.0.0": TOY, "1.1.0": FIXTURES / "toypkg-1.1.0", "1.2.0": FIXTURES / "toypkg-1.2.0"}
+SERIES = FIXTURES / "series-rebase"
+
+
+@pytest.fixture(scope="session")
+def versions_index(tmp_path_factory) -> Path:
+    index = tmp_path_factory.mktemp("index-versions")
+    for version, tree in TREES.items():
+        make_sdist(index, version=version, tree=tree)
+        make_wheel(index, version=version)
+    return index
+
+
+@pytest.fixture
+def proj(tmp_path, monkeypatch, versions_index, shared_cache) -> Project:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(versions_index))
+    monkeypatch.setenv("HEADROOM_CACHE", str(shared_cache))
+    monkeypatch.delenv("V", raising=False)
+    p = Project(tmp_path / "proj", versions_index, toy_pin(versions_index))
+    p.write_pins()
+    import shutil
+
+    shutil.copytree(SERIES, p.patches)
+    assert p.run("apply") == 0
+    return p
+
+
+def start(p: Project, version: str, **kw) -> int:
+    return rebase.start(p.root, f"toypkg=={version}", env_factory=rebase.source_env, **kw)
+
+
+def report(p: Project, version: str) -> dict:
+    return json.loads((p.root / "build" / "rebase" / f"toypkg-{version}.json").read_text())
+
+
+def statuses(p: Project, version: str) -> dict[str, str]:
+    return {r["patch"][:4]: r["status"] for r in report(p, version)["results"]}
+
+
+def snapshot(p: Project) -> dict:
+    """Everything abort must restore, byte for byte."""
+    files = git(p.vendor, "ls-files", "-z").split("\0")
+    tree = hashlib.sha256()
+    for f in sorted(x for x in files if x):
+        tree.update(f.encode() + b"\0" + (p.vendor / f).read_bytes())
+    return {
+        "pins": (p.root / "vendor" / "pins.toml").read_bytes(),
+        "patches": {f.name: f.read_bytes() for f in sorted(p.patches.iterdir())},
+        "head": git(p.vendor, "rev-parse", "HEAD"),
+        "branch": git(p.vendor, "symbolic-ref", "HEAD"),
+        "refs": git(p.vendor, "for-each-ref"),
+        "state": (p.vendor / ".git" / checkout.STATE_FILE).read_bytes(),
+        "tree": tree.hexdigest(),
+        "status": git(p.vendor, "status", "--porcelain", "--untracked-files=all"),
+    }
+
+
+def test_rebase_to_1_1_0_every_status_and_resume_after_conflicts(proj: Project, capsys):
+    # 0002 conflicts textually, but its own test passes on pristine 1.1.0: landed. Not confirmed -> it stops.
+    with pytest.raises(errors.PatchConflict) as exc:
+        start(proj, "1.1.0")
+    out = capsys.readouterr().out
+    assert "toypkg-1.1.0.tar.gz: sha256 " + sha256_file(proj.index / "toypkg-1.1.0.tar.gz") in out
+    assert "0002-memory-stage-loads-on-the-CPU.patch: its tests on pristine 1.1.0: 1 passed -> landed" in out
+    assert "0005-greet-separate-the-name-with-a-comma.patch: its tests on pristine 1.1.0: 1 failed -> not landed" in out
+    assert "0001-util-add-a-clamp-helper.patch" in out and " clean" in out
+    msg = str(exc.value)
+    assert "0002-memory-stage-loads-on-the-CPU.patch conflicts with toypkg 1.1.0" in msg
+    assert "landed upstream" in msg and "make rebase-continue DROP=0002" in msg
+    assert "src/toypkg/memory.py: conflict markers at lines" in msg and "patch hunk @@ -1,6 +1,6 @@" in msg
+    assert (proj.vendor / ".git" / "rebase-apply").exists()
+    # Nothing recorded yet.
+    assert 'version = "1.0.0"' in (proj.root / "vendor" / "pins.toml").read_text()
+
+    # Drop the landed one; 0003 is empty, 0004 needs a 3-way merge, 0005 really conflicts.
+    with pytest.raises(errors.PatchConflict) as exc:
+        rebase.resume(proj.root, drop=["0002"])
+    out = capsys.readouterr().out
+    assert "0003-memory-release-the-temporary-state.patch" in out and "empty" in out
+    assert "3-way" in out and "readme" in out  # the range-diff of 0004, old vs new
+    msg = str(exc.value)
+    assert "0005-greet-separate-the-name-with-a-comma.patch conflicts" in msg and "landed" not in msg
+    assert "src/toypkg/__init__.py: conflict markers at lines" in msg
+
+    # Continuing without resolving is refused.
+    with pytest.raises(errors.PatchConflict, match="not resolved yet"):
+        rebase.resume(proj.root)
+    # Resolve: keep upstream's capital and the patch's comma (and its test).
+    init = proj.vendor / "src/toypkg/__init__.py"
+    init.write_text('__version__ = "1.1.0"\n\n\ndef greet(name):\n    return "Hello, " + name\n')
+    test = proj.vendor / "tests/test_greet_comma.py"
+    test.write_text(test.read_text().replace('"hello, x"', '"Hello, x"'))
+    git(proj.vendor, "add", "src/toypkg/__init__.py", "tests/test_greet_comma.py")
+    assert rebase.resume(proj.root) == 0
+
+    assert statuses(proj, "1.1.0") == {"0001": "clean", "0002": "landed", "0003": "empty", "0004": "3-way",
+                                       "0005": "conflict"}
+    pins = (proj.root / "vendor" / "pins.toml").read_text()
+    assert 'version = "1.1.0"' in pins and sha256_file(proj.index / "toypkg-1.1.0.tar.gz") in pins
+    assert sha256_file(proj.index / "toypkg-1.1.0-py3-none-any.whl") in pins and 'tag = "v1.1.0"' in pins
+    assert (proj.patches / "series").read_text().splitlines() == [
+        "0001-util-add-a-clamp-helper.patch", "0002-project-declare-the-readme.patch",
+        "0003-greet-separate-the-name-with-a-comma.patch"]
+    # The checkout is canonical: a normal apply of the new pin and series, and export changes nothing.
+    state = checkout.read_state(proj.vendor)
+    assert state["state"] == "done" and state["local_version"].startswith("1.1.0+headroom.")
+    assert '"Hello, "' in init.read_text()
+    assert proj.run("export", "--check") == 0
+    assert not (proj.root / "build" / "rebase" / "toypkg").exists()
+
+
+def test_rebase_to_1_2_0_landed_patch_dropped_when_confirmed(proj: Project, capsys):
+    assert start(proj, "1.2.0", drop=["toypkg/0002"]) == 0
+    assert statuses(proj, "1.2.0") == {"0001": "clean", "0002": "landed", "0003": "clean", "0004": "3-way",
+                                       "0005": "clean"}
+    out = capsys.readouterr().out
+    assert "dropped 0002-memory-stage-loads-on-the-CPU.patch: landed (1 passed on toypkg 1.2.0 source tree)" in out
+    series = (proj.patches / "series").read_text().splitlines()
+    assert len(series) == 4 and not any("stage-loads" in s for s in series)
+    assert proj.run("export", "--check") == 0
+    # The pristine commit the rebase made is the one apply makes.
+    assert git(proj.vendor, "log", "-1", "--format=%s", "upstream/1.2.0").strip() == \
+        "Import toypkg 1.2.0 from toypkg-1.2.0.tar.gz"
+
+
+def test_rebase_keeps_a_landed_patch_that_is_not_confirmed(proj: Project, capsys):
+    assert start(proj, "1.2.0") == 0
+    res = {r["patch"][:4]: r for r in report(proj, "1.2.0")["results"]}
+    assert res["0002"]["status"] == "landed" and res["0002"]["textual"] == "3-way"
+    assert "was kept (not confirmed)" in capsys.readouterr().err
+    assert len((proj.patches / "series").read_text().splitlines()) == 5
+    assert proj.run("export", "--check") == 0
+
+
+def test_abort_restores_pins_patches_and_checkout_byte_for_byte(proj: Project):
+    before = snapshot(proj)
+    with pytest.raises(errors.PatchConflict):
+        start(proj, "1.1.0")
+    with pytest.raises(errors.PatchConflict):
+        rebase.resume(proj.root, drop=["2"])
+    assert snapshot(proj) != before
+    assert rebase.abort(proj.root) == 0
+    assert snapshot(proj) == before
+    assert not (proj.root / "build" / "rebase" / "toypkg").exists()
+    assert proj.run("apply") == 0  # still the applied checkout: a no-op
+    assert git(proj.vendor, "tag", "-l").split() == ["upstream/1.0.0"]
+
+
+def test_abort_without_a_rebase_and_a_second_start_are_refused(proj: Project):
+    with pytest.raises(errors.UsageError, match="no rebase in progress"):
+        rebase.abort(proj.root)
+    with pytest.raises(errors.PatchConflict):
+        start(proj, "1.1.0")
+    with pytest.raises(errors.UsageError, match="already in progress"):
+        start(proj, "1.2.0")
+    assert rebase.abort(proj.root) == 0
+
+
+def test_rebase_refuses_a_checkout_with_unexported_work(proj: Project):
+    (proj.vendor / "README.md").write_text("local edit\n")
+    with pytest.raises(errors.UnsavedWork, match="make export"):
+        start(proj, "1.1.0")
+    assert not (proj.root / "build" / "rebase" / "toypkg").exists()
+
+
+def test_drop_names_and_requirement_parsing():
+    names = ["0001-a.patch", "0002-b.patch"]
+    assert rebase.match_patches(["2", "toypkg/0001", "0002-b.patch"], names, "toypkg") == ["0002-b.patch", "0001-a.patch"]
+    with pytest.raises(errors.UsageError):
+        rebase.match_patches(["0009"], names, "toypkg")
+    assert rebase.parse_requirement("transformers==5.23.0") == ("transformers", "5.23.0")
+    with pytest.raises(errors.UsageError):
+        rebase.parse_requirement("transformers")
+
+
+def test_write_pin_keeps_comments_and_other_pins(tmp_path):
+    from headroom import pins as pins_mod
+
+    a = pins_mod.Pin("a", "a", "1.0", "a-1.0.tar.gz", "1" * 64, "a-1.0-py3-none-any.whl", "2" * 64, "https://x/a", "v1.0")
+    b = pins_mod.Pin("b", "b", "2.0", "b-2.0.tar.gz", "3" * 64, "b-2.0-py3-none-any.whl", "4" * 64, "https://x/b", "v2.0")
+    (tmp_path / "vendor").mkdir()
+    text = "# header comment\n\n" + pins_mod.render([a, b])
+    (tmp_path / "vendor" / "pins.toml").write_text(text)
+    new = pins_mod.Pin("a", "a", "1.1", "a-1.1.tar.gz", "5" * 64, "a-1.1-py3-none-any.whl", "6" * 64, "https://x/a", "v1.1")
+    rebase.write_pin(tmp_path, new)
+    out = (tmp_path / "vendor" / "pins.toml").read_text()
+    assert out.startswith("# header comment\n")
+    assert pins_mod.load(tmp_path) == [new, b]
