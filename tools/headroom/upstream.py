@@ -1,13 +1,330 @@
-"""Upstream test suites against the wheels (issue 4). Placeholder until it lands."""
+"""Upstream's own test suites (shipped in the sdists) against both environments.
+
+The suites run from outside the vendored tree: ``vendor/<name>/tests`` is copied to
+``build/upstream/<name>/<env>/tests`` and run there with our own ``pytest.ini`` (``-c``, so
+upstream's addopts such as peft's coverage options do not apply) and our own conftest layer
+(``upstream_data/<name>_conftest.py``). Nothing under vendor/ is edited. Test files that a
+patch of the series adds are left out (they are the proof's business, see proof.py).
+
+Every test case ends up as one of: passed, failed, skipped (upstream's own skip: no GPU, an
+optional dependency), needs_hub (it tried to reach the Hugging Face hub, which is offline here;
+never counted as passed) or known (a failure listed, with its reason, in
+``upstream_data/known_failures.txt``). ``make test`` fails on any other failure, and on any
+regression: a test that passes on pristine but not on patched.
+
+Selections: ``default`` (small, for CI) and ``full`` (everything that can run offline).
+Results: build/report.json ("upstream"), JUnit XML and logs under build/upstream/.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import ui
+from . import checkout, proc, ui
+from .fsutil import atomic_write
 from .pins import Pin
+
+UPSTREAM_DIR = Path("build") / "upstream"
+DATA = Path(__file__).resolve().parent / "upstream_data"
+KNOWN_FAILURES = DATA / "known_failures.txt"
+ENVS = ("pristine", "patched")
+OUTCOMES = ("passed", "failed", "known", "skipped", "needs_hub")
+SEVERITY = {"passed": 0, "skipped": 1, "needs_hub": 2, "known": 3, "failed": 4}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str  # unique; names the JUnit XML and the log
+    upstream: str  # the pin it belongs to (vendor/<upstream>/tests is copied)
+    paths: tuple[str, ...]  # pytest arguments, relative to the copy's root ("tests/test_x.py", "tests")
+    keyword: str = ""  # a -k expression
+    ours: tuple[str, ...] = ()  # our own test modules from upstream_data/, copied next to tests/
+    ignore: tuple[str, ...] = ()  # paths (relative to the copy's root) left out
+
+
+# peft files that run offline on CPU in the test environments, and are quick (measured).
+PEFT_CORE = (
+    "test_config", "test_other", "test_low_level_api", "test_helpers", "test_target_parameters",
+    "test_trainable_tokens", "test_shadow", "test_lora_variants", "test_bufferdict", "test_mapping",
+    "test_loraplus", "test_lora_intruders", "test_boft", "test_poly", "test_deft", "test_osf",
+)
+# test_custom_models.py in `default`: the save/load/adapter/state-dict tests of the main test class.
+CUSTOM_MODELS_K = (
+    "TestPeftCustomModel and (test_save_pretrained or test_save_load_roundtrip or test_load_multiple_adapters"
+    " or test_load_model_low_cpu_mem_usage or test_get_base_model_state_dict"
+    " or test_parameters_after_loading_model or test_inference_safetensors)"
+)
+TRAINING = "test_headroom_tiny_llama_training.py"  # TrainingTesterMixin with a tiny Llama of ours
+
+SELECTIONS: dict[str, tuple[Suite, ...]] = {
+    "default": (
+        Suite("peft-core", "peft", tuple(f"tests/{f}.py" for f in PEFT_CORE)),
+        Suite("peft-custom-models", "peft", ("tests/test_custom_models.py",), keyword=CUSTOM_MODELS_K),
+        Suite("transformers-training", "transformers", (TRAINING,), ours=(TRAINING,)),
+    ),
+    "full": (
+        Suite("peft-all", "peft", ("tests",)),
+        Suite("transformers-all", "transformers", (TRAINING, "tests"), ours=(TRAINING,)),
+    ),
+}
+
+# A failure whose text shows a request to the hub (offline here: HF_HUB_OFFLINE=1, and
+# HF_ENDPOINT is a closed local port) is a hub miss, not a failure of the code under test.
+HUB_MISS = re.compile(
+    r"OfflineModeIsEnabled|LocalEntryNotFoundError|We couldn't connect to|outgoing traffic has been disabled"
+    r"|HF_HUB_OFFLINE=1|127\.0\.0\.1:9(?!\d)|host='127\.0\.0\.1', port=9(?!\d)|Cannot find the requested files in the local cache"
+    r"|couldn't find them in the cached files|offline mode is enabled",
+    re.I,
+)
+
+PYTEST_INI = """\
+# Written by headroom (tools/headroom/upstream.py): replaces upstream's pytest configuration.
+[pytest]
+addopts =
+pythonpath = .
+markers =
+    single_gpu_tests: tests that run on a single GPU
+    multi_gpu_tests: tests that run on multiple GPUs
+    regression: whether to run regression suite test
+    bitsandbytes: select bitsandbytes integration tests
+    is_training_test: transformers training tests
+"""
+
+
+# ---------------------------------------------------------------- classification (pure)
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    pattern: str  # a node id glob, or a failure-text substring when ``text``
+    reason: str
+    text: bool = False
+
+    def matches(self, node: str, failure_text: str) -> bool:
+        if self.text:
+            return self.pattern in failure_text
+        return fnmatch.fnmatchcase(node, self.pattern)
+
+
+def parse_known(text: str) -> list[KnownFailure]:
+    """``known_failures.txt``: ``<node id glob> | <reason>`` or ``text:<substring> | <reason>`` per line."""
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern, sep, reason = line.partition(" | ")
+        pattern, reason = pattern.strip(), reason.strip()
+        if not sep or not pattern or not reason:
+            raise ValueError(f"known_failures.txt line {number}: expected '<node id> | <reason>', got {raw!r}")
+        if pattern.startswith("text:"):
+            out.append(KnownFailure(pattern[len("text:"):].strip(), reason, text=True))
+        else:
+            out.append(KnownFailure(pattern, reason))
+    return out
+
+
+def load_known(path: Path = KNOWN_FAILURES) -> list[KnownFailure]:
+    return parse_known(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def node_id(case: ET.Element) -> str:
+    classname, name = case.get("classname", ""), case.get("name", "")
+    return f"{classname}::{name}" if classname else name
+
+
+def classify(case: ET.Element, known: list[KnownFailure] = ()) -> tuple[str, str]:
+    """(outcome, reason) of one JUnit <testcase>; outcome is one of OUTCOMES."""
+    problems = [c for c in case if c.tag in ("failure", "error")]
+    if not problems:
+        skipped = [c for c in case if c.tag == "skipped"]
+        if skipped:
+            return "skipped", skipped[0].get("message", "")
+        return "passed", ""
+    text = "\n".join(f"{c.get('message', '')}\n{c.text or ''}" for c in problems)
+    for extra in ("system-out", "system-err"):
+        for c in case.iter(extra):
+            text += "\n" + (c.text or "")
+    hub = HUB_MISS.search(text)
+    if hub:
+        return "needs_hub", hub.group(0)
+    node = node_id(case)
+    for k in known:
+        if k.matches(node, text):
+            return "known", k.reason
+    lines = (problems[0].text or "").strip().splitlines()
+    return "failed", problems[0].get("message") or (lines[-1] if lines else "")
+
+
+def read_junit(path: Path, known: list[KnownFailure] = ()) -> dict[str, tuple[str, str]]:
+    """{node id: (outcome, reason)} from a JUnit XML file; {} when it is missing or unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for case in root.iter("testcase"):
+        node = node_id(case)
+        outcome = classify(case, known)
+        # A test that errors in teardown after passing is reported twice: the worse outcome wins.
+        if node not in out or SEVERITY[outcome[0]] > SEVERITY[out[node][0]]:
+            out[node] = outcome
+    return out
+
+
+def counts(outcomes: dict[str, tuple[str, str]]) -> dict[str, int]:
+    return {k: sum(1 for o, _ in outcomes.values() if o == k) for k in OUTCOMES}
+
+
+def regressions(pristine: dict[str, tuple[str, str]], patched: dict[str, tuple[str, str]]) -> list[str]:
+    """Tests that pass on pristine but do not pass on patched (absent there included)."""
+    out = []
+    for node, (outcome, _) in sorted(pristine.items()):
+        if outcome != "passed":
+            continue
+        after = patched.get(node, ("not run", ""))[0]
+        if after != "passed":
+            out.append(f"{node} (passed on pristine, {after} on patched)")
+    return out
+
+
+# ---------------------------------------------------------------- running
+
+
+def _layer(root: Path, pin: Pin, env: str, suites: list[Suite]) -> Path:
+    """build/upstream/<name>/<env>: a fresh copy of vendor/<name>/tests plus our config and conftest."""
+    where = root / UPSTREAM_DIR / pin.name / env
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    vendor = checkout.vendor_dir(root, pin)
+    shutil.copytree(vendor / "tests", where / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    init = where / "tests" / "__init__.py"
+    if not init.exists():  # peft's tests import each other relatively but ship no __init__.py
+        init.write_text("# added by headroom: upstream's tests use relative imports\n", encoding="utf-8")
+    (where / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
+    conftest = DATA / f"{pin.name}_conftest.py"
+    if conftest.exists():
+        shutil.copyfile(conftest, where / "conftest.py")
+    for suite in suites:
+        for f in suite.ours:
+            shutil.copyfile(DATA / f, where / f)
+    return where
+
+
+def _patch_added_tests(root: Path, pin: Pin) -> list[str]:
+    from . import proof
+
+    try:
+        return sorted({f for _, files in proof.patch_tests(root, pin) for f in files})
+    except Exception as exc:  # noqa: BLE001 (a missing series only means there is nothing to leave out)
+        ui.detail(f"{pin.name}: could not list the patches' own tests ({exc})")
+        return []
+
+
+def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore: list[str],
+              known: list[KnownFailure], selection: str) -> tuple[dict, dict[str, tuple[str, str]], list[str]]:
+    from . import proof
+
+    out_dir = root / UPSTREAM_DIR
+    junit = out_dir / f"junit-{suite.name}-{env}.xml"
+    log = out_dir / f"{suite.name}-{env}.log"
+    junit.unlink(missing_ok=True)
+    args = [py, "-m", "pytest", "-p", "no:cacheprovider", "-c", layer / "pytest.ini", "--rootdir", layer,
+            "-q", "-rfE", "--continue-on-collection-errors", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+    if suite.keyword:
+        args += ["-k", suite.keyword]
+    for path in [*suite.ignore, *ignore]:
+        args += ["--ignore", path]
+    args += list(suite.paths)
+    hf_home = out_dir / "hf-home"  # empty (or the tiny hub): nothing from the user's own cache
+    hf_home.mkdir(parents=True, exist_ok=True)
+    env_vars = {**proof.OFFLINE_ENV, "HF_HOME": str(hf_home), "HF_DATASETS_OFFLINE": "1",
+                "RUN_TRAINING_TESTS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    ui.info(f"{suite.name} on {env}")
+    with ui.Timer() as t:
+        result = proc.run(args, cwd=layer, env=env_vars, check=False, what=f"pytest {suite.name} ({env})")
+    atomic_write(log, result.output)
+    outcomes = read_junit(junit, known)
+    entry = {"selection": selection, **counts(outcomes), "seconds": round(t.seconds, 1), "exit": result.returncode,
+             "junit": str(junit.relative_to(root)), "log": str(log.relative_to(root))}
+    failures = []
+    if not outcomes:
+        failures.append(f"upstream {suite.name} on {env}: pytest ran no test (exit {result.returncode}); "
+                        f"see {entry['log']}")
+    elif result.returncode not in (0, 1):
+        failures.append(f"upstream {suite.name} on {env}: pytest exited {result.returncode}; see {entry['log']}")
+    failed = sorted(n for n, (o, _) in outcomes.items() if o == "failed")
+    if failed:
+        entry["failures"] = {n: outcomes[n][1][:300] for n in failed[:50]}
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        failures.append(f"upstream {suite.name} on {env}: {len(failed)} unexplained failure(s): {shown}; "
+                        f"see {entry['log']}")
+    known_hits = sorted(n for n, (o, _) in outcomes.items() if o == "known")
+    if known_hits:
+        entry["known_failures"] = {n: outcomes[n][1] for n in known_hits[:50]}
+    return entry, outcomes, failures
+
+
+def _table(report: dict) -> None:
+    rows = [("suite", "env", *OUTCOMES, "seconds")]
+    for name, suite in report["suites"].items():
+        for env in ENVS:
+            if env in suite:
+                e = suite[env]
+                rows.append((name, env, *(str(e[k]) for k in OUTCOMES), f"{e['seconds']:.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("  " + " | ".join(c.rjust(w) if 1 < j < len(r) else c.ljust(w)
+                                for j, (c, w) in enumerate(zip(r, widths))), flush=True)
+        if i == 0:
+            print("  " + "-+-".join("-" * w for w in widths), flush=True)
 
 
 def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str) -> list[str]:
-    ui.step("test", f"upstream suites ({selection}): not yet implemented, skipped")
-    return []
+    from . import proof
+
+    if selection not in SELECTIONS:
+        return [f"unknown upstream selection {selection!r}: use one of {', '.join(SELECTIONS)} or none"]
+    by_name = {p.name: p for p in pins}
+    suites = [s for s in SELECTIONS[selection] if s.upstream in by_name]
+    ui.step("test", f"upstream suites ({selection}): {', '.join(s.name for s in suites) or 'none for these upstreams'}")
+    try:
+        known = load_known()
+    except ValueError as exc:
+        return [str(exc)]
+    report: dict = {"selection": selection, "suites": {}}
+    failures: list[str] = []
+    envs = [e for e in ENVS if e in pythons]
+    for upstream in dict.fromkeys(s.upstream for s in suites):
+        pin = by_name[upstream]
+        mine = [s for s in suites if s.upstream == upstream]
+        ignore = _patch_added_tests(root, pin)
+        for env in envs:
+            layer = _layer(root, pin, env, mine)
+            for suite in mine:
+                entry, outcomes, bad = run_suite(root, suite, env, pythons[env], layer, ignore, known, selection)
+                report["suites"].setdefault(suite.name, {"upstream": upstream})[env] = entry
+                report["suites"][suite.name].setdefault("_outcomes", {})[env] = outcomes
+                failures += bad
+    for name, suite in report["suites"].items():
+        results = suite.pop("_outcomes")
+        if "pristine" in results and "patched" in results:
+            reg = regressions(results["pristine"], results["patched"])
+            suite["regressions"] = reg
+            if reg:
+                shown = "; ".join(reg[:5]) + (f"; and {len(reg) - 5} more" if len(reg) > 5 else "")
+                failures.append(f"upstream {name}: {len(reg)} regression(s) caused by the series: {shown}")
+    _table(report)
+    for name, suite in report["suites"].items():
+        for r in suite.get("regressions", [])[:10]:
+            ui.warn(f"regression in {name}: {r}")
+    proof.write_report(root, "upstream", report)
+    return failures

@@ -1,0 +1,199 @@
+"""Upstream suites: classification of JUnit outcomes and the pristine/patched comparison.
+
+No real suite runs here: the JUnit XML below is what pytest writes, cut down to the cases
+that matter (fixtures as data).
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from headroom import upstream
+
+PRISTINE = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="0" failures="1" skipped="1" tests="6">
+  <testcase classname="tests.test_other.TestA" name="test_stays_green" time="0.1"/>
+  <testcase classname="tests.test_other.TestA" name="test_broken_by_series" time="0.1"/>
+  <testcase classname="tests.test_other.TestA" name="test_gpu_only" time="0.0">
+    <skipped type="pytest.skip" message="test requires a GPU">skip</skipped>
+  </testcase>
+  <testcase classname="tests.test_hub.TestHub" name="test_from_hub" time="0.2">
+    <failure message="huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached snapshot folder">
+huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached snapshot folder for the specified
+revision on the local disk and outgoing traffic has been disabled. To enable repo look-ups and downloads online,
+pass 'local_files_only=False' as input.</failure>
+  </testcase>
+  <testcase classname="tests.test_other.TestA" name="test_upstream_bug" time="0.1">
+    <failure message="ModuleNotFoundError: No module named 'attr'">E   ModuleNotFoundError: No module named 'attr'</failure>
+  </testcase>
+  <testcase classname="tests.test_other.TestA" name="test_vanishes" time="0.1"/>
+</testsuite></testsuites>
+"""
+
+PATCHED = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="1" failures="2" skipped="1" tests="6">
+  <testcase classname="tests.test_other.TestA" name="test_stays_green" time="0.1"/>
+  <testcase classname="tests.test_other.TestA" name="test_broken_by_series" time="0.1">
+    <failure message="AssertionError: assert 2 == 1">E   AssertionError: assert 2 == 1</failure>
+  </testcase>
+  <testcase classname="tests.test_other.TestA" name="test_gpu_only" time="0.0">
+    <skipped type="pytest.skip" message="test requires a GPU">skip</skipped>
+  </testcase>
+  <testcase classname="tests.test_hub.TestHub" name="test_from_hub" time="0.2">
+    <error message="requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=9)">
+ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: /api/models/x
+(Caused by NewConnectionError: Failed to establish a new connection: [Errno 111] Connection refused')).
+We couldn't connect to 'http://127.0.0.1:9' to load the files.</error>
+  </testcase>
+  <testcase classname="tests.test_other.TestA" name="test_upstream_bug" time="0.1">
+    <failure message="ModuleNotFoundError: No module named 'attr'">E   ModuleNotFoundError: No module named 'attr'</failure>
+  </testcase>
+</testsuite></testsuites>
+"""
+
+KNOWN = """
+# comments and blank lines are ignored
+
+text:No module named 'attr' | peft/tuners/lora/corda.py imports attrs, which peft does not declare
+tests.test_other.TestB::test_flaky[* | an example of a node id glob
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def known():
+    return upstream.parse_known(KNOWN)
+
+
+def test_classification_of_each_outcome(tmp_path, known):
+    got = upstream.read_junit(write(tmp_path, "p.xml", PRISTINE), known)
+    outcome = {node: o for node, (o, _) in got.items()}
+    assert outcome == {
+        "tests.test_other.TestA::test_stays_green": "passed",
+        "tests.test_other.TestA::test_broken_by_series": "passed",
+        "tests.test_other.TestA::test_gpu_only": "skipped",
+        "tests.test_hub.TestHub::test_from_hub": "needs_hub",
+        "tests.test_other.TestA::test_upstream_bug": "known",
+        "tests.test_other.TestA::test_vanishes": "passed",
+    }
+    assert got["tests.test_other.TestA::test_upstream_bug"][1].startswith("peft/tuners/lora/corda.py")
+    assert upstream.counts(got) == {"passed": 3, "failed": 0, "known": 1, "skipped": 1, "needs_hub": 1}
+
+
+@pytest.mark.parametrize("text", [
+    "huggingface_hub.errors.OfflineModeIsEnabled: Cannot reach https://huggingface.co/api/models/x: offline mode is enabled",
+    "OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached files.",
+    "requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded",
+    "httpx.ConnectError: [Errno 111] Connection refused (http://127.0.0.1:9/api/models/peft-internal-testing/x)",
+])
+def test_hub_errors_are_needs_hub_never_passed(text):
+    case = ET.fromstring(f'<testcase classname="t.T" name="n"><error message="boom">{text}</error></testcase>')
+    assert upstream.classify(case)[0] == "needs_hub"
+
+
+def test_an_ordinary_failure_is_failed_even_if_it_mentions_a_port_like_9000():
+    case = ET.fromstring('<testcase classname="t.T" name="n"><failure message="assert 1 == 2">'
+                         "E assert 1 == 2 (server at 127.0.0.1:9000)</failure></testcase>")
+    assert upstream.classify(case) == ("failed", "assert 1 == 2")
+
+
+def test_a_test_passing_on_pristine_and_failing_on_patched_is_a_regression(tmp_path, known):
+    pristine = upstream.read_junit(write(tmp_path, "p.xml", PRISTINE), known)
+    patched = upstream.read_junit(write(tmp_path, "q.xml", PATCHED), known)
+    assert upstream.counts(patched)["failed"] == 1
+    assert upstream.regressions(pristine, patched) == [
+        "tests.test_other.TestA::test_broken_by_series (passed on pristine, failed on patched)",
+        "tests.test_other.TestA::test_vanishes (passed on pristine, not run on patched)",
+    ]
+    # Failing (or hub-bound, or skipped) on both sides is not the series' doing.
+    assert upstream.regressions(patched, patched) == []
+
+
+def test_teardown_error_after_a_pass_counts_as_the_failure(tmp_path):
+    xml = """<testsuites><testsuite>
+      <testcase classname="t.T" name="n"/>
+      <testcase classname="t.T" name="n"><error message="teardown">E   RuntimeError: leak</error></testcase>
+    </testsuite></testsuites>"""
+    assert upstream.read_junit(write(tmp_path, "t.xml", xml)) == {"t.T::n": ("failed", "teardown")}
+
+
+def test_collection_error_without_classname_is_a_failure(tmp_path):
+    xml = """<testsuites><testsuite>
+      <testcase classname="" name="tests.test_x"><error message="collection failure">ImportError: boom</error></testcase>
+    </testsuite></testsuites>"""
+    assert upstream.read_junit(write(tmp_path, "c.xml", xml)) == {"tests.test_x": ("failed", "collection failure")}
+
+
+def test_missing_or_broken_junit_reads_as_nothing(tmp_path):
+    assert upstream.read_junit(tmp_path / "absent.xml") == {}
+    assert upstream.read_junit(write(tmp_path, "bad.xml", "<testsuites><testsuite>")) == {}
+
+
+def test_known_failures_by_node_glob_and_malformed_lines():
+    (k,) = upstream.parse_known("tests.test_a.T::test_b[* | needs bitsandbytes\n")
+    assert k.matches("tests.test_a.T::test_b[lora-1]", "") and not k.matches("tests.test_a.T::test_c", "")
+    with pytest.raises(ValueError, match="line 1"):
+        upstream.parse_known("tests.test_a.T::test_b without a reason\n")
+
+
+def test_shipped_known_failures_file_parses_and_every_entry_has_a_reason():
+    for k in upstream.load_known():
+        assert k.pattern and len(k.reason) > 10
+
+
+def test_selections_are_well_formed():
+    assert set(upstream.SELECTIONS) == {"default", "full"}
+    for suites in upstream.SELECTIONS.values():
+        names = [s.name for s in suites]
+        assert len(names) == len(set(names))
+        for s in suites:
+            for f in s.ours:
+                assert (upstream.DATA / f).is_file()
+    assert (upstream.DATA / "peft_conftest.py").is_file()
+
+
+def test_unknown_selection_is_a_failure_message(tmp_path):
+    (msg,) = upstream.run(tmp_path, [], {}, selection="everything")
+    assert "unknown upstream selection" in msg
+
+
+def test_run_reports_counts_and_regressions(tmp_path, monkeypatch, known):
+    """run() end to end with pytest replaced by canned JUnit XML."""
+    from headroom import proc, proof
+    from headroom.pins import Pin
+
+    pin = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
+              "a" * 64, "https://example.invalid/peft", "v0.21.2")
+    (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
+    (tmp_path / "vendor" / "peft" / "tests" / "test_x.py").write_text("def test_x():\n    pass\n")
+    suite = upstream.Suite("peft-x", "peft", ("tests/test_x.py",))
+    monkeypatch.setitem(upstream.SELECTIONS, "default", (suite,))
+    monkeypatch.setattr(upstream, "load_known", lambda: known)
+    monkeypatch.setattr(upstream, "_patch_added_tests", lambda root, pin: [])
+
+    def fake_run(args, **kwargs):
+        junit = Path(next(str(a) for a in args if str(a).startswith("--junitxml=")).split("=", 1)[1])
+        junit.write_text(PRISTINE if "pristine" in junit.name else PATCHED, encoding="utf-8")
+        return proc.Result(list(args), 1, "output\n")
+
+    monkeypatch.setattr(upstream.proc, "run", fake_run)
+    failures = upstream.run(tmp_path, [pin], {"pristine": Path("py1"), "patched": Path("py2")}, selection="default")
+    assert any("1 unexplained failure(s): tests.test_other.TestA::test_broken_by_series" in f for f in failures)
+    assert any("peft-x: 2 regression(s)" in f for f in failures)
+    report = json.loads((tmp_path / proof.REPORT).read_text())["upstream"]
+    entry = report["suites"]["peft-x"]
+    assert entry["pristine"]["passed"] == 3 and entry["pristine"]["needs_hub"] == 1
+    assert entry["patched"]["failed"] == 1 and entry["patched"]["known"] == 1
+    assert len(entry["regressions"]) == 2
+    layer = tmp_path / "build" / "upstream" / "peft" / "patched"
+    assert (layer / "tests" / "__init__.py").exists() and (layer / "conftest.py").exists()
+    assert not (tmp_path / "vendor" / "peft" / "tests" / "__init__.py").exists()

@@ -1,0 +1,415 @@
+"""pr: one patch of the series, ready to be proposed upstream (never pushed).
+
+``headroom pr transformers/0001`` makes, for that patch alone:
+
+* branch ``pr/<slug>`` in vendor/<name>, based on ``upstream/<version>`` with only this
+  patch (``git am``; made in a temporary worktree, so the checkout's HEAD is untouched);
+* build/pr/<patch>/: the ``git format-patch`` file, ``PR.md`` (the upstream's pull
+  request template filled with the commit message, the red->green evidence and memory
+  figures) and ``checks.json``.
+
+Checks: the patch applies alone on the pristine tag (no hidden dependency on an earlier
+patch), its own tests are red on pristine and green with this patch alone (when a test
+environment exists; else "not run"), and ruff passes on the changed files with the
+upstream's own configuration (when ruff is installed; it is not a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from . import checkout, export as export_mod, pins as pins_mod, proc, series as series_mod, ui
+from .errors import NotApplied, PatchConflict, ProofFailed, UsageError
+from .fsutil import atomic_write
+from .pins import Pin
+from .rebase import TestEnv, match_patches, pytest_runner
+from .vcs import Repo
+
+PR_DIR = Path("build") / "pr"
+BENCH_DIR = Path("build") / "bench"
+
+# (root, pin, pristine tree, tree with the patch alone) -> {"pristine": env, "alone": env}, or None: not run
+EnvsFactory = Callable[[Path, Pin, Path, Path], "dict[str, TestEnv] | None"]
+Runner = Callable[[Path, list[str], TestEnv], dict[str, str]]
+
+
+def _src(tree: Path) -> Path:
+    return tree / "src" if (tree / "src").is_dir() else tree
+
+
+def installed_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv] | None:
+    """build/envs/pristine's python: as is (pristine), and with the patched source first on PYTHONPATH (alone)."""
+    from . import envs
+
+    py = envs.python(root, "pristine")
+    if not py.exists():
+        return None
+    return {"pristine": TestEnv(py, (), "build/envs/pristine"),
+            "alone": TestEnv(py, (_src(alone),), f"build/envs/pristine + {pin.name} with this patch alone (source)")}
+
+
+def source_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv]:
+    """This python with each source tree on PYTHONPATH (pure-Python upstreams, and the tests)."""
+    py = Path(sys.executable)
+    return {"pristine": TestEnv(py, (_src(pristine),), "pristine source"),
+            "alone": TestEnv(py, (_src(alone),), "source with this patch alone")}
+
+
+# --------------------------------------------------------------------------- selection
+
+def select(root: Path, spec: str) -> tuple[Pin, Path]:
+    """``transformers/0001`` (or ``transformers/<file name>``) -> (pin, patch file)."""
+    if "/" not in spec:
+        raise UsageError(f"name the patch as UPSTREAM/NUMBER, e.g. transformers/0001, not {spec!r}.")
+    name, which = spec.split("/", 1)
+    pin = pins_mod.select(pins_mod.load(root), [name])[0]
+    series = series_mod.load(root, pin.name)
+    names = [p.name for p in series.patches]
+    if not names:
+        raise UsageError(f"patches/{pin.name}/ has no patches.")
+    (chosen,) = match_patches([which], names, pin.name)
+    return pin, series.folder / chosen
+
+
+def slug(patch: Path) -> str:
+    stem = re.sub(r"^\d{4}-", "", patch.stem)
+    return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:60] or "patch"
+
+
+# --------------------------------------------------------------------------- message
+
+def parse_message(text: str) -> dict:
+    """Subject, body paragraphs (trailers removed) and the ``Fixes:`` references of a commit message."""
+    lines = text.strip("\n").splitlines()
+    subject = lines[0] if lines else ""
+    body_lines = lines[1:]
+    fixes, keep = [], []
+    for line in body_lines:
+        m = re.match(r"^(Fixes|Closes|Resolves)\s*:\s*(.+)$", line.strip(), re.I)
+        if m:
+            fixes.append(m.group(2).strip())
+        else:
+            keep.append(line)
+    body = "\n".join(keep).strip("\n")
+    return {"subject": subject, "body": body, "fixes": fixes}
+
+
+def fixes_line(fixes: list[str], repository: str) -> str:
+    if not fixes:
+        return "Fixes # (no upstream issue is named in the patch: add one, or remove this line)"
+    base = repository.rstrip("/").removesuffix(".git")
+    out = []
+    for f in fixes:
+        m = re.fullmatch(re.escape(base) + r"/(?:issues|pull)/(\d+)/?", f)
+        out.append(f"#{m.group(1)}" if m else f)
+    return "Fixes " + ", ".join(out)
+
+
+# --------------------------------------------------------------------------- evidence
+
+def proof_entry(root: Path, pin: Pin, patch: Path) -> dict | None:
+    from . import proof
+
+    path = root / proof.REPORT
+    if not path.exists():
+        return None
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("proof", [])
+    except json.JSONDecodeError:
+        return None
+    for e in entries:
+        if Path(e.get("patch", "")).name == patch.name and e.get("upstream", pin.name) == pin.name:
+            return e
+    return None
+
+
+def _leaves(data: object, prefix: str = "") -> list[tuple[str, object]]:
+    if isinstance(data, dict):
+        return [x for k, v in data.items() for x in _leaves(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(data, list) and all(not isinstance(v, (dict, list)) for v in data):
+        return [(prefix, ", ".join(str(v) for v in data))]
+    if isinstance(data, list):
+        return [x for i, v in enumerate(data) for x in _leaves(v, f"{prefix}[{i}]")]
+    return [(prefix, data)]
+
+
+def bench_figures(root: Path, pin: Pin, patch: Path) -> list[tuple[str, list[tuple[str, object]]]]:
+    """Memory figures from build/bench/*.json that concern this patch (or this upstream)."""
+    out = []
+    folder = root / BENCH_DIR
+    if not folder.exists():
+        return out
+    for f in sorted(folder.glob("*.json")):
+        text = f.read_text(encoding="utf-8", errors="replace")
+        if patch.stem not in text and patch.name not in text and pin.name not in text and pin.name not in f.name:
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        leaves = [(k, v) for k, v in _leaves(data) if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+        memory = [(k, v) for k, v in leaves if re.search(r"(?i)mem|rss|reserved|alloc|peak|bytes|mib|gib|mb|gb", k)]
+        out.append((f.name, (memory or leaves)[:30]))
+    return out
+
+
+# --------------------------------------------------------------------------- checks
+
+def _ruff(alone: Path, files: list[str]) -> dict:
+    py_files = [f for f in files if f.endswith(".py") and (alone / f).exists()]
+    if not py_files:
+        return {"status": "no Python files changed"}
+    exe = shutil.which("ruff")
+    argv: list[str] | None = [exe] if exe else None
+    if argv is None:
+        probe = subprocess.run([sys.executable, "-m", "ruff", "--version"], capture_output=True, text=True)
+        argv = [sys.executable, "-m", "ruff"] if probe.returncode == 0 else None
+    if argv is None:
+        return {"status": "ruff not installed"}
+    config = [c for c in ("ruff.toml", ".ruff.toml", "pyproject.toml") if (alone / c).exists()]
+    result = proc.run([*argv, "check", "--no-cache", *py_files], cwd=alone, check=False, what="ruff check")
+    return {"status": "passed" if result.returncode == 0 else "failed", "config": config[0] if config else "(ruff defaults)",
+            "files": py_files, "output": result.output[-6000:]}
+
+
+def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, alone: Path,
+                 envs_factory: EnvsFactory, runner: Runner, work: Path) -> dict:
+    from .proof import summarize, verdict
+
+    added = repo("diff-tree", "--no-commit-id", "--name-only", "--diff-filter=A", "-r", commit).split()
+    files = [f for f in added if f.startswith("tests/") and f.endswith(".py")]
+    if not files:
+        return {"status": "no tests", "tests": [], "verdict": "NO TEST (a patch must add its own test under tests/)"}
+    envs = envs_factory(root, pin, pristine, alone)
+    if envs is None:
+        return {"status": "not run", "tests": files,
+                "reason": "no test environment (build/envs/pristine); run `make test` once"}
+    out: dict = {"status": "run", "tests": files}
+    for label in ("pristine", "alone"):
+        where = work / f"tests-{label}"
+        if where.exists():
+            shutil.rmtree(where)
+        for f in files:
+            (where / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(alone / f, where / f)
+        ui.info(f"running {len(files)} test file(s) on {label} ({envs[label].label})")
+        outcomes = runner(where, files, envs[label])
+        out[label] = {"outcomes": outcomes, "summary": summarize(outcomes), "env": envs[label].label}
+    out["verdict"] = verdict(out["pristine"]["outcomes"], out["alone"]["outcomes"])
+    return out
+
+
+# --------------------------------------------------------------------------- body
+
+def _outcome_table(pristine: dict[str, str], patched: dict[str, str], right: str) -> list[str]:
+    rows = [f"| test | pristine | {right} |", "| --- | --- | --- |"]
+    for t in sorted(set(pristine) | set(patched)):
+        rows.append(f"| `{t}` | {pristine.get(t, '-')} | {patched.get(t, '-')} |")
+    return rows
+
+
+def render_body(pin: Pin, patch: Path, message: dict, files: list[str], checks: dict, proof: dict | None,
+                figures: list) -> str:
+    repo_url = pin.repository.rstrip("/").removesuffix(".git")
+    tests_added = bool(checks["tests"].get("tests"))
+    lines = ["# What does this PR do?", ""]
+    lines += [f"**{message['subject']}**", ""]
+    if message["body"]:
+        lines += [message["body"], ""]
+    lines += [fixes_line(message["fixes"], pin.repository), ""]
+    lines += ["### Evidence: the new tests fail before this change and pass with it", ""]
+    t = checks["tests"]
+    if t.get("status") == "run":
+        lines += [f"With this patch alone on `{pin.tag}` ({pin.distribution} {pin.version}): **{t['verdict']}**", ""]
+        lines += _outcome_table(t["pristine"]["outcomes"], t["alone"]["outcomes"], "with this PR")
+        lines.append("")
+    else:
+        lines += [f"With this patch alone: {t.get('status')} ({t.get('reason', t.get('verdict', ''))})", ""]
+    if proof and proof.get("pristine", {}).get("outcomes"):
+        lines += [f"In the full series (`{proof['patch']}`, build/report.json): **{proof.get('verdict')}**, "
+                  f"pristine {proof['pristine'].get('summary')}, patched {proof['patched'].get('summary')}", ""]
+        lines += _outcome_table(proof["pristine"]["outcomes"], proof["patched"].get("outcomes", {}), "patched")
+        lines.append("")
+        for f in proof.get("figures", []):
+            lines.append(f"- {f}")
+        if proof.get("figures"):
+            lines.append("")
+    if figures:
+        lines += ["### Memory", ""]
+        for name, leaves in figures:
+            lines.append(f"From `build/bench/{name}`:")
+            lines += [f"- {k}: {v}" for k, v in leaves]
+            lines.append("")
+    lines += ["Files changed: " + ", ".join(f"`{f}`" for f in files), ""]
+    lines += [
+        "## Before submitting",
+        "- [ ] This PR fixes a typo or improves the docs (you can dismiss the other checks if that's the case).",
+        f"- [ ] Did you read the [contributor guideline]({repo_url}/blob/main/CONTRIBUTING.md), Pull Request section?",
+        "- [ ] Was this discussed/approved via a GitHub issue or the forum? Please add a link to it if that's the case."
+        + (" (see the Fixes line above)" if message["fixes"] else ""),
+        "- [ ] Did you make sure to update the documentation with your changes?",
+        f"- [{'x' if tests_added else ' '}] Did you write any new necessary tests?",
+        "",
+        "## Who can review?",
+        "",
+        "Anyone in the community is free to review the PR once the tests have passed. "
+        "Tag the maintainers of: " + ", ".join(sorted({_area(f) for f in files if not f.startswith("tests/")}) or ["(tests only)"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _area(path: str) -> str:
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[0] == "src":
+        return "/".join(parts[1:3]).removesuffix(".py")
+    return parts[0] if parts else path
+
+
+# --------------------------------------------------------------------------- push commands
+
+def _norm_url(url: str) -> str:
+    """https://host/owner/repo(.git), git@host:owner/repo.git, ssh://git@host/owner/repo -> host/owner/repo."""
+    u = url.strip().rstrip("/").removesuffix(".git")
+    u = re.sub(r"^[a-z+]+://", "", u)
+    u = re.sub(r"^[^@/]+@", "", u)
+    if ":" in u.split("/", 1)[0]:
+        u = u.replace(":", "/", 1)
+    return u.lower()
+
+
+def push_commands(repo: Repo, pin: Pin, branch: str, out_dir: Path, root: Path, subject: str) -> list[str]:
+    """The commands that would propose the patch; empty when no remote is configured."""
+    remotes = {}
+    for line in repo("remote", "-v").splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            remotes.setdefault(parts[0], parts[1])
+    if not remotes or not pin.tag:
+        return []
+    base = _norm_url(pin.repository)
+    norm = {n: _norm_url(u) for n, u in remotes.items()}
+    upstream = next((n for n, u in norm.items() if u == base), None)
+    fork = next((n for n in remotes if n != upstream), None)
+    owner_repo = "/".join(base.split("/")[-2:])
+    repo_url = pin.repository.rstrip("/").removesuffix(".git")
+    vendor = f"vendor/{pin.name}"
+    patch_files = sorted(out_dir.glob("*.patch"))
+    patch_rel = patch_files[0].relative_to(root) if patch_files else out_dir / "*.patch"
+    cmds = []
+    if upstream:
+        cmds.append(f"git -C {vendor} fetch {upstream} tag {pin.tag} --no-tags")
+    else:
+        cmds.append(f"git -C {vendor} fetch {repo_url}.git tag {pin.tag} --no-tags")
+    cmds.append(f"git -C {vendor} switch -c {branch}-on-{pin.tag} {pin.tag}   # the upstream git tag, not the sdist import")
+    cmds.append(f"git -C {vendor} am --3way {Path('../..') / patch_rel}")
+    target = fork or "<your-fork-remote>"
+    cmds.append(f"git -C {vendor} push {target} {branch}-on-{pin.tag}:{branch}")
+    fork_owner = norm[fork].split("/")[-2] if fork and norm[fork].count("/") >= 2 else "<you>"
+    title = subject.replace('"', '\\"')
+    cmds.append(f'gh pr create --repo {owner_repo} --base main --head {fork_owner}:{branch} '
+                f'--title "{title}" --body-file {out_dir.relative_to(root)}/PR.md')
+    return cmds
+
+
+# --------------------------------------------------------------------------- main
+
+def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = pytest_runner) -> dict:
+    pin, patch = select(root, spec)
+    dest = checkout.vendor_dir(root, pin)
+    if not (dest / ".git").exists():
+        raise NotApplied(f"vendor/{pin.name} does not exist. Run `make apply` first.")
+    repo = Repo(dest)
+    tag = checkout.upstream_tag(pin)
+    if not repo.try_("rev-parse", "--verify", "-q", f"refs/tags/{tag}")[0]:
+        raise NotApplied(f"vendor/{pin.name} has no tag {tag}. Run `make apply` first.")
+    branch = f"pr/{slug(patch)}"
+    out_dir = root / PR_DIR / patch.stem
+    ui.step("pr", f"{pin.name}/{patch.name} alone on {tag} -> branch {branch}, {out_dir.relative_to(root)}/")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    checks: dict = {"patch": str(patch.relative_to(root)), "base": tag, "branch": branch}
+    with tempfile.TemporaryDirectory(prefix="headroom-pr-") as tmp:
+        tmpdir = Path(tmp)
+        alone, pristine = tmpdir / "alone", tmpdir / "pristine"
+        repo("worktree", "add", "-q", "--detach", str(alone), tag)
+        repo("worktree", "add", "-q", "--detach", str(pristine), tag)
+        try:
+            wt = Repo(alone)
+            ok, err = wt.try_("am", "--no-3way", "--committer-date-is-author-date", "--keep-non-patch", str(patch))
+            if not ok:
+                failing = checkout._failing_files(wt, patch)
+                wt.try_("am", "--abort")
+                checks["applies_alone"] = {"status": "failed", "files": failing, "git": checkout._hunk_lines(err)}
+                atomic_write(out_dir / "checks.json", json.dumps(checks, indent=2, sort_keys=True) + "\n")
+                raise PatchConflict(
+                    f"{patch.relative_to(root)} does not apply alone on {tag}: it depends on an earlier patch of the "
+                    "series. Make it self-contained (move the shared change into it, or propose the earlier patch "
+                    "first), then `make pr` again.",
+                    details="files that fail: " + (", ".join(failing) or "(see git)") + "\n" + checkout._hunk_lines(err),
+                )
+            commit = wt.head()
+            checks["applies_alone"] = {"status": "passed"}
+            repo("branch", "-f", branch, commit)
+            ui.info(f"branch {branch} -> {commit[:12]} ({tag} + this patch)")
+            files = [f for f in repo("diff-tree", "--no-commit-id", "--name-only", "-r", commit).split() if f]
+            fp_dir = tmpdir / "fp"
+            repo(*export_mod.FORMAT_PATCH, "--start-number=1", "-o", str(fp_dir), "-1", commit)
+            (produced,) = fp_dir.iterdir()
+            atomic_write(out_dir / produced.name, produced.read_bytes())
+            checks["tests"] = _tests_alone(root, pin, repo, commit, pristine, alone, envs_factory, runner, tmpdir)
+            checks["ruff"] = _ruff(alone, files)
+        finally:
+            repo("worktree", "remove", "--force", str(alone))
+            repo("worktree", "remove", "--force", str(pristine))
+    message = parse_message(repo("log", "-1", "--format=%B", commit))
+    proof = proof_entry(root, pin, patch)
+    checks["proof_in_series"] = {"verdict": proof.get("verdict")} if proof else {"status": "no build/report.json entry"}
+    figures = bench_figures(root, pin, patch)
+    body = render_body(pin, patch, message, files, checks, proof, figures)
+    atomic_write(out_dir / "PR.md", body)
+    cmds = push_commands(repo, pin, branch, out_dir, root, message["subject"])
+    checks["push_commands"] = cmds
+    atomic_write(out_dir / "checks.json", json.dumps(checks, indent=2, sort_keys=True) + "\n")
+    t = checks["tests"]
+    ui.info(f"applies alone on {tag}: passed")
+    ui.info(f"tests alone: {t.get('verdict') if t.get('status') == 'run' else t.get('status')}"
+            + (f" (pristine {t['pristine']['summary']}; alone {t['alone']['summary']})" if t.get("status") == "run" else ""))
+    ui.info(f"ruff: {checks['ruff']['status']}")
+    ui.info(f"wrote {out_dir.relative_to(root)}/PR.md, {produced.name}, checks.json")
+    if cmds:
+        ui.info("to propose it (nothing was pushed):")
+        for c in cmds:
+            print(f"    {c}", flush=True)
+    else:
+        ui.info(f"no git remote in vendor/{pin.name}: add one (git -C vendor/{pin.name} remote add fork <your fork URL>) "
+                "to get the push and pull-request commands")
+    problems = []
+    if t.get("status") == "run" and t["verdict"] != "red->green":
+        problems.append(f"its tests alone: {t['verdict']}")
+    if checks["ruff"]["status"] == "failed":
+        problems.append("ruff check failed (see checks.json)")
+    if problems:
+        raise ProofFailed(f"{patch.name} is not ready to propose: {'; '.join(problems)}. Fix the patch in vendor/{pin.name}, "
+                          f"`make export`, then `make pr PATCH={spec}` again. PR.md was written for review.")
+    return checks
+
+
+def cmd_pr(args: argparse.Namespace) -> int:
+    make(Path(args.root).resolve(), args.patch)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pr", help="prepare one patch as an upstream pull request (branch, PR.md, checks; never pushes)")
+    p.add_argument("patch", help="UPSTREAM/NUMBER, e.g. transformers/0001")
+    p.set_defaults(func=cmd_pr)

@@ -1,0 +1,85 @@
+"""headroom's conftest layer for peft's own tests (copied out of vendor/peft/tests; never edited).
+
+Installed as build/upstream/peft/<env>/conftest.py, next to the copied ``tests/`` package. It
+neutralises what would make the suite depend on the network or on test-only packages that
+the test environments do not carry:
+
+* ``tests.testing_utils.hub_online_once`` forces online mode for a model id's first use even
+  with HF_HUB_OFFLINE=1, so hub-bound tests would wait on network timeouts. It is replaced
+  by a context manager that changes nothing: offline stays offline, and a test that needs
+  the hub fails at once with huggingface_hub's offline error (counted as needs_hub).
+* ``datasets`` and ``diffusers`` are imported at module level by peft's shared test helpers
+  but not installed. When absent, a stub module stands in: ``datasets.load_dataset`` fails
+  like a hub miss (it always downloads), anything taken from ``diffusers`` skips the test
+  that uses it (an optional dependency that is not installed).
+"""
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+
+import pytest
+
+# Import the libraries first so that their "is X available" flags are computed before any stub exists.
+import accelerate  # noqa: F401
+import peft  # noqa: F401
+import transformers  # noqa: F401
+
+
+class _NotInstalled:
+    """Stands in for a name of an optional test dependency: using it skips the test."""
+
+    def __init__(self, dist: str, name: str) -> None:
+        self._dist, self._name = dist, name
+
+    def _skip(self):
+        pytest.skip(f"optional test dependency {self._dist!r} is not installed (needs {self._dist}.{self._name})",
+                    allow_module_level=True)
+
+    def __call__(self, *args, **kwargs):
+        self._skip()
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._skip()
+
+
+def _stub(dist: str, **names) -> None:
+    module = types.ModuleType(dist)
+    module.__spec__ = importlib.machinery.ModuleSpec(dist, None)
+    module.__headroom_stub__ = True
+    module.__dict__.update(names)
+
+    def __getattr__(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _NotInstalled(dist, name)
+
+    module.__getattr__ = __getattr__
+    sys.modules[dist] = module
+
+
+def _load_dataset(path, *args, **kwargs):
+    raise OSError(
+        f"headroom stub: load_dataset({path!r}) downloads from the hub, and outgoing traffic has been disabled "
+        "(HF_HUB_OFFLINE=1; the 'datasets' package is not installed either)"
+    )
+
+
+if importlib.util.find_spec("datasets") is None:
+    _stub("datasets", load_dataset=_load_dataset)
+if importlib.util.find_spec("diffusers") is None:
+    _stub("diffusers")
+
+import tests.testing_utils as _testing_utils  # noqa: E402  (the copied upstream helpers)
+
+
+@contextlib.contextmanager
+def _stay_offline(model_id):
+    yield
+
+
+_testing_utils.hub_online_once = _stay_offline
