@@ -216,3 +216,50 @@ def test_write_pin_keeps_comments_and_other_pins(tmp_path):
     out = (tmp_path / "vendor" / "pins.toml").read_text()
     assert out.startswith("# header comment\n")
     assert pins_mod.load(tmp_path) == [new, b]
+
+
+@pytest.fixture
+def cli_with_rebase(monkeypatch):
+    """cli.main with the subcommands registered as the proposed cli.py lines do."""
+    import argparse
+
+    from headroom import cli, pr
+
+    original = cli.parser
+
+    def parser():
+        p = original()
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        rebase.add_parsers(sub)
+        pr.add_parser(sub)
+        return p
+
+    monkeypatch.setattr(cli, "parser", parser)
+    return cli.main
+
+
+def test_command_line_rebase_conflict_continue_and_abort(proj: Project, cli_with_rebase, capsys):
+    root = ["--root", str(proj.root)]
+    assert cli_with_rebase([*root, "rebase", "toypkg==1.1.0", "--landed-env", "source"]) == errors.PatchConflict.exit_code
+    err = capsys.readouterr().err
+    assert "make rebase-continue DROP=0002" in err
+    assert cli_with_rebase([*root, "rebase-continue", "--drop", "0002"]) == errors.PatchConflict.exit_code
+    assert cli_with_rebase([*root, "rebase-continue"]) == errors.PatchConflict.exit_code  # not resolved yet
+    assert cli_with_rebase([*root, "rebase-abort"]) == 0
+    assert cli_with_rebase([*root, "rebase-abort"]) == errors.UsageError.exit_code
+    assert cli_with_rebase([*root, "rebase", "toypkg==1.2.0", "--landed-env", "source", "--drop", "0002"]) == 0
+    assert 'version = "1.2.0"' in (proj.root / "vendor" / "pins.toml").read_text()
+    assert cli_with_rebase([*root, "pr", "toypkg/0001"]) == 0  # no build/envs here: tests "not run"
+    assert "tests alone: not run" in capsys.readouterr().out
+
+
+def test_partly_landed_patch_is_named_in_the_conflict(proj: Project):
+    def runner(where, files, env):
+        return {"tests.t::test_memory": "passed", "tests.t::test_aliasing": "failed"}
+
+    with pytest.raises(errors.PatchConflict) as exc:
+        rebase.start(proj.root, "toypkg==1.1.0", env_factory=rebase.source_env, runner=runner)
+    msg = str(exc.value)
+    assert "Part of it landed upstream" in msg and "now passing: test_memory" in msg and "still failing: test_aliasing" in msg
+    assert "DROP=0002" in msg  # dropping stays possible, but is not recommended
+    assert rebase.abort(proj.root) == 0

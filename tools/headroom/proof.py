@@ -22,7 +22,8 @@ from .vcs import Repo
 
 PROOF_DIR = Path("build") / "proof"
 REPORT = Path("build") / "report.json"
-FIGURE = re.compile(r"^.*\b(?:RssAnon rise|memory_reserved|reserved-but-unallocated)\b.*$", re.M)
+# Lines a patch's test prints with its measured figures (source lines in tracebacks have braces).
+FIGURE = re.compile(r"^[^{}\n]*\b(?:RssAnon rise|memory_reserved|reserved-but-unallocated)\b[^{}\n]*$", re.M)
 # The hub is unreachable here: offline, and any stray request fails at once on a closed local port.
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",

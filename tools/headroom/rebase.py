@@ -325,9 +325,22 @@ def _tests_of(repo: Repo, commit: str) -> list[str]:
     return [f for f in added if f.startswith("tests/") and f.endswith(".py")]
 
 
+def _old_pristine_outcomes(root: Path, name: str) -> dict[str, dict[str, str]]:
+    """{patch file name: outcomes on the old pristine} from build/report.json's proof section, when present."""
+    from . import proof
+
+    try:
+        entries = json.loads((root / proof.REPORT).read_text(encoding="utf-8")).get("proof", [])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {Path(e["patch"]).name: e.get("pristine", {}).get("outcomes", {}) for e in entries
+            if e.get("upstream") == name and "patch" in e}
+
+
 def _landed_checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, env_factory: EnvFactory,
                    runner: Runner) -> dict[str, dict]:
     wheel = fetch.fetch(new, "wheel")
+    old_pristine = _old_pristine_outcomes(root, state["name"])
     env: TestEnv | None = None
     made = False
     out: dict[str, dict] = {}
@@ -351,9 +364,21 @@ def _landed_checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, en
         from .proof import summarize
 
         verdict = "landed" if is_landed(outcomes) else "not landed"
-        out[name] = {"verdict": verdict, "tests": files, "outcomes": outcomes, "summary": summarize(outcomes),
-                     "env": env.label}
-        ui.info(f"{name}: its tests on pristine {new.version}: {summarize(outcomes)} -> {verdict}")
+        entry = {"verdict": verdict, "tests": files, "outcomes": outcomes, "summary": summarize(outcomes),
+                 "env": env.label}
+        if verdict == "not landed" and "passed" in outcomes.values():
+            # Some of its tests pass upstream now: part of the fix landed (those that were red on the old pristine).
+            before = old_pristine.get(name, {})
+            now_green = sorted(t for t, o in outcomes.items() if o == "passed" and before.get(t, "failed") == "failed")
+            if now_green:
+                entry.update(verdict="partly landed", now_passing=now_green,
+                             still_failing=sorted(t for t, o in outcomes.items() if o == "failed"))
+        out[name] = entry
+        ui.info(f"{name}: its tests on pristine {new.version}: {summarize(outcomes)} -> {entry['verdict']}")
+        for t in entry.get("now_passing", []):
+            ui.info(f"    now passes upstream: {t}")
+        for t in entry.get("still_failing", []):
+            ui.info(f"    still fails upstream: {t}")
     return out
 
 
@@ -512,6 +537,11 @@ def _replay(root: Path, state: dict) -> int:
                 _row(result)
                 num = pname[:4]
                 hint = ""
+                if landed.get("verdict") == "partly landed":
+                    hint = (f" Part of it landed upstream: on pristine {new.version} its tests give {landed['summary']} "
+                            f"(now passing: {', '.join(t.rsplit('::', 1)[-1] for t in landed['now_passing'])}; still "
+                            f"failing: {', '.join(t.rsplit('::', 1)[-1] for t in landed['still_failing'])}): keep what "
+                            "upstream did and carry only what is still missing.")
                 if is_l:
                     hint = (f" Its own tests already pass on pristine {new.version} ({landed['summary']}): it has "
                             f"landed upstream; dropping it is likely right: `make rebase-continue DROP={num}`.")
@@ -647,6 +677,8 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
         if result["status"] == "conflict":
             result["range_diff"] = _range_diff(repo, state["old_commits"][state["next"]], repo.head())
         _row(result)
+        for line in result.get("range_diff", "").splitlines():
+            ui.info(f"    {line}")
         state["results"].append(result)
         state["next"] += 1
         state["phase"] = "replaying"

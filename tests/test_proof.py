@@ -1,0 +1,51 @@
+"""The proof's verdicts, from JUnit XML fixtures: red on pristine and green on patched, or not."""
+
+from pathlib import Path
+
+import pytest
+
+from headroom import proof
+
+JUNIT = Path(__file__).parent / "fixtures" / "junit"
+
+
+def outcomes(name: str) -> dict[str, str]:
+    return proof._junit(JUNIT / f"{name}.xml")
+
+
+def test_junit_outcomes():
+    assert outcomes("pristine") == {
+        "tests.trainer.test_x.T::test_cpu": "failed",
+        "tests.trainer.test_x.T::test_guard": "passed",
+        "tests.trainer.test_x.T::test_gpu": "skipped",
+    }
+    assert outcomes("error") == {"tests.test_y::test_setup": "failed"}
+    assert proof.summarize(outcomes("pristine")) == "1 passed, 1 failed, 1 skipped"
+
+
+@pytest.mark.parametrize(
+    ("pristine", "patched", "expected"),
+    [
+        ("pristine", "patched", "red->green"),
+        ("patched", "patched", "NOT RED on pristine (the test proves nothing)"),
+        ("pristine", "pristine", "NOT GREEN on patched"),
+        ("pristine", "error", "NOT GREEN on patched"),
+    ],
+)
+def test_verdicts(pristine, patched, expected):
+    assert proof.verdict(outcomes(pristine), outcomes(patched)) == expected
+
+
+def test_all_skipped_is_not_green():
+    skipped = {"a::b": "skipped"}
+    assert proof.verdict(outcomes("pristine"), skipped) == "NOT GREEN on patched"
+
+
+def test_figures_skip_source_lines_from_tracebacks():
+    text = (
+        '    f"fsdp-cpu-ram-efficient-loading: rank1 RssAnon rise {rise:.1f} MiB"\n'
+        "fsdp-cpu-ram-efficient-loading: rank1 RssAnon rise 247.6 MiB = 101.0% of model 245.0 MiB\n"
+    )
+    assert proof.FIGURE.findall(text) == [
+        "fsdp-cpu-ram-efficient-loading: rank1 RssAnon rise 247.6 MiB = 101.0% of model 245.0 MiB"
+    ]

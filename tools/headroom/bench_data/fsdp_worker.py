@@ -1,0 +1,142 @@
+"""Fix 2 benchmark worker: one process of a ``torch.distributed.run`` job on CPU (gloo).
+
+Run inside build/envs/<env> with ``ACCELERATE_USE_FSDP=true`` and
+``FSDP_CPU_RAM_EFFICIENT_LOADING=true`` (what ``accelerate launch --use_fsdp
+--fsdp_cpu_ram_efficient_loading true`` sets). Each rank measures its anonymous RSS
+(``RssAnon``: a memory-mapped checkpoint's file pages are not counted) across
+``from_pretrained`` and through Accelerate's FSDP2 ``prepare``, and writes
+``<out_dir>/rank<N>.json``.
+
+Usage: fsdp_worker.py CHECKPOINT_DIR OUT_DIR
+"""
+
+import ctypes
+import gc
+import json
+import os
+import sys
+import threading
+import time
+
+_LIBC = None
+
+
+def _trim() -> None:
+    global _LIBC
+    gc.collect()
+    try:
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def rss_anon_mib(trim: bool = True) -> float:
+    if trim:
+        _trim()
+    with open("/proc/self/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("RssAnon not found in /proc/self/status")
+
+
+class PeakSampler:
+    """Samples RssAnon in a background thread; ``peak`` is the highest reading."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.peak = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_anon_mib(trim=False))
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakSampler":
+        self.peak = rss_anon_mib(trim=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_anon_mib(trim=False))
+
+
+def main(checkpoint_dir: str, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+    from accelerate import Accelerator, FullyShardedDataParallelPlugin
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    from transformers import AutoModelForCausalLM
+    from transformers.distributed.utils import is_local_dist_rank_0
+    from transformers.integrations import is_fsdp_enabled
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, cpu_ram_efficient_loading=True)
+    # `cpu=True` gives a gloo process group (MULTI_CPU). Accelerate only turns FSDP on for accelerator backends
+    # (CUDA, XPU, ...), so we set the plugin and the distributed type ourselves - on PartialState too, because
+    # AcceleratorState copies PartialState's fields back into itself. `prepare` then takes the real FSDP2 path on
+    # CPU: `fully_shard` + `fsdp2_load_full_state_dict` broadcasting rank 0's weights.
+    accelerator = Accelerator(cpu=True, fsdp_plugin=plugin)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
+    rank, world = accelerator.process_index, accelerator.num_processes
+    result = {
+        "rank": rank,
+        "world_size": world,
+        "local_rank": int(os.environ.get("LOCAL_RANK", "-1")),
+        "fsdp_enabled": bool(is_fsdp_enabled()),
+        "local_rank_0": bool(is_local_dist_rank_0()),
+        "torch_threads": torch.get_num_threads(),
+    }
+    dist.barrier()
+
+    # 1. from_pretrained, in the checkpoint's own dtype: loaded weights are views on the memory-mapped file
+    before = rss_anon_mib()
+    start = time.monotonic()
+    with PeakSampler() as load_peak:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint_dir, dtype="auto")
+    result["load_seconds"] = time.monotonic() - start
+    after = rss_anon_mib()
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    result.update(
+        rss_before_mib=before,
+        rss_after_load_mib=after,
+        load_rise_mib=after - before,
+        load_peak_mib=load_peak.peak,
+        model_bytes=model_bytes,
+        dtype=str(next(model.parameters()).dtype),
+    )
+    dist.barrier()
+
+    # 2. Accelerate FSDP2 prepare (model + optimizer, as a training script does)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    start = time.monotonic()
+    with PeakSampler() as prepare_peak:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    result["prepare_seconds"] = time.monotonic() - start
+    result["prepare_samples"] = prepare_peak.samples
+    result["prepare_peak_mib"] = prepare_peak.peak
+    result["prepare_peak_rise_mib"] = prepare_peak.peak - before
+    result["after_prepare_mib"] = rss_anon_mib()
+    local = sum(p.to_local().numel() * p.element_size() if hasattr(p, "to_local") else p.numel() * p.element_size()
+                for p in model.parameters())
+    result["local_shard_bytes"] = local
+    dist.barrier()
+
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
