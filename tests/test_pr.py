@@ -122,3 +122,10 @@ def test_selection_errors(proj: Project):
         pr.select(proj.root, "toypkg/0042")
     assert pr.slug(Path("0001-Trainer-reload-the-best-PEFT-adapter-on-CPU-in-_load.patch")) == \
         "trainer-reload-the-best-peft-adapter-on-cpu-in-load"
+
+
+def test_fixes_line():
+    repo = "https://github.com/huggingface/transformers"
+    assert pr.fixes_line([f"{repo}/issues/44637"], repo) == "Fixes #44637"
+    assert "follows up on #45649" in pr.fixes_line([f"{repo}/pull/45649"], repo)
+    assert pr.fixes_line(["https://elsewhere/x/1"], repo) == "Fixes https://elsewhere/x/1"

@@ -46,14 +46,16 @@ def _src(tree: Path) -> Path:
 
 
 def installed_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv] | None:
-    """build/envs/pristine's python: as is (pristine), and with the patched source first on PYTHONPATH (alone)."""
+    """build/envs/pristine's python (torch, accelerate, pytest...) with the upstream's source first on PYTHONPATH:
+    the pristine tag's tree, then the tree with this patch alone. Both runs import the same kind of build, whatever
+    version the environment itself was made for (e.g. just after a rebase)."""
     from . import envs
 
     py = envs.python(root, "pristine")
     if not py.exists():
         return None
-    return {"pristine": TestEnv(py, (), "build/envs/pristine"),
-            "alone": TestEnv(py, (_src(alone),), f"build/envs/pristine + {pin.name} with this patch alone (source)")}
+    return {"pristine": TestEnv(py, (_src(pristine),), f"build/envs/pristine + {pin.name} {pin.version} source"),
+            "alone": TestEnv(py, (_src(alone),), f"build/envs/pristine + {pin.name} {pin.version} source + this patch")}
 
 
 def source_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv]:
@@ -106,11 +108,19 @@ def fixes_line(fixes: list[str], repository: str) -> str:
     if not fixes:
         return "Fixes # (no upstream issue is named in the patch: add one, or remove this line)"
     base = repository.rstrip("/").removesuffix(".git")
-    out = []
+    issues, pulls = [], []
     for f in fixes:
-        m = re.fullmatch(re.escape(base) + r"/(?:issues|pull)/(\d+)/?", f)
-        out.append(f"#{m.group(1)}" if m else f)
-    return "Fixes " + ", ".join(out)
+        m = re.fullmatch(re.escape(base) + r"/(issues|pull)/(\d+)/?", f)
+        if m and m.group(1) == "pull":
+            pulls.append(f"#{m.group(2)}")
+        else:
+            issues.append(f"#{m.group(2)}" if m else f)
+    lines = []
+    if issues:
+        lines.append("Fixes " + ", ".join(issues))
+    if pulls:
+        lines.append("Fixes # (the patch names a pull request, not an issue: follows up on " + ", ".join(pulls) + ")")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- evidence
@@ -203,6 +213,11 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
         ui.info(f"running {len(files)} test file(s) on {label} ({envs[label].label})")
         outcomes = runner(where, files, envs[label])
         out[label] = {"outcomes": outcomes, "summary": summarize(outcomes), "env": envs[label].label}
+        log = where / "pytest.log"
+        if log.exists():
+            from .proof import FIGURE
+
+            out[label]["figures"] = sorted({line.strip() for line in FIGURE.findall(log.read_text(encoding="utf-8"))})
     out["verdict"] = verdict(out["pristine"]["outcomes"], out["alone"]["outcomes"])
     return out
 
@@ -231,6 +246,11 @@ def render_body(pin: Pin, patch: Path, message: dict, files: list[str], checks: 
         lines += [f"With this patch alone on `{pin.tag}` ({pin.distribution} {pin.version}): **{t['verdict']}**", ""]
         lines += _outcome_table(t["pristine"]["outcomes"], t["alone"]["outcomes"], "with this PR")
         lines.append("")
+        for label, right in (("pristine", "pristine"), ("alone", "with this PR")):
+            for fig in t[label].get("figures", []):
+                lines.append(f"- {right}: {fig}")
+        if any(t[label].get("figures") for label in ("pristine", "alone")):
+            lines.append("")
     else:
         lines += [f"With this patch alone: {t.get('status')} ({t.get('reason', t.get('verdict', ''))})", ""]
     if proof and proof.get("pristine", {}).get("outcomes"):

@@ -94,7 +94,7 @@ def pytest_runner(workdir: Path, files: list[str], env: TestEnv) -> dict[str, st
         [env.python, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-c", workdir / "pytest.ini",
          "--rootdir", workdir, f"--junitxml={junit}", *files],
         cwd=workdir, env={**proof.OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(str(p) for p in env.pythonpath)},
-        check=False, what="pytest (landed check)",
+        check=False, what=f"pytest ({env.label})",
     )
     (workdir / "pytest.log").write_text(result.output, encoding="utf-8")
     return proof._junit(junit)

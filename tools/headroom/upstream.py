@@ -238,7 +238,7 @@ def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore:
     log = out_dir / f"{suite.name}-{env}.log"
     junit.unlink(missing_ok=True)
     args = [py, "-m", "pytest", "-p", "no:cacheprovider", "-c", layer / "pytest.ini", "--rootdir", layer,
-            "-q", "-rfE", "--continue-on-collection-errors", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+            "-q", "-rfE", "--tb=native", "--continue-on-collection-errors", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
     if suite.keyword:
         args += ["-k", suite.keyword]
     for path in [*suite.ignore, *ignore]:

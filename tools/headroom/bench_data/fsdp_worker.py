@@ -97,6 +97,18 @@ def main(checkpoint_dir: str, out_dir: str) -> None:
         "local_rank_0": bool(is_local_dist_rank_0()),
         "torch_threads": torch.get_num_threads(),
     }
+    # Warm-up: load a tiny checkpoint of the same architecture first, so that lazy imports and one-time caches of
+    # `from_pretrained` are not counted as the rise of the measured load.
+    warmup_dir = os.path.join(out_dir, "warmup")
+    if rank == 0:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tiny = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False)
+        LlamaForCausalLM(tiny).save_pretrained(warmup_dir)
+    dist.barrier()
+    warm = AutoModelForCausalLM.from_pretrained(warmup_dir, dtype="auto")
+    del warm
     dist.barrier()
 
     # 1. from_pretrained, in the checkpoint's own dtype: loaded weights are views on the memory-mapped file

@@ -10,13 +10,17 @@ import re
 import sys
 
 
-def fix2_in_loader() -> bool:
-    """True when the FSDP branch of `_move_missing_keys_from_meta_to_device` only touches non-persistent buffers."""
-    from transformers import PreTrainedModel
-
-    source = inspect.getsource(PreTrainedModel._move_missing_keys_from_meta_to_device)
+def fix2_in_source(source: str) -> bool:
+    """True when the FSDP branch (non-main ranks) of `_move_missing_keys_from_meta_to_device` only re-creates the
+    non-persistent buffers, instead of every buffer and parameter."""
     branch = re.search(r"if is_fsdp_enabled\(\) and not is_local_dist_rank_0\(\).*?\n(.*?)\breturn\b", source, re.S)
     return bool(branch) and "named_non_persistent_buffers" in branch.group(1)
+
+
+def fix2_in_loader() -> bool:
+    from transformers import PreTrainedModel
+
+    return fix2_in_source(inspect.getsource(PreTrainedModel._move_missing_keys_from_meta_to_device))
 
 
 def main() -> None:
