@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Project, git, toy_pin
-
 from headroom import errors, pr
 
 SERIES = FIXTURES / "series-rebase"
@@ -60,7 +59,7 @@ def test_pr_for_one_patch(proj: Project, capsys):
     assert "Fixes #1" in body
     assert "| `tests.test_memory_cpu::test_load_stages_on_cpu` | failed | passed |" in body
     assert "- [x] Did you write any new necessary tests?" in body
-    assert "RssAnon rise 12 MiB" in body and "pristine.peak_accelerator_mib: 812" in body
+    assert "RssAnon rise 12 MiB" in body and "| peak_accelerator_mib | 812 | 64 |" in body
     assert "toypkg/memory" in body  # the area to tag reviewers for
     assert checks["applies_alone"]["status"] == "passed"
     assert checks["tests"]["verdict"] == "red->green"
@@ -129,3 +128,35 @@ def test_fixes_line():
     assert pr.fixes_line([f"{repo}/issues/44637"], repo) == "Fixes #44637"
     assert "follows up on #45649" in pr.fixes_line([f"{repo}/pull/45649"], repo)
     assert pr.fixes_line(["https://elsewhere/x/1"], repo) == "Fixes https://elsewhere/x/1"
+
+
+def test_pr_runs_ruff_when_installed_and_reports_its_failure(proj: Project, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ruff"
+    fake.write_text("#!/bin/sh\necho \"ruff $*\"\necho 'src/toypkg/util.py:1:1: E999 pretend'\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    with pytest.raises(errors.ProofFailed, match="ruff check failed"):
+        make(proj, "toypkg/0001")
+    checks = json.loads((proj.root / "build" / "pr" / "0001-util-add-a-clamp-helper" / "checks.json").read_text())
+    assert checks["ruff"]["status"] == "failed" and checks["ruff"]["config"] == "pyproject.toml"
+    assert "ruff check --no-cache src/toypkg/util.py tests/test_util.py" in checks["ruff"]["output"]
+
+
+def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project):
+    git(proj.root, "init", "-q")
+    git(proj.root, "add", "patches")
+    git(proj.root, "commit", "-q", "-m", "toypkg: stage loads on the CPU (fix 2)")
+    (proj.root / "build" / "bench").mkdir(parents=True)
+    (proj.root / "build" / "bench" / "results.json").write_text(json.dumps({
+        "fix1": {"pristine": {"skipped": "no CUDA"}, "patched": {"skipped": "no CUDA"}},
+        "fix2": {"cases": [{"size": "60M", "ranks": 2, "envs": {
+            "pristine": {"summary": {"rank1_load_rise_mib": 229.7, "fsdp_enabled": True}},
+            "patched": {"summary": {"rank1_load_rise_mib": 0.7, "fsdp_enabled": True}}}}]}}))
+    patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
+    assert pr.fix_section(proj.root, patch) == "fix2"
+    lines = pr.bench_figures(proj.root, proj.pin, patch)
+    assert "| rank1_load_rise_mib | 229.7 | 0.7 |" in lines
+    assert any("fix2.cases[0].envs" in line and "size=60M" in line and "ranks=2" in line for line in lines)
+    assert pr.bench_figures(proj.root, proj.pin, patch, "fix1") == ["- `build/bench/results.json, fix1`: skipped (no CUDA)"]

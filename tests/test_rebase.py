@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, TOY, Project, git, make_sdist, make_wheel, toy_pin
-
 from headroom import checkout, errors, rebase
 from headroom.fsutil import sha256_file
 

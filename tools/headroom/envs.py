@@ -42,6 +42,17 @@ def python(root: Path, env: str) -> Path:
     return root / ENVS_DIR / env / "bin" / "python"
 
 
+def _specs(root: Path, env: str, wheels: list[Path]) -> list[str | Path]:
+    """What pip installs: 'patched' goes through our own index (dist/simple) by exact version,
+    which proves the index with a real client on every run; 'pristine' installs the verified files."""
+    if env != "patched":
+        return list(wheels)
+    index = (root / build_mod.DIST_DIR / "simple").as_uri()
+    specs: list[str | Path] = ["--extra-index-url", index]
+    specs += [f"{w.name.split('-')[0]}=={w.name.split('-')[1]}" for w in wheels]
+    return specs
+
+
 def ensure(root: Path, env: str, wheels: list[Path]) -> Path:
     """Create or reuse build/envs/<env>; return its python."""
     where = root / ENVS_DIR / env
@@ -59,14 +70,14 @@ def ensure(root: Path, env: str, wheels: list[Path]) -> Path:
         # Same torch and test requirements: swap only the transformers/peft wheels.
         ui.info(f"build/envs/{env}: installing {', '.join(w.name for w in wheels)}")
         stamp.unlink()
-        proc.run([*pip, "--no-deps", "--force-reinstall", *wheels], what=f"pip install wheels ({env})")
+        proc.run([*pip, "--no-deps", "--force-reinstall", *_specs(root, env, wheels)], what=f"pip install wheels ({env})")
     else:
         if where.exists():
             shutil.rmtree(where)
         ui.info(f"build/envs/{env}: creating (torch first, then {', '.join(w.name for w in wheels)}; a few minutes)")
         proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
         proc.run([*pip, TORCH], what=f"pip install {TORCH} ({env})")
-        proc.run([*pip, "-r", root / REQUIREMENTS, *wheels], what=f"pip install test requirements ({env})")
+        proc.run([*pip, "-r", root / REQUIREMENTS, *_specs(root, env, wheels)], what=f"pip install test requirements ({env})")
     record = {"base": base_key, "wheels_key": wheels_key, "wheels": [w.name for w in wheels]}
     atomic_write(stamp, json.dumps(record, indent=2) + "\n")
     return py

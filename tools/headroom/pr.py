@@ -20,14 +20,16 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import checkout, export as export_mod, pins as pins_mod, proc, series as series_mod, ui
-from .errors import NotApplied, PatchConflict, ProofFailed, UsageError
+from . import checkout, proc, ui
+from . import export as export_mod
+from . import pins as pins_mod
+from . import series as series_mod
+from .errors import CommandFailed, NotApplied, PatchConflict, ProofFailed, UsageError
 from .fsutil import atomic_write
 from .pins import Pin
 from .rebase import TestEnv, match_patches, pytest_runner
@@ -95,7 +97,7 @@ def parse_message(text: str) -> dict:
     body_lines = lines[1:]
     fixes, keep = [], []
     for line in body_lines:
-        m = re.match(r"^(Fixes|Closes|Resolves)\s*:\s*(.+)$", line.strip(), re.I)
+        m = re.match(r"^(Fixes|Closes|Resolves)\s*:\s*(.+)$", line.strip(), re.IGNORECASE)
         if m:
             fixes.append(m.group(2).strip())
         else:
@@ -151,24 +153,79 @@ def _leaves(data: object, prefix: str = "") -> list[tuple[str, object]]:
     return [(prefix, data)]
 
 
-def bench_figures(root: Path, pin: Pin, patch: Path) -> list[tuple[str, list[tuple[str, object]]]]:
-    """Memory figures from build/bench/*.json that concern this patch (or this upstream)."""
+def fix_section(root: Path, patch: Path) -> str | None:
+    """``fixN`` when the commit that added ``patch`` to this repository says "(fix N)" (how bench results are keyed)."""
+    try:
+        repo = Repo(root)
+        subjects = repo("log", "--diff-filter=A", "--format=%s", "--", str(patch.relative_to(root)))
+    except (CommandFailed, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
+        return None
+    for subject in reversed(subjects.splitlines()):
+        m = re.search(r"\(fix (\d+)\)", subject)
+        if m:
+            return f"fix{m.group(1)}"
+    return None
+
+
+_MEMORY_KEY = re.compile(r"(?i)mem|rss|reserved|alloc|peak|rise|bytes|mib|gib")
+
+
+def _pairs(node: object, path: str = "", ctx: tuple[str, ...] = ()) -> list[tuple[str, str, dict, dict]]:
+    """(path, context, pristine, patched) for every dict holding both a "pristine" and a "patched" dict; the
+    context is the scalar fields of the enclosing dicts (e.g. a benchmark case's size, ranks and dtype)."""
     out = []
+    if isinstance(node, dict):
+        here = ctx + tuple(f"{k}={v}" for k, v in node.items()
+                           if isinstance(v, (str, int, float)) and not isinstance(v, bool) and len(str(v)) <= 40)
+        if isinstance(node.get("pristine"), dict) and isinstance(node.get("patched"), dict):
+            out.append((path, ", ".join(here), node["pristine"], node["patched"]))
+        for k, v in node.items():
+            if k not in ("pristine", "patched"):
+                out += _pairs(v, f"{path}.{k}" if path else str(k), here)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _pairs(v, f"{path}[{i}]", ctx)
+    return out
+
+
+def _memory_leaves(side: dict) -> dict[str, object]:
+    base = side.get("summary") if isinstance(side.get("summary"), dict) else side
+    return {k: v for k, v in _leaves(base) if isinstance(v, (int, float)) and not isinstance(v, bool) and _MEMORY_KEY.search(k)}
+
+
+def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None) -> list[str]:
+    """Markdown lines with the memory figures of build/bench/*.json for this patch: pristine vs patched."""
     folder = root / BENCH_DIR
     if not folder.exists():
-        return out
+        return []
+    section = section or fix_section(root, patch)
+    lines: list[str] = []
     for f in sorted(folder.glob("*.json")):
-        text = f.read_text(encoding="utf-8", errors="replace")
-        if patch.stem not in text and patch.name not in text and pin.name not in text and pin.name not in f.name:
-            continue
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             continue
-        leaves = [(k, v) for k, v in _leaves(data) if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
-        memory = [(k, v) for k, v in leaves if re.search(r"(?i)mem|rss|reserved|alloc|peak|bytes|mib|gib|mb|gb", k)]
-        out.append((f.name, (memory or leaves)[:30]))
-    return out
+        if not isinstance(data, dict):
+            continue
+        if section and section in data:
+            node, where = data[section], f"{f.name}, {section}"
+        elif any(k in json.dumps(data) for k in (patch.stem, patch.name)):
+            node, where = data, f.name
+        else:
+            continue
+        for path, label, pristine, patched in _pairs(node):
+            title = f"`build/bench/{where}{'.' + path if path else ''}`" + (f" ({label})" if label else "")
+            if "skipped" in pristine or "skipped" in patched:
+                lines.append(f"- {title}: skipped ({pristine.get('skipped') or patched.get('skipped')})")
+                continue
+            a, b = _memory_leaves(pristine), _memory_leaves(patched)
+            keys = [k for k in a if k in b][:15]
+            if not keys:
+                continue
+            lines += ["", title, "", "| figure | pristine | patched |", "| --- | ---: | ---: |"]
+            lines += [f"| {k} | {a[k]} | {b[k]} |" for k in keys]
+            lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------------------- checks
@@ -180,7 +237,7 @@ def _ruff(alone: Path, files: list[str]) -> dict:
     exe = shutil.which("ruff")
     argv: list[str] | None = [exe] if exe else None
     if argv is None:
-        probe = subprocess.run([sys.executable, "-m", "ruff", "--version"], capture_output=True, text=True)
+        probe = proc.run([sys.executable, "-m", "ruff", "--version"], check=False, quiet=True, what="ruff --version")
         argv = [sys.executable, "-m", "ruff"] if probe.returncode == 0 else None
     if argv is None:
         return {"status": "ruff not installed"}
@@ -254,8 +311,8 @@ def render_body(pin: Pin, patch: Path, message: dict, files: list[str], checks: 
     else:
         lines += [f"With this patch alone: {t.get('status')} ({t.get('reason', t.get('verdict', ''))})", ""]
     if proof and proof.get("pristine", {}).get("outcomes"):
-        lines += [f"In the full series (`{proof['patch']}`, build/report.json): **{proof.get('verdict')}**, "
-                  f"pristine {proof['pristine'].get('summary')}, patched {proof['patched'].get('summary')}", ""]
+        lines += [(f"In the full series (`{proof['patch']}`, build/report.json): **{proof.get('verdict')}**, "
+                   f"pristine {proof['pristine'].get('summary')}, patched {proof['patched'].get('summary')}"), ""]
         lines += _outcome_table(proof["pristine"]["outcomes"], proof["patched"].get("outcomes", {}), "patched")
         lines.append("")
         for f in proof.get("figures", []):
@@ -263,11 +320,7 @@ def render_body(pin: Pin, patch: Path, message: dict, files: list[str], checks: 
         if proof.get("figures"):
             lines.append("")
     if figures:
-        lines += ["### Memory", ""]
-        for name, leaves in figures:
-            lines.append(f"From `build/bench/{name}`:")
-            lines += [f"- {k}: {v}" for k, v in leaves]
-            lines.append("")
+        lines += ["### Memory (build/bench)", ""] + figures + [""]
     lines += ["Files changed: " + ", ".join(f"`{f}`" for f in files), ""]
     lines += [
         "## Before submitting",
@@ -342,7 +395,8 @@ def push_commands(repo: Repo, pin: Pin, branch: str, out_dir: Path, root: Path, 
 
 # --------------------------------------------------------------------------- main
 
-def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = pytest_runner) -> dict:
+def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = pytest_runner,
+         bench: str | None = None) -> dict:
     pin, patch = select(root, spec)
     dest = checkout.vendor_dir(root, pin)
     if not (dest / ".git").exists():
@@ -394,7 +448,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
     message = parse_message(repo("log", "-1", "--format=%B", commit))
     proof = proof_entry(root, pin, patch)
     checks["proof_in_series"] = {"verdict": proof.get("verdict")} if proof else {"status": "no build/report.json entry"}
-    figures = bench_figures(root, pin, patch)
+    figures = bench_figures(root, pin, patch, bench)
     body = render_body(pin, patch, message, files, checks, proof, figures)
     atomic_write(out_dir / "PR.md", body)
     cmds = push_commands(repo, pin, branch, out_dir, root, message["subject"])
@@ -425,11 +479,13 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
 
 
 def cmd_pr(args: argparse.Namespace) -> int:
-    make(Path(args.root).resolve(), args.patch)
+    make(Path(args.root).resolve(), args.patch, bench=args.bench)
     return 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("pr", help="prepare one patch as an upstream pull request (branch, PR.md, checks; never pushes)")
     p.add_argument("patch", help="UPSTREAM/NUMBER, e.g. transformers/0001")
+    p.add_argument("--bench", metavar="SECTION", help="the build/bench/*.json section with this patch's figures "
+                   "(e.g. fix2); default: from the commit that added the patch, '(fix N)'")
     p.set_defaults(func=cmd_pr)

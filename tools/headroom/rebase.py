@@ -35,8 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import archive, checkout, export as export_mod, fetch, pins as pins_mod, proc, series as series_mod, ui
-from .errors import CommandFailed, HashMismatch, NotApplied, PatchConflict, UnsavedWork, UsageError
+from . import archive, checkout, fetch, proc, ui
+from . import export as export_mod
+from . import pins as pins_mod
+from . import series as series_mod
+from .errors import CommandFailed, HashMismatch, NotApplied, PatchConflict, PinsError, UnsavedWork, UsageError
 from .fsutil import atomic_write, cache_dir, sha256_file
 from .pins import Pin
 from .vcs import Repo, date_env
@@ -211,7 +214,7 @@ def write_pin(root: Path, new: Pin) -> None:
     candidate = "".join(out)
     try:
         parsed = pins_mod.parse(candidate, path)
-    except Exception:
+    except PinsError:
         parsed = []
     if new not in parsed:
         candidate = pins_mod.render([new if p.name == new.name else p for p in pins_mod.load(root)])
@@ -573,7 +576,6 @@ def _finish(root: Path, state: dict) -> int:
     name = state["name"]
     new = Pin(**state["new"])
     old = Pin(**state["old"])
-    repo = Repo(root / "vendor" / name)
     results = state["results"]
     ui.step("rebase", f"{name} {old.version} -> {new.version}: summary")
     for r in results:
@@ -589,9 +591,7 @@ def _finish(root: Path, state: dict) -> int:
         ui.warn(f"{r['patch']} looks landed ({r['detail']}) but was kept (not confirmed). To drop it later: "
                 f"`make rebase-abort` now and `make rebase PIN={new.distribution}=={new.version} DROP={r['patch'][:4]}`, "
                 f"or remove it from patches/{name}/ after this rebase and `make apply`.")
-    # The replay commits become the series; a dropped landed patch that applied was never committed.
-    leftover = [r for r in results if r["status"] == "landed" and r.get("commit") and r["patch"] in state["drop"]]
-    assert not leftover
+    # The replay commits become the series (a patch dropped as confirmed was never committed).
     ui.step("rebase", f"export patches/{name}/, pin {new.requirement}, apply")
     export_mod.export(root, new)
     write_pin(root, new)
