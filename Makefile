@@ -3,6 +3,8 @@
 #   make check               the project's own tests, then the main job
 # Options: V=1 (show everything), FORCE=1 (apply over unsaved work, saved to a bundle first),
 #          ONLY=name (one upstream), UPSTREAM=default|full|none (upstream suite selection).
+#   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
+#   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -10,7 +12,8 @@ UPSTREAM ?= default
 HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(foreach n,$(ONLY),--only $(n))
 TOOL_STAMP = $(VENV)/.installed
 
-.PHONY: all apply export check-export fetch build index test check unit clean distclean help
+.PHONY: all apply export check-export fetch build index test check unit clean distclean help \
+        rebase rebase-continue rebase-abort pr
 
 all: apply build
 
@@ -52,6 +55,20 @@ unit: $(TOOL_STAMP)
 check: $(TOOL_STAMP)
 	@$(VENV)/bin/python -m pytest tests
 	@$(MAKE) --no-print-directory apply check-export build test
+
+rebase: $(TOOL_STAMP)
+	@test -n "$(PIN)" || { echo "usage: make rebase PIN=name==version [DROP=0002,0003]" >&2; exit 2; }
+	@$(HEADROOM) rebase $(PIN) $(if $(DROP),--drop $(DROP))
+
+rebase-continue: $(TOOL_STAMP)
+	@$(HEADROOM) rebase-continue $(if $(DROP),--drop $(DROP))
+
+rebase-abort: $(TOOL_STAMP)
+	@$(HEADROOM) rebase-abort
+
+pr: $(TOOL_STAMP)
+	@test -n "$(PATCH)" || { echo "usage: make pr PATCH=transformers/0001" >&2; exit 2; }
+	@$(HEADROOM) pr $(PATCH)
 
 clean: $(TOOL_STAMP)
 	@$(HEADROOM) clean

@@ -33,8 +33,10 @@ def make_sdist(dest: Path, *, version: str = "1.0.0", tree: Path = TOY, extra: l
     top = f"toypkg-{version}"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        files = sorted(p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-        entries = [(f"{top}/{p.relative_to(tree).as_posix()}", p.read_bytes()) for p in files]
+        # Every version shares toypkg's in-tree build backend (tests/fixtures/toypkg/_backend).
+        files = {p.relative_to(TOY).as_posix(): p for p in (TOY / "_backend").rglob("*.py")}
+        files.update({p.relative_to(tree).as_posix(): p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts})
+        entries = [(f"{top}/{rel}", p.read_bytes()) for rel, p in files.items()]
         entries.append((f"{top}/PKG-INFO", f"Metadata-Version: 2.1\nName: toypkg\nVersion: {version}\n".encode()))
         for name, data in sorted(entries):
             if version != "1.0.0":

@@ -217,27 +217,9 @@ def test_write_pin_keeps_comments_and_other_pins(tmp_path):
     assert pins_mod.load(tmp_path) == [new, b]
 
 
-@pytest.fixture
-def cli_with_rebase(monkeypatch):
-    """cli.main with the subcommands registered as the proposed cli.py lines do."""
-    import argparse
+def test_command_line_rebase_conflict_continue_and_abort(proj: Project, capsys):
+    from headroom.cli import main as cli_with_rebase
 
-    from headroom import cli, pr
-
-    original = cli.parser
-
-    def parser():
-        p = original()
-        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-        rebase.add_parsers(sub)
-        pr.add_parser(sub)
-        return p
-
-    monkeypatch.setattr(cli, "parser", parser)
-    return cli.main
-
-
-def test_command_line_rebase_conflict_continue_and_abort(proj: Project, cli_with_rebase, capsys):
     root = ["--root", str(proj.root)]
     assert cli_with_rebase([*root, "rebase", "toypkg==1.1.0", "--landed-env", "source"]) == errors.PatchConflict.exit_code
     err = capsys.readouterr().err

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from . import build as build_mod, checkout, export as export_mod, fetch as fetch_mod, index as index_mod
-from . import pins as pins_mod, ui
+from . import pins as pins_mod, pr as pr_mod, rebase as rebase_mod, ui
 from .errors import HeadroomError
 
 
@@ -99,6 +99,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
     t.add_argument("--upstream", default="default", help="upstream suite selection: default, full or none")
     t.set_defaults(func=cmd_test)
+    rebase_mod.add_parsers(sub)  # rebase, rebase-continue, rebase-abort
+    pr_mod.add_parser(sub)  # pr
     return p
 
 
