@@ -639,7 +639,7 @@ def plot(results: dict, out: Path, plt) -> list[Path]:
     if sweep:
         fig, ax = plt.subplots(figsize=(7, 4.4))
         top = max(mib(c["model_bytes"]) for c in sweep) * 1.05
-        ax.plot([0, top], [0, top], ":", color="black", label="model bytes")
+        ax.plot([0, top], [0, top], "-", color="black", linewidth=6, alpha=0.15, label="model bytes")
         ax.plot([0, top], [0, top / sweep[0]["ranks"]], ":", color="grey", label="shard bytes (model / ranks)")
         for env in ENVS:
             pts = [(mib(c["model_bytes"]), c["envs"][env]["summary"]) for c in sweep if "summary" in c["envs"][env]]
@@ -670,7 +670,8 @@ def plot(results: dict, out: Path, plt) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.4))
         ranks = [c["ranks"] for c in scaling]
         model = mib(scaling[0]["model_bytes"])
-        ax.plot(ranks, [(n - 1) * model for n in ranks], ":", color="black", label="(ranks - 1) x model bytes")
+        ax.plot(ranks, [(n - 1) * model for n in ranks], "-", color="black", linewidth=6, alpha=0.15,
+                label="(ranks - 1) x model bytes")
         for env in ENVS:
             pts = [(c["ranks"], c["envs"][env]["summary"]) for c in scaling if "summary" in c["envs"][env]]
             if not pts:
@@ -695,6 +696,17 @@ def plot(results: dict, out: Path, plt) -> list[Path]:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Entry point
+
+
+def replot(root: Path) -> list[Path]:
+    """Re-draw the plots and the table of build/bench/results.json (no measurement)."""
+    out = root / OUT_DIR
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    problems = validate(results)
+    if problems:
+        raise BuildError("build/bench/results.json is incomplete: " + "; ".join(problems))
+    atomic_write(out / "table.md", render_table(results))
+    return plot(results, out, ensure_matplotlib(root))
 
 
 def environment(pythons: dict[str, Path], root: Path) -> dict:
