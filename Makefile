@@ -5,20 +5,22 @@
 #          ONLY=name (one upstream), UPSTREAM=default|full|none (upstream suite selection).
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
+#   make bench BENCH=quick|full   memory benchmark + pipeline timing (default full)
 
 PYTHON  ?= python3
 VENV    ?= .venv
 UPSTREAM ?= default
+BENCH   ?= full
 HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(foreach n,$(ONLY),--only $(n))
 TOOL_STAMP = $(VENV)/.installed
 
 .PHONY: all apply export check-export fetch build index test check unit clean distclean help \
-        rebase rebase-continue rebase-abort pr
+        rebase rebase-continue rebase-abort pr bench
 
 all: apply build
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,10p' Makefile
 
 $(TOOL_STAMP): requirements/tools.txt pyproject.toml
 	@echo "[setup] tool environment $(VENV)"
@@ -55,6 +57,7 @@ unit: $(TOOL_STAMP)
 check: $(TOOL_STAMP)
 	@$(VENV)/bin/python -m pytest tests
 	@$(MAKE) --no-print-directory apply check-export build test
+	@$(HEADROOM) bench --mode quick
 
 rebase: $(TOOL_STAMP)
 	@test -n "$(PIN)" || { echo "usage: make rebase PIN=name==version [DROP=0002,0003]" >&2; exit 2; }
@@ -69,6 +72,9 @@ rebase-abort: $(TOOL_STAMP)
 pr: $(TOOL_STAMP)
 	@test -n "$(PATCH)" || { echo "usage: make pr PATCH=transformers/0001" >&2; exit 2; }
 	@$(HEADROOM) pr $(PATCH)
+
+bench: $(TOOL_STAMP)
+	@$(HEADROOM) bench --mode $(BENCH)
 
 clean: $(TOOL_STAMP)
 	@$(HEADROOM) clean

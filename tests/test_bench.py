@@ -200,3 +200,12 @@ def test_plots_are_small_pngs(results, tmp_path):
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert p.stat().st_size < 200 * 1024
+
+
+def test_table_without_pipeline_steps(results):
+    results["mode"] = "quick"
+    results["pipeline"] = {"steps": {}, "note": "skipped: `apply` + `build` failed on the copy (x)"}
+    assert bench.validate(results) == []
+    table = bench.render_table(results)
+    assert "skipped: `apply` + `build` failed on the copy (x)" in table
+    assert "| step |" not in table

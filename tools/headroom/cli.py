@@ -78,6 +78,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     return proof.run(_root(args), _pins(args), upstream=args.upstream)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.run(_root(args), mode=args.mode)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="headroom", description=__doc__)
     p.add_argument("--root", default=".", help="repository root (where vendor/pins.toml is); default: .")
@@ -99,6 +105,11 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
     t.add_argument("--upstream", default="default", help="upstream suite selection: default, full or none")
     t.set_defaults(func=cmd_test)
+    bn = sub.add_parser("bench", help="measure the memory fixes (pristine vs patched) and the pipeline's wall time")
+    bn.add_argument("--mode", choices=("quick", "full"), default="full",
+                    help="quick: one small model and a no-op pipeline run (~2 min); "
+                    "full: 3 model sizes, 2 and 4 ranks, 3 cold pipeline runs (~15 min)")
+    bn.set_defaults(func=cmd_bench)
     rebase_mod.add_parsers(sub)  # rebase, rebase-continue, rebase-abort
     pr_mod.add_parser(sub)  # pr
     return p
