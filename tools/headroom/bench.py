@@ -629,6 +629,16 @@ def ensure_matplotlib(root: Path):
     return plt
 
 
+def _finish(plt, fig, ax, path: Path) -> Path:
+    """Grid, legend, layout; save and close the figure; return its path."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def _save(fig, path: Path) -> None:
     import io
 
@@ -659,13 +669,7 @@ def plot(results: dict, out: Path, plt) -> list[Path]:
         ax.set_xlabel("model size (MiB, float32)")
         ax.set_ylabel("rank 1 RssAnon (MiB)")
         ax.set_title(f"Fix 2: rank 1 CPU memory, {sweep[0]['ranks']} ranks, FSDP2 cpu_ram_efficient_loading")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / "fix2-rank1-memory.png"
-        _save(fig, path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, out / "fix2-rank1-memory.png"))
     by_size: dict[str, list[dict]] = {}
     for c in results["fix2"]["cases"]:
         by_size.setdefault(c["size"], []).append(c)
@@ -689,13 +693,7 @@ def plot(results: dict, out: Path, plt) -> list[Path]:
         ax.set_xlabel("ranks (processes on one node)")
         ax.set_ylabel("RssAnon (MiB)")
         ax.set_title(f"Fix 2: cost per rank, {scaling[0]['size']} model ({model:,.0f} MiB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / "fix2-per-rank.png"
-        _save(fig, path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, out / "fix2-per-rank.png"))
     return written
 
 
