@@ -197,3 +197,12 @@ def test_run_reports_counts_and_regressions(tmp_path, monkeypatch, known):
     layer = tmp_path / "build" / "upstream" / "peft" / "patched"
     assert (layer / "tests" / "__init__.py").exists() and (layer / "conftest.py").exists()
     assert not (tmp_path / "vendor" / "peft" / "tests" / "__init__.py").exists()
+
+
+def test_missing_vendor_tests_is_a_failure_message(tmp_path):
+    from headroom.pins import Pin
+
+    pin = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
+              "a" * 64, "https://example.invalid/peft", "v0.21.2")
+    failures = upstream.run(tmp_path, [pin], {"pristine": Path("py")}, selection="default")
+    assert failures == ["upstream peft: vendor/peft/tests is missing; run `make apply` first"]

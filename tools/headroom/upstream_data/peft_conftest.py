@@ -54,6 +54,8 @@ def _stub(dist: str, **names) -> None:
     module.__dict__.update(names)
 
     def __getattr__(name):
+        if name == "__version__":  # a version check at import time: the module needs the package
+            _NotInstalled(dist, name)()
         if name.startswith("__"):
             raise AttributeError(name)
         return _NotInstalled(dist, name)
