@@ -42,7 +42,8 @@ def test_pr_for_one_patch(proj: Project, capsys):
          "patched": {"peak_accelerator_mib": 64}}))
     checks = make(proj, "toypkg/0002")
     out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
-    assert sorted(p.name for p in out_dir.iterdir()) == ["0001-memory-stage-loads-on-the-CPU.patch", "PR.md", "checks.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "0001-memory-stage-loads-on-the-CPU.patch", "PR.md", "checks.json", "pytest-alone.log", "pytest-pristine.log"]
     # The branch: the pristine tag + this patch alone; the checkout's HEAD is untouched.
     branch = "pr/memory-stage-loads-on-the-cpu"
     assert git(proj.vendor, "rev-parse", f"{branch}~1") == git(proj.vendor, "rev-parse", "upstream/1.0.0")

@@ -11,6 +11,9 @@ Each top-level table is one upstream, in the order they are applied and built::
     wheel_sha256 = "..."
     repository = "https://github.com/huggingface/transformers"
     tag = "v5.22.2"                      # upstream's release tag (for pull requests)
+    tests = "sdist"                      # optional: where upstream's own tests come from: "sdist"
+                                         # (the default: vendor/<name>/tests) or "git" (tests/ of `tag`
+                                         # in `repository`, fetched by testsource.py; needs network)
 """
 
 from __future__ import annotations
@@ -39,13 +42,18 @@ class Pin:
     wheel_sha256: str  # sha256 of the official wheel
     repository: str  # upstream repository URL
     tag: str  # upstream release tag
+    tests: str = "sdist"  # optional: where upstream's tests come from, one of TEST_SOURCES
 
     @property
     def requirement(self) -> str:
         return f"{self.distribution}=={self.version}"
 
 
+TEST_SOURCES = ("sdist", "git")
+# Optional keys and their allowed values; the first is the default (written out only when changed).
+_OPTIONAL = {"tests": TEST_SOURCES}
 _KEYS = [f.name for f in fields(Pin) if f.name != "name"]
+_REQUIRED = [k for k in _KEYS if k not in _OPTIONAL]
 
 
 def _error(path: Path, message: str) -> PinsError:
@@ -70,10 +78,14 @@ def parse(text: str, path: Path) -> list[Pin]:
                 close = difflib.get_close_matches(key, _KEYS, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else f" Allowed keys: {', '.join(_KEYS)}."
                 raise _error(path, f"[{name}]: unknown key {key!r}.{hint}")
-        missing = [k for k in _KEYS if k not in table]
+        missing = [k for k in _REQUIRED if k not in table]
         if missing:
-            raise _error(path, f"[{name}]: missing key(s) {', '.join(missing)}. Every upstream needs all of: {', '.join(_KEYS)}.")
-        for key in _KEYS:
+            raise _error(path, f"[{name}]: missing key(s) {', '.join(missing)}. Every upstream needs all of: {', '.join(_REQUIRED)}.")
+        for key, allowed in _OPTIONAL.items():
+            if key in table and table[key] not in allowed:
+                choices = " or ".join(f'"{a}"' for a in allowed)
+                raise _error(path, f"[{name}].{key} must be {choices} (got {table[key]!r}).")
+        for key in _REQUIRED:
             if not isinstance(table[key], str) or not table[key]:
                 raise _error(path, f"[{name}].{key} must be a non-empty string.")
         for key in ("sdist_sha256", "wheel_sha256"):
@@ -88,7 +100,7 @@ def parse(text: str, path: Path) -> list[Pin]:
             raise _error(path, f"[{name}].wheel must end in .whl (got {table['wheel']!r}).")
         if table["version"] not in table["sdist"] or table["version"] not in table["wheel"]:
             raise _error(path, f"[{name}]: sdist and wheel file names must contain the version {table['version']!r}.")
-        pins.append(Pin(name=name, **{k: table[k] for k in _KEYS}))
+        pins.append(Pin(name=name, **{k: table[k] for k in _KEYS if k in table}))
     return pins
 
 
@@ -120,6 +132,8 @@ def render(pins: list[Pin]) -> str:
     for p in pins:
         out.append(f"[{p.name}]")
         for k in _KEYS:
+            if k in _OPTIONAL and getattr(p, k) == _OPTIONAL[k][0]:
+                continue
             out.append(f'{k} = "{getattr(p, k)}"')
         out.append("")
     return "\n".join(out)

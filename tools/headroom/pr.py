@@ -248,7 +248,7 @@ def _ruff(alone: Path, files: list[str]) -> dict:
 
 
 def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, alone: Path,
-                 envs_factory: EnvsFactory, runner: Runner, work: Path) -> dict:
+                 envs_factory: EnvsFactory, runner: Runner, work: Path, keep_logs: Path | None = None) -> dict:
     from .proof import summarize, verdict
 
     added = repo("diff-tree", "--no-commit-id", "--name-only", "--diff-filter=A", "-r", commit).split()
@@ -273,6 +273,10 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
         log = where / "pytest.log"
         if log.exists():
             from .proof import FIGURE
+
+            if keep_logs is not None:  # the evidence stays next to PR.md
+                keep_logs.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, keep_logs / f"pytest-{label}.log")
 
             out[label]["figures"] = sorted({line.strip() for line in FIGURE.findall(log.read_text(encoding="utf-8"))})
     out["verdict"] = verdict(out["pristine"]["outcomes"], out["alone"]["outcomes"])
@@ -440,7 +444,8 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             repo(*export_mod.FORMAT_PATCH, "--start-number=1", "-o", str(fp_dir), "-1", commit)
             (produced,) = fp_dir.iterdir()
             atomic_write(out_dir / produced.name, produced.read_bytes())
-            checks["tests"] = _tests_alone(root, pin, repo, commit, pristine, alone, envs_factory, runner, tmpdir)
+            checks["tests"] = _tests_alone(root, pin, repo, commit, pristine, alone, envs_factory, runner, tmpdir,
+                                           keep_logs=out_dir)
             checks["ruff"] = _ruff(alone, files)
         finally:
             repo("worktree", "remove", "--force", str(alone))

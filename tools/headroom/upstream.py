@@ -13,6 +13,8 @@ never counted as passed) or known (a failure listed, with its reason, in
 regression: a test that passes on pristine but not on patched.
 
 Selections: ``default`` (small, for CI) and ``full`` (everything that can run offline).
+A pin with ``tests = "git"`` takes its tests from upstream's git tag instead (testsource.py);
+for transformers the suites are then GIT_SUITES, the tests near the patched code.
 Results: build/report.json ("upstream"), JUnit XML and logs under build/upstream/.
 """
 
@@ -25,7 +27,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkout, proc, ui
+from . import checkout, proc, testsource, ui
 from .fsutil import atomic_write
 from .pins import Pin
 
@@ -82,6 +84,34 @@ SELECTIONS: dict[str, tuple[Suite, ...]] = {
         Suite("transformers-all", "transformers", (TRAINING, *TRANSFORMERS_TEST_FILES), ours=(TRAINING,)),
     ),
 }
+
+# With tests = "git", transformers' tag has the tests the sdist lacks: the suites near the patched
+# code replace its suites in every selection (peft's git tests/ is its sdist's: same suites).
+GIT_SUITES: dict[str, tuple[Suite, ...]] = {
+    "transformers": (
+        Suite("transformers-training", "transformers", (TRAINING,), ours=(TRAINING,)),
+        Suite("transformers-trainer-checkpoints", "transformers", ("tests/trainer",),
+              keyword="best_model or checkpoint"),
+        Suite("transformers-peft-integration", "transformers", ("tests/peft_integration",)),
+        Suite("transformers-fsdp", "transformers", ("tests/fsdp",)),
+    ),
+}
+
+
+def selected_suites(selection: str, pins: list[Pin]) -> list[Suite]:
+    """The suites of ``selection`` for ``pins``, with GIT_SUITES for the pins whose tests come from git."""
+    by_name = {p.name: p for p in pins}
+    out: list[Suite] = []
+    for s in SELECTIONS[selection]:
+        pin = by_name.get(s.upstream)
+        if pin is None:
+            continue
+        if pin.tests == "git" and s.upstream in GIT_SUITES:
+            out += [g for g in GIT_SUITES[s.upstream] if g not in out]
+        else:
+            out.append(s)
+    return out
+
 
 # A failure whose text shows a request to the hub (offline here: HF_HUB_OFFLINE=1, and
 # HF_ENDPOINT is a closed local port) is a hub miss, not a failure of the code under test.
@@ -208,14 +238,16 @@ def regressions(pristine: dict[str, tuple[str, str]], patched: dict[str, tuple[s
 # ---------------------------------------------------------------- running
 
 
-def _layer(root: Path, pin: Pin, env: str, suites: list[Suite]) -> Path:
-    """build/upstream/<name>/<env>: a fresh copy of vendor/<name>/tests plus our config and conftest."""
+def _layer(root: Path, pin: Pin, env: str, suites: list[Suite], tests: Path | None = None) -> Path:
+    """build/upstream/<name>/<env>: a fresh copy of upstream's tests (``tests``, by default
+    vendor/<name>/tests) plus our config and conftest."""
     where = root / UPSTREAM_DIR / pin.name / env
     if where.exists():
         shutil.rmtree(where)
     where.mkdir(parents=True)
-    vendor = checkout.vendor_dir(root, pin)
-    shutil.copytree(vendor / "tests", where / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if tests is None:
+        tests = checkout.vendor_dir(root, pin) / "tests"
+    shutil.copytree(tests, where / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     init = where / "tests" / "__init__.py"
     if not init.exists():  # peft's tests import each other relatively but ship no __init__.py
         init.write_text("# added by headroom: upstream's tests use relative imports\n", encoding="utf-8")
@@ -311,7 +343,7 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
     if selection not in SELECTIONS:
         return [f"unknown upstream selection {selection!r}: use one of {', '.join(SELECTIONS)} or none"]
     by_name = {p.name: p for p in pins}
-    suites = [s for s in SELECTIONS[selection] if s.upstream in by_name]
+    suites = selected_suites(selection, pins)
     ui.step("test", f"upstream suites ({selection}): {', '.join(s.name for s in suites) or 'none for these upstreams'}")
     try:
         known = load_known()
@@ -323,12 +355,13 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
     for name in dict.fromkeys(s.upstream for s in suites):
         pin = by_name[name]
         mine = [s for s in suites if s.upstream == name]
-        if not (checkout.vendor_dir(root, pin) / "tests").is_dir():
+        tests = testsource.tests_tree(root, pin)
+        if not tests.is_dir():
             failures.append(f"upstream {name}: vendor/{pin.name}/tests is missing; run `make apply` first")
             continue
         ignore = _patch_added_tests(root, pin)
         for env in envs:
-            layer = _layer(root, pin, env, mine)
+            layer = _layer(root, pin, env, mine, tests)
             for suite in mine:
                 entry, outcomes, bad = run_suite(root, suite, env, pythons[env], layer, ignore, known, selection)
                 report["suites"].setdefault(suite.name, {"upstream": name})[env] = entry
