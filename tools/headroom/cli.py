@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("index", help="write the PEP 503 index dist/simple/").set_defaults(func=cmd_index)
     sub.add_parser("clean", help="remove dist/ and build/").set_defaults(func=cmd_clean)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
-    t.add_argument("--upstream", default="default", help="upstream suite selection: default, full or none")
+    t.add_argument("--upstream", default="default", help="upstream suite selection: default, full, tinyhub (peft-core with the local tiny hub) or none")
     t.set_defaults(func=cmd_test)
     bn = sub.add_parser("bench", help="measure the memory fixes (pristine vs patched) and the pipeline's wall time")
     bn.add_argument("--mode", choices=("quick", "full"), default="full",

@@ -74,7 +74,8 @@ def _load_dataset(path, *args, **kwargs):
 if importlib.util.find_spec("datasets") is None:
     _stub("datasets", load_dataset=_load_dataset)
 if importlib.util.find_spec("diffusers") is None:
-    _stub("diffusers")
+    # testing_common checks isinstance(model, StableDiffusionPipeline): a class no model is an instance of
+    _stub("diffusers", StableDiffusionPipeline=type("StableDiffusionPipeline", (), {}))
 
 import tests.testing_utils as _testing_utils  # noqa: E402  (the copied upstream helpers)
 
