@@ -74,8 +74,18 @@ def _load_dataset(path, *args, **kwargs):
 if importlib.util.find_spec("datasets") is None:
     _stub("datasets", load_dataset=_load_dataset)
 if importlib.util.find_spec("diffusers") is None:
-    # testing_common checks isinstance(model, StableDiffusionPipeline): a class no model is an instance of
-    _stub("diffusers", StableDiffusionPipeline=type("StableDiffusionPipeline", (), {}))
+    # testing_common checks isinstance(model, StableDiffusionPipeline): a real class, that no model is an instance
+    # of, whose use (StableDiffusionPipeline.from_pretrained, ...) skips the test like every other stub name.
+    class _SkippingClass(type):
+        def __getattr__(cls, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return _NotInstalled("diffusers", f"{cls.__name__}.{name}")
+
+        def __call__(cls, *args, **kwargs):
+            _NotInstalled("diffusers", cls.__name__)()
+
+    _stub("diffusers", StableDiffusionPipeline=_SkippingClass("StableDiffusionPipeline", (), {}))
 
 import tests.testing_utils as _testing_utils  # noqa: E402  (the copied upstream helpers)
 
