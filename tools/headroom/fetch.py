@@ -52,15 +52,12 @@ def _download(pin: Pin, kind: str, filename: str, expected: str, target: Path) -
         out = tmpdir / "out"
         binary = ["--no-binary", ":all:"] if kind == "sdist" else ["--only-binary", ":all:"]
         ui.info(f"downloading {filename} ...")
-        try:
-            result = proc.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", *binary,
-                 "--disable-pip-version-check", "-r", req, "-d", out],
-                what=f"pip download {pin.requirement} ({kind})",
-                check=False,
-            )
-        except CommandFailed:  # pragma: no cover - check=False never raises
-            raise
+        result = proc.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", *binary,
+             "--disable-pip-version-check", "-r", req, "-d", out],
+            what=f"pip download {pin.requirement} ({kind})",
+            check=False,
+        )
         if result.returncode != 0:
             if "DO NOT MATCH THE HASHES" in result.output:
                 got = _GOT.search(result.output)
