@@ -175,7 +175,7 @@ def test_git_selection_for_transformers_and_peft():
         assert len(names) == len(set(names))
         tf = [s for s in suites if s.upstream == "transformers"]
         has_tf = any(s.upstream == "transformers" for s in upstream.SELECTIONS[selection])
-        assert tf == (list(upstream.GIT_SUITES["transformers"]) if has_tf else [])  # tinyhub is peft only
+        assert tf == (list(upstream.GIT_SUITES["transformers"]) if has_tf else [])
         # peft from git: the same files as from the sdist.
         assert [s for s in suites if s.upstream == "peft"] == [
             s for s in upstream.SELECTIONS[selection] if s.upstream == "peft"]

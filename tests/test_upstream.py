@@ -151,7 +151,7 @@ def test_shipped_known_failures_file_parses_and_every_entry_has_a_reason():
 
 
 def test_selections_are_well_formed():
-    assert set(upstream.SELECTIONS) == {"default", "full", "tinyhub"}
+    assert set(upstream.SELECTIONS) == {"default", "full"}
     for suites in upstream.SELECTIONS.values():
         names = [s.name for s in suites]
         assert len(names) == len(set(names))
@@ -206,3 +206,42 @@ def test_missing_vendor_tests_is_a_failure_message(tmp_path):
               "a" * 64, "https://example.invalid/peft", "v0.21.2")
     failures = upstream.run(tmp_path, [pin], {"pristine": Path("py")}, selection="default")
     assert failures == ["upstream peft: vendor/peft/tests is missing; run `make apply` first"]
+
+
+@pytest.mark.parametrize("use_tinyhub", [True, False])
+def test_tinyhub_switch_picks_the_cache_each_suite_runs_with(tmp_path, monkeypatch, use_tinyhub):
+    """A suite marked for the tiny hub gets it (built in the env's own python) unless --no-tinyhub;
+    an unmarked suite always runs with the empty cache."""
+    from headroom import proc, proof
+    from headroom.pins import Pin
+
+    pin = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
+              "a" * 64, "https://example.invalid/peft", "v0.21.2")
+    (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
+    suites = (upstream.Suite("peft-hub", "peft", ("tests",), tinyhub=True), upstream.Suite("peft-plain", "peft", ("tests",)))
+    monkeypatch.setitem(upstream.SELECTIONS, "default", suites)
+    monkeypatch.setattr(upstream, "load_known", lambda: [])
+    monkeypatch.setattr(upstream, "_patch_added_tests", lambda root, pin: [])
+    built, homes = [], {}
+    monkeypatch.setattr(upstream.tinyhub, "build_cache",
+                        lambda hf_home, py: built.append((hf_home, py)) or {"generated": ["x/y"], "kept": [], "seconds": 0.1})
+
+    def fake_run(args, env=None, **kwargs):
+        junit = Path(next(str(a) for a in args if str(a).startswith("--junitxml=")).split("=", 1)[1])
+        homes[junit.name] = env["HF_HOME"]
+        junit.write_text(PRISTINE, encoding="utf-8")
+        return proc.Result(list(args), 0, "output\n")
+
+    monkeypatch.setattr(upstream.proc, "run", fake_run)
+    upstream.run(tmp_path, [pin], {"patched": Path("py2")}, selection="default", use_tinyhub=use_tinyhub)
+    out = tmp_path / "build" / "upstream"
+    assert homes["junit-peft-plain-patched.xml"] == str(out / "hf-home")
+    report = json.loads((tmp_path / proof.REPORT).read_text())["upstream"]
+    assert report["tinyhub"] is use_tinyhub
+    if use_tinyhub:
+        assert built == [(out / "tinyhub" / "patched", Path("py2"))]
+        assert homes["junit-peft-hub-patched.xml"] == str(out / "tinyhub" / "patched")
+        assert report["suites"]["peft-hub"]["patched"]["tinyhub"]["generated"] == ["x/y"]
+    else:
+        assert built == [] and homes["junit-peft-hub-patched.xml"] == str(out / "hf-home")
+        assert "tinyhub" not in report["suites"]["peft-hub"]["patched"]

@@ -75,7 +75,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from . import proof
 
-    return proof.run(_root(args), _pins(args), upstream=args.upstream)
+    return proof.run(_root(args), _pins(args), upstream=args.upstream, tinyhub=args.tinyhub)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -103,7 +103,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("index", help="write the PEP 503 index dist/simple/").set_defaults(func=cmd_index)
     sub.add_parser("clean", help="remove dist/ and build/").set_defaults(func=cmd_clean)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
-    t.add_argument("--upstream", default="default", help="upstream suite selection: default, full, tinyhub (peft-core with the local tiny hub) or none")
+    t.add_argument("--upstream", default="default", help="upstream suite selection: default, full or none")
+    t.add_argument("--no-tinyhub", dest="tinyhub", action="store_false",
+                   help="run every suite with an empty Hugging Face cache (default: the suites marked for it "
+                        "get the local tiny hub); compare the two to see what the tiny hub brings in")
     t.set_defaults(func=cmd_test)
     bn = sub.add_parser("bench", help="measure the memory fixes (pristine vs patched) and the pipeline's wall time")
     bn.add_argument("--mode", choices=("quick", "full"), default="full",

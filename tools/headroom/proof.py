@@ -149,7 +149,7 @@ def prove(root: Path, pins: list[Pin], pythons: dict[str, Path]) -> list[dict]:
     return entries
 
 
-def run(root: Path, pins: list[Pin], *, upstream: str = "default") -> int:
+def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True) -> int:
     all_pins = pins
     ui.step("test", "environments")
     pythons = {}
@@ -171,7 +171,7 @@ def run(root: Path, pins: list[Pin], *, upstream: str = "default") -> int:
     if upstream != "none":
         from . import upstream as upstream_mod
 
-        failures += upstream_mod.run(root, pins, pythons, selection=upstream)
+        failures += upstream_mod.run(root, pins, pythons, selection=upstream, use_tinyhub=tinyhub)
     ui.info(f"report: {REPORT}")
     if failures:
         raise ProofFailed("; ".join(failures) + ". Logs are under build/proof/ and build/upstream/.")
