@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import envs, proc, ui
 from .errors import BuildError, CommandFailed, NotApplied, UsageError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, atomic_write_json
 
 SCHEMA = 1
 MODES = ("quick", "full")
@@ -748,9 +748,9 @@ def run(root: Path, mode: str = "full") -> int:
                      "environment": env_info}
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
     results["fix2"] = fix2(root, pythons, mode)
-    atomic_write(partial, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(partial, results)
     results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
-    atomic_write(partial, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(partial, results)
     results["pipeline"] = pipeline(root, mode)
     after = {env: probe_env(py)["packages"] for env, py in pythons.items()}
     changed = [env for env in ENVS if after[env] != env_info["envs"][env]["packages"]]
@@ -761,7 +761,7 @@ def run(root: Path, mode: str = "full") -> int:
     problems = validate(results)
     if problems:
         raise BuildError("bench results are incomplete: " + "; ".join(problems))
-    atomic_write(out / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(out / "results.json", results)
     partial.unlink(missing_ok=True)
     table = render_table(results)
     atomic_write(out / "table.md", table)

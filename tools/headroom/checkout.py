@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import archive, fetch, series as series_mod, ui, version as version_mod
 from .errors import PatchConflict, UnsavedWork
-from .fsutil import atomic_write, sha256_bytes
+from .fsutil import atomic_write_json, sha256_bytes
 from .pins import Pin
 from .vcs import Repo, date_env
 
@@ -53,7 +53,7 @@ def read_state(repo_dir: Path) -> dict:
 
 
 def _write_state(repo: Repo, state: dict) -> None:
-    atomic_write(repo.git_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(repo.git_dir / STATE_FILE, state)
 
 
 def apply_key(pin: Pin, series: series_mod.Series) -> str:

@@ -1,8 +1,9 @@
-"""Small file helpers: sha256, atomic writes, and the cache location."""
+"""Small file helpers: sha256, atomic writes (bytes, text, JSON), and the cache location."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -36,6 +37,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: Path, data: object) -> None:
+    """``data`` as indented JSON with sorted keys and a final newline (stable bytes), via atomic_write."""
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def cache_dir() -> Path:

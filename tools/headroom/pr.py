@@ -30,7 +30,7 @@ from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
 from .errors import CommandFailed, NotApplied, PatchConflict, ProofFailed, UsageError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, atomic_write_json
 from .pins import Pin
 from .rebase import TestEnv, match_patches, pytest_runner
 from .vcs import Repo
@@ -428,7 +428,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
                 failing = checkout._failing_files(wt, patch)
                 wt.try_("am", "--abort")
                 checks["applies_alone"] = {"status": "failed", "files": failing, "git": checkout._hunk_lines(err)}
-                atomic_write(out_dir / "checks.json", json.dumps(checks, indent=2, sort_keys=True) + "\n")
+                atomic_write_json(out_dir / "checks.json", checks)
                 raise PatchConflict(
                     f"{patch.relative_to(root)} does not apply alone on {tag}: it depends on an earlier patch of the "
                     "series. Make it self-contained (move the shared change into it, or propose the earlier patch "
@@ -458,7 +458,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
     atomic_write(out_dir / "PR.md", body)
     cmds = push_commands(repo, pin, branch, out_dir, root, message["subject"])
     checks["push_commands"] = cmds
-    atomic_write(out_dir / "checks.json", json.dumps(checks, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(out_dir / "checks.json", checks)
     t = checks["tests"]
     ui.info(f"applies alone on {tag}: passed")
     ui.info(f"tests alone: {t.get('verdict') if t.get('status') == 'run' else t.get('status')}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import checkout, envs, proc, series as series_mod, ui
 from .errors import NotApplied, ProofFailed
-from .fsutil import atomic_write
+from .fsutil import atomic_write_json
 from .pins import Pin
 from .vcs import Repo
 
@@ -122,7 +122,7 @@ def write_report(root: Path, section: str, data: object) -> None:
     path = root / REPORT
     report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     report[section] = data
-    atomic_write(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(path, report)
 
 
 def _table(entries: list[dict]) -> None:

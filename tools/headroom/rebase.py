@@ -40,7 +40,7 @@ from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
 from .errors import CommandFailed, HashMismatch, NotApplied, PatchConflict, PinsError, UnsavedWork, UsageError
-from .fsutil import atomic_write, cache_dir, sha256_file
+from .fsutil import atomic_write, atomic_write_json, cache_dir, sha256_file
 from .pins import Pin
 from .vcs import Repo, date_env
 
@@ -121,7 +121,7 @@ def _load_state(root: Path, name: str) -> dict | None:
 
 
 def _save_state(root: Path, state: dict) -> None:
-    atomic_write(rebase_dir(root, state["name"]) / STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(rebase_dir(root, state["name"]) / STATE, state)
 
 
 def parse_requirement(text: str) -> tuple[str, str]:
@@ -598,7 +598,7 @@ def _finish(root: Path, state: dict) -> int:
     ui.info(f"vendor/pins.toml: [{name}] -> {new.version} (sdist sha256 {new.sdist_sha256}, wheel sha256 {new.wheel_sha256})")
     report = {"name": name, "from": old.version, "to": new.version,
               "results": [{k: v for k, v in r.items()} for r in results], "landed": state["landed"]}
-    atomic_write(root / REBASE_DIR / f"{name}-{new.version}.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(root / REBASE_DIR / f"{name}-{new.version}.json", report)
     checkout.apply(root, new)
     shutil.rmtree(rebase_dir(root, name))
     ui.info(f"done: report in {REBASE_DIR}/{name}-{new.version}.json; review and commit vendor/pins.toml and patches/{name}/")
