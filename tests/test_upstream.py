@@ -13,6 +13,15 @@ from pathlib import Path
 import pytest
 
 from headroom import upstream
+from headroom.pins import Pin
+
+PEFT_PIN = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
+               "a" * 64, "https://example.invalid/peft", "v0.21.2")
+
+
+def _junit_of(pytest_args) -> Path:
+    """The --junitxml=<path> of a pytest command line that upstream.run_suite built."""
+    return Path(next(str(a) for a in pytest_args if str(a).startswith("--junitxml=")).split("=", 1)[1])
 
 PRISTINE = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" errors="0" failures="1" skipped="1" tests="6">
@@ -169,10 +178,7 @@ def test_unknown_selection_is_a_failure_message(tmp_path):
 def test_run_reports_counts_and_regressions(tmp_path, monkeypatch, known):
     """run() end to end with pytest replaced by canned JUnit XML."""
     from headroom import proc, proof
-    from headroom.pins import Pin
 
-    pin = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
-              "a" * 64, "https://example.invalid/peft", "v0.21.2")
     (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
     (tmp_path / "vendor" / "peft" / "tests" / "test_x.py").write_text("def test_x():\n    pass\n")
     suite = upstream.Suite("peft-x", "peft", ("tests/test_x.py",))
@@ -181,12 +187,12 @@ def test_run_reports_counts_and_regressions(tmp_path, monkeypatch, known):
     monkeypatch.setattr(upstream, "_patch_added_tests", lambda root, pin: [])
 
     def fake_run(args, **kwargs):
-        junit = Path(next(str(a) for a in args if str(a).startswith("--junitxml=")).split("=", 1)[1])
+        junit = _junit_of(args)
         junit.write_text(PRISTINE if "pristine" in junit.name else PATCHED, encoding="utf-8")
         return proc.Result(list(args), 1, "output\n")
 
     monkeypatch.setattr(upstream.proc, "run", fake_run)
-    failures = upstream.run(tmp_path, [pin], {"pristine": Path("py1"), "patched": Path("py2")}, selection="default")
+    failures = upstream.run(tmp_path, [PEFT_PIN], {"pristine": Path("py1"), "patched": Path("py2")}, selection="default")
     assert any("1 unexplained failure(s): tests.test_other.TestA::test_broken_by_series" in f for f in failures)
     assert any("peft-x: 2 regression(s)" in f for f in failures)
     report = json.loads((tmp_path / proof.REPORT).read_text())["upstream"]
@@ -200,11 +206,7 @@ def test_run_reports_counts_and_regressions(tmp_path, monkeypatch, known):
 
 
 def test_missing_vendor_tests_is_a_failure_message(tmp_path):
-    from headroom.pins import Pin
-
-    pin = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
-              "a" * 64, "https://example.invalid/peft", "v0.21.2")
-    failures = upstream.run(tmp_path, [pin], {"pristine": Path("py")}, selection="default")
+    failures = upstream.run(tmp_path, [PEFT_PIN], {"pristine": Path("py")}, selection="default")
     assert failures == ["upstream peft: vendor/peft/tests is missing; run `make apply` first"]
 
 
@@ -213,10 +215,7 @@ def test_tinyhub_switch_picks_the_cache_each_suite_runs_with(tmp_path, monkeypat
     """A suite marked for the tiny hub gets it (built in the env's own python) unless --no-tinyhub;
     an unmarked suite always runs with the empty cache."""
     from headroom import proc, proof
-    from headroom.pins import Pin
 
-    pin = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
-              "a" * 64, "https://example.invalid/peft", "v0.21.2")
     (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
     suites = (upstream.Suite("peft-hub", "peft", ("tests",), tinyhub=True), upstream.Suite("peft-plain", "peft", ("tests",)))
     monkeypatch.setitem(upstream.SELECTIONS, "default", suites)
@@ -227,13 +226,13 @@ def test_tinyhub_switch_picks_the_cache_each_suite_runs_with(tmp_path, monkeypat
                         lambda hf_home, py: built.append((hf_home, py)) or {"generated": ["x/y"], "kept": [], "seconds": 0.1})
 
     def fake_run(args, env=None, **kwargs):
-        junit = Path(next(str(a) for a in args if str(a).startswith("--junitxml=")).split("=", 1)[1])
+        junit = _junit_of(args)
         homes[junit.name] = env["HF_HOME"]
         junit.write_text(PRISTINE, encoding="utf-8")
         return proc.Result(list(args), 0, "output\n")
 
     monkeypatch.setattr(upstream.proc, "run", fake_run)
-    upstream.run(tmp_path, [pin], {"patched": Path("py2")}, selection="default", use_tinyhub=use_tinyhub)
+    upstream.run(tmp_path, [PEFT_PIN], {"patched": Path("py2")}, selection="default", use_tinyhub=use_tinyhub)
     out = tmp_path / "build" / "upstream"
     assert homes["junit-peft-plain-patched.xml"] == str(out / "hf-home")
     report = json.loads((tmp_path / proof.REPORT).read_text())["upstream"]
