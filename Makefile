@@ -7,6 +7,8 @@
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
 #   make bench BENCH=quick|full   memory benchmark + pipeline timing (default full)
+#   make publish REPOSITORY=<upload url or ~/.pypirc section> [INDEX_URL=<simple url>]
+#   make serve [PORT=8000]        serve dist/ (the static index) on 127.0.0.1
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -17,14 +19,14 @@ HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(foreach n,$(ONLY
 TOOL_STAMP = $(VENV)/.installed
 
 .PHONY: all apply export check-export fetch build index test check unit clean distclean help \
-        rebase rebase-continue rebase-abort pr bench
+        rebase rebase-continue rebase-abort pr bench publish serve
 
 all: apply build
 
 help:
-	@sed -n '1,11p' Makefile
+	@sed -n '1,13p' Makefile
 
-$(TOOL_STAMP): requirements/tools.txt pyproject.toml
+$(TOOL_STAMP): requirements/tools.txt requirements/publish.txt pyproject.toml
 	@echo "[setup] tool environment $(VENV)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/tools.txt
@@ -77,6 +79,13 @@ pr: $(TOOL_STAMP)
 
 bench: $(TOOL_STAMP)
 	@$(HEADROOM) bench --mode $(BENCH)
+
+publish: $(TOOL_STAMP)
+	@test -n "$(REPOSITORY)" || { echo "usage: make publish REPOSITORY=<upload url or ~/.pypirc section> [INDEX_URL=<simple url>]" >&2; exit 2; }
+	@$(HEADROOM) publish --repository '$(REPOSITORY)' $(if $(INDEX_URL),--index-url '$(INDEX_URL)')
+
+serve: $(TOOL_STAMP)
+	@$(HEADROOM) serve $(if $(PORT),--port $(PORT))
 
 clean: $(TOOL_STAMP)
 	@$(HEADROOM) clean

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from . import build as build_mod, checkout, export as export_mod, fetch as fetch_mod, index as index_mod
-from . import pins as pins_mod, pr as pr_mod, rebase as rebase_mod, ui
+from . import pins as pins_mod, pr as pr_mod, publish as publish_mod, rebase as rebase_mod, ui
 from .errors import HeadroomError
 
 
@@ -61,6 +61,27 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    ui.step("publish", "dist/ wheels to " + (args.repository or "?"))
+    return publish_mod.publish(_root(args), _pins(args), args.repository, index_url=args.index_url,
+                               config_file=args.config_file)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    root = _root(args)
+    server = index_mod.server(root / build_mod.DIST_DIR, host=args.host, port=args.port)
+    host, port = server.server_address[:2]
+    ui.step("serve", f"dist/ on http://{host}:{port}/ (Ctrl-C stops it)")
+    ui.info(f"pip install --index-url http://{host}:{port}/simple/ --extra-index-url https://pypi.org/simple <name>==<version>")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        ui.info("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     root = _root(args)
     ui.step("clean", "dist/ build/")
@@ -102,6 +123,17 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
     sub.add_parser("index", help="write the PEP 503 index dist/simple/").set_defaults(func=cmd_index)
     sub.add_parser("clean", help="remove dist/ and build/").set_defaults(func=cmd_clean)
+    pb = sub.add_parser("publish", help="upload the built wheels with twine; skip what the index has, never overwrite")
+    pb.add_argument("--repository", default="",
+                    help="the upload URL (twine's --repository-url) or a ~/.pypirc section name (twine's --repository)")
+    pb.add_argument("--index-url", default=None,
+                    help="the index's simple URL, read before uploading (default: <upload url>/simple/ or /+simple/)")
+    pb.add_argument("--config-file", default=None, help="the .pypirc file (default: ~/.pypirc)")
+    pb.set_defaults(func=cmd_publish)
+    sv = sub.add_parser("serve", help="serve dist/ (the static index) over HTTP on localhost")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    sv.set_defaults(func=cmd_serve)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
     t.add_argument("--upstream", default="default", help="upstream suite selection: default, full or none")
     t.add_argument("--no-tinyhub", dest="tinyhub", action="store_false",

@@ -92,3 +92,27 @@ class NotApplied(HeadroomError):
     """A step needs ``make apply`` first."""
 
     exit_code = 14
+
+
+class PublishConflict(HeadroomError):
+    """The index already holds a file of the same name with other bytes (``publish``); nothing is overwritten."""
+
+    exit_code = 25
+
+
+class PublishAuthError(HeadroomError):
+    """The index refused the credentials (401/403), or it needs some and none were found (``publish``)."""
+
+    exit_code = 26
+
+
+class IndexUnreachable(HeadroomError):
+    """The index could not be reached or did not answer like a simple index (``publish``)."""
+
+    exit_code = 27
+
+
+class UploadFailed(HeadroomError):
+    """The index rejected an upload; what was uploaded before stays, the next publish completes the rest."""
+
+    exit_code = 28

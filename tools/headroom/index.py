@@ -2,20 +2,27 @@
 
 Normalised project names (PEP 503), ``#sha256=`` on every link, and the core metadata
 served beside each wheel as ``<wheel>.metadata`` (PEP 658) announced with both
-``data-dist-info-metadata`` and ``data-core-metadata`` (PEP 714). Every file is written
-atomically; a metadata file that exists with other bytes is an error.
+``data-dist-info-metadata`` and ``data-core-metadata`` (PEP 714), and the wheel's
+``Requires-Python`` as ``data-requires-python`` (HTML-escaped). File links are
+percent-encoded: a raw ``+`` (every local version has one) reads as a space on object
+stores. Every file is written atomically; a metadata file that exists with other bytes is
+an error. ``server`` serves dist/ over HTTP (``make serve``).
 """
 
 from __future__ import annotations
 
+import email.parser
 import html
 import re
 import zipfile
 from collections import defaultdict
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 from . import ui
-from .errors import IndexConflict
+from .errors import IndexConflict, NotApplied
 from .fsutil import atomic_write, sha256_bytes, sha256_file
 
 SIMPLE = "simple"
@@ -59,9 +66,11 @@ def write_index(dist: Path) -> Path:
             if not meta_path.exists():
                 atomic_write(meta_path, meta)
             m = sha256_bytes(meta)
-            href = html.escape(f"../../{w.name}#sha256={sha256_file(w)}")
+            href = html.escape(f"../../{quote(w.name)}#sha256={sha256_file(w)}")
+            requires = email.parser.BytesHeaderParser().parsebytes(meta).get("Requires-Python")
+            rp = f' data-requires-python="{html.escape(requires.strip())}"' if requires else ""
             links.append(
-                f'<a href="{href}" data-dist-info-metadata="sha256={m}" data-core-metadata="sha256={m}">{html.escape(w.name)}</a>'
+                f'<a href="{href}"{rp} data-dist-info-metadata="sha256={m}" data-core-metadata="sha256={m}">{html.escape(w.name)}</a>'
             )
         atomic_write(simple / project / "index.html", _page(f"Links for {project}", links))
         versions = {w.name.split("-")[1] for w in files}
@@ -72,3 +81,15 @@ def write_index(dist: Path) -> Path:
     atomic_write(simple / "index.html", _page("Simple index", root_links))
     ui.info(f"dist/{SIMPLE}/: {len(projects)} project(s), {len(wheels)} wheel(s)")
     return simple
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        ui.detail(f"{self.address_string()} {format % args}")
+
+
+def server(dist: Path, *, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """An HTTP server for dist/ (bound, not yet serving): ``/simple/`` is the index."""
+    if not (dist / SIMPLE / "index.html").exists():
+        raise NotApplied(f"{dist / SIMPLE} has no index. Run `make build` (or `make index`) first.")
+    return ThreadingHTTPServer((host, port), partial(_QuietHandler, directory=str(dist)))
