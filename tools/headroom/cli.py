@@ -62,7 +62,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    ui.step("publish", "dist/ wheels to " + (args.repository or "?"))
+    ui.step("publish", "dist/ wheels to " + (publish_mod.redact(args.repository) or "?"))
     return publish_mod.publish(_root(args), _pins(args), args.repository, index_url=args.index_url,
                                config_file=args.config_file)
 

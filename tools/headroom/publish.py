@@ -83,11 +83,16 @@ def built_wheels(root: Path, pins: list[Pin]) -> list[Path]:
 # ---- where to upload, where to read, with which credentials --------------------------------------
 
 
+def redact(text: str) -> str:
+    """``text`` with any ``user:password@`` of a URL replaced by ``****@`` (for printing)."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "****@", text)
+
+
 def _no_userinfo(url: str, what: str) -> None:
     parts = urlsplit(url)
     if parts.username or parts.password:
-        raise UsageError(f"{what} carries credentials in the URL; they would be printed and logged. Remove them and "
-                         f"{CREDENTIALS_HINT}.")
+        raise UsageError(f"{what}={redact(url)} carries credentials in the URL; they would be printed and logged. "
+                         f"Remove them and {CREDENTIALS_HINT}.")
 
 
 def _simple_candidates(upload_url: str) -> list[str]:
@@ -105,9 +110,9 @@ def target(repository: str, *, index_url: str | None = None, config_file: str | 
     config_file = config_file or os.path.expanduser("~/.pypirc")
     is_url = "://" in repository
     if is_url:
-        _no_userinfo(repository, f"REPOSITORY={repository.split('@')[-1]}")
+        _no_userinfo(repository, "REPOSITORY")
     if index_url:
-        _no_userinfo(index_url, f"INDEX_URL={index_url.split('@')[-1]}")
+        _no_userinfo(index_url, "INDEX_URL")
     try:
         settings = twine_settings.Settings(
             repository_name="pypi" if is_url else repository, repository_url=repository if is_url else None,
