@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,9 @@ class Server:
 
 
 def start_pypiserver(tmp: Path, *, authenticate: str = "update") -> Server:
-    from passlib.apache import HtpasswdFile
+    with warnings.catch_warnings():  # passlib imports the deprecated crypt module (its fallback is fine)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from passlib.apache import HtpasswdFile
 
     tmp.mkdir(parents=True, exist_ok=True)
     packages = tmp / "packages"
@@ -207,7 +210,7 @@ def test_wrong_credentials_fail_clearly_and_the_next_publish_completes(built: Pr
     assert [p.name for p in server.packages.iterdir()] == [_wheel(built).name]
 
 
-def test_an_index_that_needs_credentials_to_read(built: Project, pypiserver, creds, capsys, monkeypatch):
+def test_an_index_that_needs_credentials_to_read(built: Project, pypiserver, creds, capsys, monkeypatch, tmp_path):
     server = pypiserver(authenticate="update,download,list")
     monkeypatch.setenv("TWINE_PASSWORD", "not-the-password")
     assert built.run("publish", "--repository", server.url) == errors.PublishAuthError.exit_code
@@ -216,6 +219,18 @@ def test_an_index_that_needs_credentials_to_read(built: Project, pypiserver, cre
     assert built.run("publish", "--repository", server.url) == 0
     assert built.run("publish", "--repository", server.url) == 0
     assert "already there 1: nothing to do" in _out(capsys)
+    # uv reads it with the named index's credentials from the environment; uv.lock does not keep them.
+    proj = tmp_path / "uv-project"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(UV_PRIVATE_ONLY.format(private=server.simple))
+    env = _clean_env(tmp_path)
+    env["UV_DEFAULT_INDEX"] = f"http://127.0.0.1:{_free_port()}/simple/"  # nothing may come from elsewhere
+    res = subprocess.run([_uv(), "lock", "--python", sys.executable], env=env, cwd=proj, capture_output=True, text=True)
+    assert res.returncode != 0  # without credentials
+    env.update(UV_INDEX_HEADROOM_USERNAME=USER, UV_INDEX_HEADROOM_PASSWORD=PASSWORD)
+    _run([_uv(), "lock", "--python", sys.executable], env, cwd=proj)
+    lock = (proj / "uv.lock").read_text()
+    assert f'version = "{checkout.read_state(built.vendor)["local_version"]}"' in lock and PASSWORD not in lock
 
 
 def test_unreachable_index_fails_clearly(built: Project, pypiserver, creds, capsys):
@@ -369,6 +384,11 @@ def test_pip_and_uv_install_the_published_build(built: Project, pypiserver, cred
     _run([_uv(), "pip", "install", "--python", py, "--index-url", server.simple, "--extra-index-url", public_index,
           "toypkg==1.0.0"], env)
     assert _version(py) == "1.0.0"
+    # uv pip with the private index searched first (as the extra index): ours.
+    py = _venv(tmp_path / "uv-private-first", env)
+    _run([_uv(), "pip", "install", "--python", py, "--index-url", public_index, "--extra-index-url", server.simple,
+          "toypkg==1.0.0"], env)
+    assert _version(py) == local
 
     # uv project: the private index explicit, toypkg pinned to it in [tool.uv.sources]; uv lock, uv sync.
     proj = tmp_path / "uv-project"
@@ -397,6 +417,22 @@ explicit = true
 name = "public"
 url = "{public}"
 default = true
+
+[tool.uv.sources]
+toypkg = {{ index = "headroom" }}
+"""
+
+UV_PRIVATE_ONLY = """\
+[project]
+name = "training-job"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["toypkg==1.0.0"]
+
+[[tool.uv.index]]
+name = "headroom"
+url = "{private}"
+explicit = true
 
 [tool.uv.sources]
 toypkg = {{ index = "headroom" }}

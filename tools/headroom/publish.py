@@ -120,7 +120,9 @@ def target(repository: str, *, index_url: str | None = None, config_file: str | 
             username=os.environ.get("TWINE_USERNAME"), password=os.environ.get("TWINE_PASSWORD"),
         )
     except twine_exc.TwineException as exc:
-        raise UsageError(f"REPOSITORY={repository}: {exc}") from None
+        what = "" if is_url else f" (not a URL, so a section of {config_file})"
+        raise UsageError(f"REPOSITORY={repository}{what}: {str(exc).strip().rstrip('.')}. "
+                         "Give the upload URL, or a section name of that file.") from None
     upload_url = settings.repository_config["repository"]
     if urlsplit(upload_url).hostname in PUBLIC_HOSTS:
         raise UsageError(f"REPOSITORY={repository} is {upload_url}: PyPI refuses local versions (+headroom.*), and "
