@@ -115,6 +115,54 @@ def pypiserver(tmp_path, request):
     return start
 
 
+def start_devpi(tmp: Path) -> tuple[str, subprocess.Popen]:
+    """devpi-server with no PyPI mirror, offline; user alice with index alice/dev (no bases). Returns its upload URL."""
+    import requests
+
+    bin_dir = Path(sys.executable).parent
+    server_dir = tmp / "devpi"
+    subprocess.run([bin_dir / "devpi-init", "--serverdir", server_dir, "--root-passwd", "root-pw", "--no-root-pypi"],
+                   check=True, capture_output=True)
+    port = _free_port()
+    log = open(tmp / "devpi.log", "wb")
+    proc = subprocess.Popen([bin_dir / "devpi-server", "--serverdir", server_dir, "--host", "127.0.0.1", "--port",
+                             str(port), "--offline-mode",
+                             # devpi derives its token key with argon2 (512 MiB, 16 passes): seconds of CPU
+                             # and memory that a throwaway test server does not need (devpi's own tests lower it too).
+                             "--argon2-memory-cost", "8", "--argon2-parallelism", "1", "--argon2-time-cost", "1"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    root = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and _up(root + "+api") != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if proc.poll() is not None or _up(root + "+api") != 200:
+        proc.kill()
+        pytest.fail(f"devpi-server did not start: {(tmp / 'devpi.log').read_text()}")
+    session = requests.Session()
+    session.trust_env = False
+    assert session.put(root + USER, json={"password": PASSWORD, "email": "a@example.invalid"}).status_code == 201
+    r = session.put(root + f"{USER}/dev", json={"type": "stage", "bases": [], "volatile": False}, auth=(USER, PASSWORD))
+    assert r.status_code == 200, r.text
+    return root + f"{USER}/dev/", proc
+
+
+@pytest.fixture
+def devpi(tmp_path, request):
+    url, proc = start_devpi(tmp_path)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    request.addfinalizer(stop)
+    return url
+
+
 @pytest.fixture
 def creds(monkeypatch, tmp_path):
     """twine's environment: the test's credentials, an empty HOME (no ~/.pypirc), no keyring, no proxy."""
@@ -158,23 +206,29 @@ def _no_secret_in(root: Path) -> None:
 # ---- publishing ----------------------------------------------------------------------------------
 
 
-def test_publish_then_republish_is_a_no_op(built: Project, pypiserver, creds, capsys):
+def test_publish_then_republish_is_a_no_op(built: Project, pypiserver, creds, capsys, monkeypatch):
     server = pypiserver()
     wheel = _wheel(built)
-    assert built.run("publish", "--repository", server.url) == 0
+    # First publish: the index named by a ~/.pypirc section holding the credentials. An exported
+    # TWINE_REPOSITORY_URL (twine would prefer it) must not divert the upload from the index we read.
+    (creds / ".pypirc").write_text(
+        f"[distutils]\nindex-servers = private\n\n[private]\nrepository = {server.url}\n"
+        f"username = {USER}\npassword = {PASSWORD}\n")
+    monkeypatch.delenv("TWINE_USERNAME")
+    monkeypatch.delenv("TWINE_PASSWORD")
+    monkeypatch.setenv("TWINE_REPOSITORY_URL", f"http://127.0.0.1:{_free_port()}/")
+    assert built.run("publish", "--repository", "private") == 0
     out = _out(capsys)
     assert f"{wheel.name}: uploaded" in out and f"the index serves sha256 {sha256_file(wheel)}" in out
     published = server.packages / wheel.name
     assert sha256_file(published) == sha256_file(wheel)
     stamp = published.stat().st_mtime_ns
 
-    # The second publish names the index through ~/.pypirc, with the credentials in it: a no-op.
-    (creds / ".pypirc").write_text(
-        f"[distutils]\nindex-servers = private\n\n[private]\nrepository = {server.url}\n"
-        f"username = {USER}\npassword = {PASSWORD}\n")
-    os.environ.pop("TWINE_USERNAME")
-    os.environ.pop("TWINE_PASSWORD")
-    assert built.run("publish", "--repository", "private") == 0
+    # Second publish: the upload URL, credentials from TWINE_USERNAME/TWINE_PASSWORD: a no-op.
+    (creds / ".pypirc").unlink()
+    monkeypatch.setenv("TWINE_USERNAME", USER)
+    monkeypatch.setenv("TWINE_PASSWORD", PASSWORD)
+    assert built.run("publish", "--repository", server.url) == 0
     out = _out(capsys)
     assert f"{wheel.name}: on the index with the same sha256 {sha256_file(wheel)}: skipped" in out
     assert "published 0, already there 1: nothing to do" in out
@@ -257,6 +311,30 @@ def test_upload_rejected_half_way_is_completed_by_the_next_publish(built: Projec
     out = _out(capsys)
     assert f"{good.name}: on the index with the same sha256" in out and "published 1, already there 1" in out
     assert sorted(p.name for p in server.packages.iterdir()) == sorted([good.name, bad.name])
+
+
+def test_devpi_json_pages_and_plus_simple(built: Project, devpi, creds, capsys, monkeypatch, tmp_path):
+    seen: list[str] = []
+    real_parse = publish_mod.parse_page
+
+    def spy(body, content_type, page_url):
+        seen.append(content_type)
+        return real_parse(body, content_type, page_url)
+
+    monkeypatch.setattr(publish_mod, "parse_page", spy)
+    wheel = _wheel(built)
+    assert built.run("publish", "--repository", devpi) == 0
+    out = _out(capsys)
+    assert f"reading {devpi}+simple/" in out and f"{wheel.name}: uploaded" in out
+    assert seen and set(seen) == {publish_mod.JSON_TYPE}  # devpi answers PEP 691 JSON
+    assert built.run("publish", "--repository", devpi) == 0
+    assert "published 0, already there 1: nothing to do" in _out(capsys)
+    env = _clean_env(tmp_path)
+    py = _venv(tmp_path / "pip-devpi", env)
+    local = checkout.read_state(built.vendor)["local_version"]
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--index-url", devpi + "+simple/", "toypkg==1.0.0"],
+         env)
+    assert _version(py) == local
 
 
 def test_credentials_in_the_url_and_pypi_are_refused(built: Project, creds, capsys):

@@ -16,6 +16,7 @@ from twine's own resolver, in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -58,6 +59,8 @@ class Target:
     simple_url: str
     twine_args: tuple[str, ...]
     auth: tuple[str, str] | None
+    verify: str | bool = True  # TWINE_CERT / the section's ca_cert, as twine uses them
+    cert: str | None = None  # the section's client_cert
 
 
 def built_wheels(root: Path, pins: list[Pin]) -> list[Path]:
@@ -116,7 +119,7 @@ def target(repository: str, *, index_url: str | None = None, config_file: str | 
     try:
         settings = twine_settings.Settings(
             repository_name="pypi" if is_url else repository, repository_url=repository if is_url else None,
-            config_file=config_file, non_interactive=True,
+            config_file=config_file, non_interactive=True, cacert=os.environ.get("TWINE_CERT"),
             username=os.environ.get("TWINE_USERNAME"), password=os.environ.get("TWINE_PASSWORD"),
         )
     except twine_exc.TwineException as exc:
@@ -124,6 +127,7 @@ def target(repository: str, *, index_url: str | None = None, config_file: str | 
         raise UsageError(f"REPOSITORY={repository}{what}: {str(exc).strip().rstrip('.')}. "
                          "Give the upload URL, or a section name of that file.") from None
     upload_url = settings.repository_config["repository"]
+    _no_userinfo(upload_url, f"the repository of section [{repository}] in {config_file}")
     if urlsplit(upload_url).hostname in PUBLIC_HOSTS:
         raise UsageError(f"REPOSITORY={repository} is {upload_url}: PyPI refuses local versions (+headroom.*), and "
                          "patched builds belong on your private index. Name that index instead.")
@@ -137,20 +141,22 @@ def target(repository: str, *, index_url: str | None = None, config_file: str | 
     twine_args = ("--repository-url", upload_url) if is_url else ("--repository", repository)
     if config_file != os.path.expanduser("~/.pypirc"):
         twine_args += ("--config-file", config_file)
-    session = _session()
+    t = Target(upload_url, "", twine_args, auth, settings.cacert or True, settings.client_cert)
+    session = _session(t)
     if index_url:
         simple = index_url.rstrip("/") + "/"
         _probe(session, simple, auth)
     else:
         simple = _find_simple(session, upload_url, auth)
-    return Target(upload_url, simple, twine_args, auth)
+    return dataclasses.replace(t, simple_url=simple)
 
 
-def _session():
+def _session(t: Target):
     import requests
 
     s = requests.Session()
     s.headers["User-Agent"] = "headroom-publish"
+    s.verify, s.cert = t.verify, t.cert
     return s
 
 
@@ -288,8 +294,9 @@ def _upload(wheel: Path, t: Target, done: int, total: int) -> None:
     args = [sys.executable, "-m", "twine", "--no-color", "upload", "--non-interactive", "--disable-progress-bar",
             *(["--verbose"] if ui.verbose() else []), *t.twine_args, wheel]
     # twine takes the credentials from the environment it inherits (or keyring, ~/.pypirc); nothing is on argv.
+    # An empty TWINE_REPOSITORY_URL: an exported one must not send the upload elsewhere than the index we read.
     res = proc.run(args, check=False, what=f"twine upload {wheel.name}",
-                   env={"COLUMNS": "120", "TWINE_NON_INTERACTIVE": "1"})
+                   env={"COLUMNS": "120", "TWINE_NON_INTERACTIVE": "1", "TWINE_REPOSITORY_URL": ""})
     if res.returncode == 0:
         return
     if not ui.verbose():
@@ -319,7 +326,7 @@ def publish(root: Path, pins: list[Pin], repository: str, *, index_url: str | No
     t = target(repository, index_url=index_url, config_file=config_file)
     ui.info(f"upload to {t.upload_url}, reading {t.simple_url}"
             + (" (with credentials)" if t.auth else " (anonymously)"))
-    session = _session()
+    session = _session(t)
     by_project: dict[str, list[Path]] = {}
     for w in wheels:
         by_project.setdefault(normalize(w.name.split("-", 1)[0]), []).append(w)
