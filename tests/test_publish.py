@@ -1,10 +1,10 @@
-"""publish to a real index server (pypiserver on 127.0.0.1), then install with real pip and uv.
+"""publish to real index servers on 127.0.0.1, then install with real pip and uv.
 
 Two local indexes: the private one (pypiserver with an htpasswd file, where ``headroom
-publish`` uploads toypkg's headroom build) and a "public" one (headroom's own static index
-over ``index.server``, holding the official toypkg 1.0.0). pip and uv only ever see these
-two loopback URLs.
-"""
+publish`` uploads toypkg's headroom build; devpi-server for the PEP 691 JSON pages) and a
+"public" one (headroom's own static index over ``index.server``, what ``make serve`` runs,
+holding the official toypkg 1.0.0). pip and uv only ever see these loopback URLs; every
+server is stopped by its fixture's finalizer."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import warnings
 import zipfile
@@ -250,6 +251,15 @@ def test_same_name_with_other_bytes_is_refused_naming_both_hashes(built: Project
     assert sha256_file(theirs) == before
 
 
+def test_a_wheel_changed_after_build_is_not_published(built: Project, pypiserver, creds, capsys):
+    server = pypiserver()
+    wheel = _wheel(built)
+    wheel.write_bytes(wheel.read_bytes() + b"\0")
+    assert built.run("publish", "--repository", server.url) == errors.IndexConflict.exit_code
+    assert f"dist/{wheel.name} changed since `make build`" in capsys.readouterr().err
+    assert list(server.packages.iterdir()) == []
+
+
 def test_wrong_credentials_fail_clearly_and_the_next_publish_completes(built: Project, pypiserver, creds, capsys,
                                                                       monkeypatch):
     server = pypiserver()
@@ -375,6 +385,23 @@ def test_static_index_escapes_requires_python_and_percent_encodes_links(tmp_path
     (remote,) = files.values()
     assert remote.url == "http://127.0.0.1/toypkg-1.0.0%2Bheadroom.0123abcd-py3-none-any.whl"
     assert remote.sha256 == sha256_file(dist / remote.filename)
+
+
+def test_serve_command_serves_dist_on_localhost(built: Project, tmp_path):
+    """``make serve``: the static index over HTTP on 127.0.0.1; pip installs from it."""
+    serve = subprocess.Popen([sys.executable, "-m", "headroom", "--root", str(built.root), "serve", "--port", "0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = serve.stdout.readline()
+        assert line.startswith("[serve] dist/ on http://127.0.0.1:"), line
+        url = line.split(" on ", 1)[1].split()[0] + "simple/"
+        env = _clean_env(tmp_path)
+        py = _venv(tmp_path / "served", env)
+        _run([sys.executable, "-m", "pip", "--python", py, "install", "--index-url", url, "toypkg==1.0.0"], env)
+        assert _version(py) == checkout.read_state(built.vendor)["local_version"]
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
 
 
 def test_json_project_page_is_read():
