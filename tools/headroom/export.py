@@ -62,6 +62,7 @@ def render(repo_dir: Path, pin: Pin) -> dict[str, bytes]:
 
 
 def _replay_without_generated(repo: Repo, tag: str, commits: list[str], where: Path, pin: Pin) -> list[str]:
+    repo("worktree", "prune")  # forget a replay worktree that a killed export left registered
     repo("worktree", "add", "-q", "--detach", str(where), tag)
     try:
         wt = Repo(where)
@@ -114,12 +115,14 @@ def export(root: Path, pin: Pin, *, check: bool = False) -> list[str]:
             )
         ui.info(f"patches/{pin.name}: matches vendor/{pin.name}")
         return []
-    for name in sorted(wanted):
-        if (folder / name).exists() and (folder / name).read_bytes() == wanted[name]:
-            continue
-        atomic_write(folder / name, wanted[name])
-    for c in changes:
-        if c.startswith("removed: "):
-            (folder / c.removeprefix("removed: ")).unlink()
+    with ui.leaves(f"patches/{pin.name}/ may be partly rewritten (each file whole); the next `make export` "
+                   f"finishes it, and vendor/{pin.name} is untouched"):
+        for name in sorted(wanted):  # "series" sorts after the NNNN-*.patch files it lists
+            if (folder / name).exists() and (folder / name).read_bytes() == wanted[name]:
+                continue
+            atomic_write(folder / name, wanted[name])
+        for c in changes:
+            if c.startswith("removed: "):
+                (folder / c.removeprefix("removed: ")).unlink()
     ui.info(f"patches/{pin.name}: " + ("; ".join(changes) if changes else "unchanged"))
     return changes
