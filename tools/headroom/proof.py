@@ -8,7 +8,6 @@ Then the upstream suites run (``upstream.py``). Results go to build/report.json.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
