@@ -1,7 +1,7 @@
 # headroom: every target is a thin call to one `headroom` subcommand.
 #   make apply build test    the main job: checkouts, wheels + index, proof + upstream suites
 #   make check               the project's own tests, then the main job
-# Options: V=1 (show everything), FORCE=1 (apply over unsaved work, saved to a bundle first),
+# Options: V=1 (show everything), NO_WAIT=1 (exit 40 at once if another run holds a lock), FORCE=1 (apply over unsaved work, saved to a bundle first),
 #          ONLY=name (one upstream), UPSTREAM=default|full|none (upstream suite selection),
 #          TINYHUB=0 (upstream suites without the local tiny hub of random-weight stand-ins).
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
@@ -15,7 +15,7 @@ VENV    ?= .venv
 UPSTREAM ?= default
 TINYHUB ?= 1
 BENCH   ?= full
-HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(foreach n,$(ONLY),--only $(n))
+HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(if $(filter-out 0,$(NO_WAIT)),--no-wait) $(foreach n,$(ONLY),--only $(n))
 TOOL_STAMP = $(VENV)/.installed
 
 .PHONY: all apply export check-export fetch build index test check unit clean distclean help \

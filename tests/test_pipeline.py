@@ -167,7 +167,7 @@ def test_user_commit_is_kept_until_exported(project: Project):
     assert project.run("export", "--check") == 0
 
 
-def test_interrupted_apply_is_not_taken_for_done(project: Project, monkeypatch):
+def test_interrupted_apply_is_not_taken_for_done(project: Project, monkeypatch, capsys):
     reference = Project(project.root.parent / "ref", project.index, project.pin)
     reference.write_pins()
     reference.use_series("clean")
@@ -179,7 +179,10 @@ def test_interrupted_apply_is_not_taken_for_done(project: Project, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(version_mod, "stamp", killed)
         assert project.run("apply") == 130
-    assert checkout.read_state(project.vendor)["state"] == "applying"
+    # The unfinished checkout is never put in place (it was made beside it and discarded).
+    assert not project.vendor.exists() and not list((project.root / "vendor").glob(".toypkg.*"))
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: interrupted: vendor/toypkg was not created; the unfinished new checkout is discarded.")
     assert project.run("apply") == 0
     assert checkout.read_state(project.vendor)["state"] == "done"
     assert head(project.vendor) == head(reference.vendor)

@@ -7,12 +7,17 @@ stripped.
 
 from __future__ import annotations
 
+import gzip
 import os
 import posixpath
 import tarfile
+import zlib
 from pathlib import Path
 
-from .errors import UnsafeArchive
+from .errors import CorruptArchive, UnsafeArchive
+
+# What reading a truncated or non-gzip file raises (ENOSPC and other OSErrors are not among them).
+UNREADABLE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def _check(member: tarfile.TarInfo, archive: Path) -> str:
@@ -37,6 +42,13 @@ def _check(member: tarfile.TarInfo, archive: Path) -> str:
 
 def extract(archive: Path, dest: Path, *, strip_top: bool) -> int:
     """Extract ``archive`` into ``dest`` (created); return the newest member mtime (the release time)."""
+    try:
+        return _extract(archive, dest, strip_top=strip_top)
+    except UNREADABLE as exc:
+        raise CorruptArchive(f"{archive} is not a readable gzip tar archive ({type(exc).__name__}: {exc})") from None
+
+
+def _extract(archive: Path, dest: Path, *, strip_top: bool) -> int:
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
         names = [_check(m, archive) for m in members]
@@ -60,3 +72,9 @@ def extract(archive: Path, dest: Path, *, strip_top: bool) -> int:
     # Directory mtimes are not tracked by git; file modes are (only the x bit).
     os.utime(dest, None)
     return int(newest)
+
+
+def unpacked_size(archive: Path) -> int:
+    """Bytes the archive's files take once extracted."""
+    with tarfile.open(archive) as tar:
+        return sum(m.size for m in tar.getmembers() if m.isfile())

@@ -4,6 +4,10 @@ The wheel is built with pypa/build from a ``git archive`` of the checkout's HEAD
 stale ``build/`` folder or an uncommitted edit never leaks in), with
 ``SOURCE_DATE_EPOCH`` taken from the pristine commit: building twice gives the same
 bytes. A wheel already in dist/ with the same name must have the same bytes.
+
+A wheel lands in dist/ by rename, then its state file is written: killed, interrupted
+or out of disk space, a build leaves dist/ and ``build/state/`` as they were, and a state
+file that cannot be read only makes the next build run again.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from . import archive, checkout, proc, ui
 from .errors import IndexConflict, NotApplied
-from .fsutil import atomic_write, sha256_file
+from .fsutil import atomic_write, disk_full, read_json_state, sha256_file, tree_bytes
 from .pins import Pin
 from .vcs import Repo
 
@@ -50,13 +54,32 @@ def _applied_head(root: Path, pin: Pin) -> tuple[Repo, str]:
     return repo, head
 
 
+def read_built(root: Path, name: str) -> dict:
+    """build/state/<name>.json, or ``{}`` when missing or malformed (never trusted further)."""
+    state = read_json_state(root / STATE_DIR / f"{name}.json", required={"head": str, "wheel": str, "sha256": str})
+    if state and ("/" in state["wheel"] or "\\" in state["wheel"] or not state["wheel"].endswith(".whl")):
+        return {}
+    return state
+
+
 def build(root: Path, pin: Pin, *, force: bool = False) -> Built:
+    """Build ``pin``'s wheel; out of disk space, say how much the build needs."""
+    left = f"dist/ and build/state/ hold no new file for {pin.name}; the next `make build` builds it again."
+
+    def needed() -> int:  # the archive, its extracted tree, setuptools' build/ copy and the wheel
+        return 4 * tree_bytes(checkout.vendor_dir(root, pin))
+
+    with ui.leaves(left), disk_full(f"building the {pin.name} wheel", Path(tempfile.gettempdir()), needed, left):
+        return _build(root, pin, force=force)
+
+
+def _build(root: Path, pin: Pin, *, force: bool = False) -> Built:
     repo, head = _applied_head(root, pin)
     dist = root / DIST_DIR
     state_file = root / STATE_DIR / f"{pin.name}.json"
-    if not force and state_file.exists():
-        recorded = json.loads(state_file.read_text(encoding="utf-8"))
-        wheel = dist / recorded.get("wheel", "-")
+    recorded = {} if force else read_built(root, pin.name)
+    if recorded:
+        wheel = dist / recorded["wheel"]
         if recorded.get("head") == head and wheel.exists() and sha256_file(wheel) == recorded.get("sha256"):
             ui.info(f"{wheel.name}: up to date (sha256 {recorded['sha256']})")
             return Built(pin.name, wheel, recorded["sha256"], True)
@@ -89,8 +112,11 @@ def build(root: Path, pin: Pin, *, force: bool = False) -> Built:
                 )
         else:
             tmp_target = dist / f".{built.name}.part"
-            shutil.copyfile(built, tmp_target)
-            tmp_target.replace(target)
+            try:
+                shutil.copyfile(built, tmp_target)
+                tmp_target.replace(target)
+            finally:
+                tmp_target.unlink(missing_ok=True)
     atomic_write(state_file, json.dumps({"head": head, "wheel": target.name, "sha256": digest}, indent=2) + "\n")
     ui.info(f"{target.name}  sha256 {digest}  ({t.seconds:.1f}s)")
     return Built(pin.name, target, digest, False)

@@ -1,11 +1,16 @@
 """apply: vendor/<name> as a git checkout = pristine sdist + one commit per patch + version commit.
 
-State lives in ``.git/headroom-state.json``: removed when an apply starts, written
-``done`` only when it finishes, so an interrupted apply is never taken for a finished
-one. Before anything is replaced, the checkout is searched for work that is not in
-patches/ (commits whose patch-id matches no patch file, uncommitted edits); such work
-stops the apply, or with ``force`` is first saved to a git bundle under
-``vendor/.backup/``.
+State lives in ``.git/headroom-state.json``, written ``done`` only when an apply
+finishes, so an interrupted apply is never taken for a finished one; a state file that
+cannot be read is "not done". Before anything is replaced, the checkout is searched for
+work that is not in patches/ (commits whose patch-id matches no patch file, uncommitted
+edits); such work stops the apply, or with ``force`` is first saved to a git bundle
+under ``vendor/.backup/``.
+
+The new checkout is made beside the old one (``vendor/.<name>.new``) and swapped in
+only when it is finished (or stopped at a conflict, to be resolved in place): killed,
+interrupted or out of disk space, an apply leaves the previous ``vendor/<name>`` as it
+was, and the next apply removes what the unfinished one left.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import archive, fetch, series as series_mod, ui, version as version_mod
-from .errors import PatchConflict, UnsavedWork
-from .fsutil import atomic_write_json, sha256_bytes
+from .errors import CorruptArchive, CorruptPatch, PatchConflict, UnsavedWork
+from .fsutil import atomic_write_json, disk_full, read_json_state, sha256_bytes
 from .pins import Pin
 from .vcs import Repo, date_env
 
@@ -46,10 +51,16 @@ def upstream_tag(pin: Pin) -> str:
 
 
 def read_state(repo_dir: Path) -> dict:
-    try:
-        return json.loads((repo_dir / ".git" / STATE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    """The checkout's state, or ``{}`` when it is missing or malformed (then nothing in it is trusted)."""
+    path = repo_dir / ".git" / STATE_FILE
+    state = read_json_state(path, required={"state": str})
+    commits = state.get("commits", [])
+    well_formed = isinstance(commits, list) and all(isinstance(c, str) for c in commits) and (
+        state.get("state") != "done" or all(isinstance(state.get(k), str) for k in ("key", "head", "local_version")))
+    if state and not well_formed:
+        ui.warn(f"ignoring the state file {path} (a field has the wrong type): treated as not done, the step runs again")
         return {}
+    return state
 
 
 def _write_state(repo: Repo, state: dict) -> None:
@@ -150,11 +161,40 @@ def backup(repo_dir: Path, root: Path, name: str) -> Path:
     return dest
 
 
+def _staging(dest: Path, kind: str) -> Path:
+    return dest.parent / f".{dest.name}.{kind}"
+
+
+def _leftovers(dest: Path) -> None:
+    """Clear what a killed apply left: put a checkout moved aside back, remove an unfinished one."""
+    old = _staging(dest, "old")
+    if old.exists():
+        if dest.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(dest)
+            ui.warn(f"vendor/{dest.name}: an apply was killed while swapping checkouts; the previous one is back in place")
+    for kind in ("new", "extract"):
+        if _staging(dest, kind).exists():
+            ui.info(f"removing vendor/{_staging(dest, kind).name}/ (left by an apply that did not finish)")
+            shutil.rmtree(_staging(dest, kind))
+
+
+def _swap(new: Path, dest: Path) -> None:
+    old = _staging(dest, "old")
+    if dest.exists():
+        dest.rename(old)
+    new.rename(dest)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def apply(root: Path, pin: Pin, *, force: bool = False) -> Outcome:
     series = series_mod.load(root, pin.name)
     key = apply_key(pin, series)
     dest = vendor_dir(root, pin)
     local = version_mod.local_version(pin.version, series)
+    _leftovers(dest)
     if dest.exists():
         state = read_state(dest)
         if state.get("state") == "done" and state.get("key") == key and (dest / ".git").exists():
@@ -171,27 +211,54 @@ def apply(root: Path, pin: Pin, *, force: bool = False) -> Outcome:
                     "or discard it: `make apply FORCE=1` (it is saved to a git bundle first).",
                     details="\n".join(f"  - {p}" for p in problems),
                 )
-            saved = backup(dest, root, pin.name)
+            with ui.leaves(f"vendor/{pin.name} is as it was (its work was being saved to vendor/.backup/)"):
+                saved = backup(dest, root, pin.name)
             ui.warn(f"FORCE=1: saved vendor/{pin.name}'s work to {saved.relative_to(root)} "
                     f"(recover: git clone {saved.relative_to(root)} /tmp/recovered; branches headroom-backup/head and headroom-backup/worktree)")
-        shutil.rmtree(dest)
     return _materialise(root, pin, series, key, local, dest)
 
 
 def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, local: str, dest: Path) -> Outcome:
     sdist = fetch.fetch(pin, "sdist")
+    new = _staging(dest, "new")
+    before = f"vendor/{pin.name} is as it was before this run" if dest.exists() else f"vendor/{pin.name} was not created"
+    left = f"{before}; the unfinished new checkout is discarded."
+
+    def needed() -> int:  # the work tree, git's copy of it, and the old checkout until the swap
+        return 2 * archive.unpacked_size(sdist)
+
+    try:
+        with ui.leaves(left), disk_full(f"applying {pin.name} (extracting {pin.sdist} and committing)",
+                                        dest.parent, needed, left):
+            outcome = _make_checkout(root, pin, series, key, local, sdist, new)
+    except PatchConflict:
+        _swap(new, dest)  # resolved in place, as the README says
+        raise
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    with ui.leaves(f"vendor/{pin.name} was being swapped for the new checkout; the next `make apply` finishes it"):
+        _swap(new, dest)
+    ui.info(f"vendor/{pin.name}: {upstream_tag(pin)} + {len(series.patches)} patch(es) + version commit "
+            f"-> {outcome.head[:12]} ({local})")
+    return outcome
+
+
+def _make_checkout(root: Path, pin: Pin, series: series_mod.Series, key: str, local: str, sdist: Path,
+                   new: Path) -> Outcome:
     ui.info(f"extracting {pin.sdist} into vendor/{pin.name}")
-    staging = dest.parent / f".{pin.name}.extract"
-    if staging.exists():
-        shutil.rmtree(staging)
-    epoch = archive.extract(sdist, staging, strip_top=True)
-    repo = Repo.init(dest)
+    try:
+        epoch = archive.extract(sdist, new, strip_top=True)
+    except CorruptArchive as exc:
+        sdist.unlink(missing_ok=True)
+        raise CorruptArchive(
+            f"{pin.sdist} has the sha256 pinned in vendor/pins.toml [{pin.name}] but is not a readable sdist; "
+            "it was deleted from the cache. The pin names a broken file: correct sdist and sdist_sha256 "
+            f"(vendor/{pin.name} was not changed).", details=exc.message) from None
+    repo = Repo.init(new)
     _write_state(repo, {"state": "applying", "key": key})
     (repo.git_dir / "info").mkdir(exist_ok=True)
     (repo.git_dir / "info" / "exclude").write_text(EXCLUDES, encoding="utf-8")
-    for entry in staging.iterdir():
-        entry.rename(dest / entry.name)
-    staging.rmdir()
     repo("add", "-A", "-f", ".")
     repo(
         "commit", "-q", "--no-verify", "-m", f"Import {pin.distribution} {pin.version} from {pin.sdist}",
@@ -204,9 +271,17 @@ def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, loca
         ui.info(f"applying {i}/{total} {patch.name}")
         ok, err = repo.try_("am", "--no-3way", "--committer-date-is-author-date", "--keep-non-patch", str(patch))
         if not ok:
+            rel = patch.relative_to(root)
+            broken = _corrupt(repo, patch, err)
+            if broken:
+                raise CorruptPatch(
+                    f"{rel} is not a valid patch file: {broken}. The file in patches/{pin.name}/ is broken "
+                    "(edited by hand, truncated, or its whitespace changed); this is not a change upstream. "
+                    f"Restore it (`git diff {rel}`, `git checkout -- {rel}`) or export it again from a good "
+                    f"checkout (`make export`). vendor/{pin.name} was not changed.",
+                )
             _write_state(repo, {"state": "conflict", "key": key, "patch": patch.name, "commits": commits})
             failing = _failing_files(repo, patch)
-            rel = patch.relative_to(root)
             raise PatchConflict(
                 f"{rel} does not apply to {pin.distribution} {pin.version}; vendor/{pin.name} is stopped in `git am`. "
                 f"Resolve it: cd vendor/{pin.name} && git am --show-current-patch=diff; fix the files; git add them; "
@@ -215,7 +290,7 @@ def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, loca
                 details="files that fail: " + (", ".join(failing) or "(see git's message)") + "\n" + _hunk_lines(err),
             )
         commits.append(repo.head())
-    changed_files = version_mod.stamp(dest, pin.version, local)
+    changed_files = version_mod.stamp(new, pin.version, local)
     repo("add", "-A", "-f", ".")
     repo(
         "commit", "-q", "--no-verify", "-m", f"Set version to {local}",
@@ -224,8 +299,31 @@ def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, loca
     head = repo.head()
     commits.append(head)
     _write_state(repo, {"state": "done", "key": key, "head": head, "commits": commits, "local_version": local})
-    ui.info(f"vendor/{pin.name}: {upstream_tag(pin)} + {total} patch(es) + version commit -> {head[:12]} ({local})")
     return Outcome(pin.name, True, head, local)
+
+
+_CORRUPT = re.compile(r"(corrupt patch|malformed patch|patch fragment without header|patch with only garbage) at line (\d+)")
+
+
+def _corrupt(repo: Repo, patch: Path, am_output: str) -> str | None:
+    """Why ``patch`` is not a patch at all (git cannot parse it), or None when it is one that
+    does not apply. ``git apply --numstat`` parses without touching the tree and counts lines
+    from the top of the file."""
+    if "Patch format detection failed" in am_output:
+        return "git cannot read it as a `git format-patch` mail (no From/Subject header before the diff)"
+    ok, out = repo.try_("apply", "--numstat", str(patch))
+    if ok:
+        return None
+    m = _CORRUPT.search(out)
+    if m:
+        n = int(m.group(2))
+        lines = patch.read_text(encoding="utf-8", errors="replace").splitlines()
+        where = f"line {n}: {lines[n - 1]!r}" if n <= len(lines) else f"line {n} is past its end ({len(lines)} lines: truncated?)"
+        return f"git says \"{m.group(1)} at line {n}\" ({where})"
+    if "No valid patches in input" in out:
+        return "it holds no diff (git: \"No valid patches in input\")"
+    first = next((line for line in out.splitlines() if line.startswith(("error:", "fatal:"))), out.strip()[:200])
+    return f"git cannot parse it ({first})"
 
 
 def _failing_files(repo: Repo, patch: Path) -> list[str]:

@@ -6,11 +6,13 @@ Every Makefile target is a thin call to one of these.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import sys
 from pathlib import Path
 
 from . import build as build_mod, checkout, export as export_mod, fetch as fetch_mod, index as index_mod
-from . import pins as pins_mod, pr as pr_mod, publish as publish_mod, rebase as rebase_mod, ui
+from . import lock, pins as pins_mod, pr as pr_mod, publish as publish_mod, rebase as rebase_mod, ui
 from .errors import HeadroomError
 
 
@@ -110,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="repository root (where vendor/pins.toml is); default: .")
     p.add_argument("-v", "--verbose", action="store_true", help="show every command's output (also V=1)")
     p.add_argument("--only", action="append", metavar="NAME", help="only this upstream (repeatable)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="fail at once (exit 40) instead of waiting when another run holds a lock (also NO_WAIT=1)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="download and verify the pinned sdists and wheels").set_defaults(func=cmd_fetch)
     a = sub.add_parser("apply", help="materialise vendor/<name>: pristine + series + version commit")
@@ -154,13 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.verbose:
         ui.set_verbose(True)
+    lock.configure(no_wait=args.no_wait, command="headroom " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
-        return args.func(args)
+        with _locks(args):
+            return args.func(args)
     except HeadroomError as exc:
         ui.error(exc.message)
         if exc.details:
             print(exc.details, flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        ui.error("interrupted; the next run starts the interrupted step again")
+        ui.error(f"interrupted: {ui.state_left()}")
         return 130
+
+
+def _locks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """The locks of this command (lock.COMMAND_LOCKS), held for the whole command."""
+    names = [p.name for p in _pins(args)] if lock.needs_pins(args.command) else []
+    return lock.for_command(_root(args), args.command, names)

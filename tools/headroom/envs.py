@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import build as build_mod, fetch, proc, ui
 from .errors import NotApplied, ProofFailed
-from .fsutil import atomic_write, sha256_bytes, sha256_file
+from .fsutil import atomic_write, read_json_state, sha256_bytes, sha256_file
 from .pins import Pin
 
 ENVS_DIR = Path("build") / "envs"
@@ -28,10 +28,10 @@ def wheels_for(root: Path, pins: list[Pin], env: str) -> list[Path]:
         return [fetch.fetch(pin, "wheel") for pin in pins]
     out = []
     for pin in pins:
-        state = root / build_mod.STATE_DIR / f"{pin.name}.json"
-        if not state.exists():
+        state = build_mod.read_built(root, pin.name)
+        if not state:
             raise NotApplied(f"no headroom wheel of {pin.name} in dist/. Run `make build` first.")
-        wheel = root / build_mod.DIST_DIR / json.loads(state.read_text(encoding="utf-8"))["wheel"]
+        wheel = root / build_mod.DIST_DIR / state["wheel"]
         if not wheel.exists():
             raise NotApplied(f"{wheel} is missing. Run `make build`.")
         out.append(wheel)
@@ -60,7 +60,7 @@ def ensure(root: Path, env: str, wheels: list[Path]) -> Path:
     base_key = sha256_bytes(json.dumps([TORCH, requirements, sys.version]).encode())
     wheels_key = sha256_bytes(json.dumps([(w.name, sha256_file(w)) for w in wheels]).encode())
     stamp = where / STAMP
-    recorded = json.loads(stamp.read_text(encoding="utf-8")) if stamp.exists() else {}
+    recorded = read_json_state(stamp)  # missing or malformed: the environment is made again
     py = python(root, env)
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if recorded.get("base") == base_key and py.exists():

@@ -116,3 +116,27 @@ class UploadFailed(HeadroomError):
     """The index rejected an upload; what was uploaded before stays, the next publish completes the rest."""
 
     exit_code = 28
+
+
+class Locked(HeadroomError):
+    """Another run holds a lock this command needs, and ``--no-wait`` was given."""
+
+    exit_code = 40
+
+
+class CorruptPatch(HeadroomError):
+    """A file in patches/ is not a valid patch (git: corrupt patch at line N)."""
+
+    exit_code = 41
+
+
+class DiskFull(HeadroomError):
+    """A write failed with ENOSPC; the previous state is left as it was."""
+
+    exit_code = 42
+
+
+class CorruptArchive(HeadroomError):
+    """A pinned sdist matches its sha256 but is not a readable gzip tar archive."""
+
+    exit_code = 43

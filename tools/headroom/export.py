@@ -8,6 +8,7 @@ this changes no byte; ``--check`` fails when it would change anything.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .pins import Pin
 from .series import PATCHES_DIR
 from .vcs import Repo
 
+REPLAY_DIR = "headroom-export-replay"  # under .git/: a killed export's worktree is found and removed next time
 FORMAT_PATCH = ["format-patch", "--zero-commit", "--full-index", "--no-signature", "--no-stat",
                 "--keep-subject", "--no-numbered", "--no-signoff", "--no-thread", "--no-attach", "--no-cover-letter"]
 
@@ -48,7 +50,7 @@ def render(repo_dir: Path, pin: Pin) -> dict[str, bytes]:
         if any(generated[: max((i for i, g in enumerate(generated) if not g), default=-1)]):
             # Commits made on top of the version commit: replay them without it, so each
             # patch's context and index lines are those of the pristine tree + series.
-            commits = _replay_without_generated(repo, tag, commits, Path(tmp) / "replay", pin)
+            commits = _replay_without_generated(repo, tag, commits, repo.git_dir / REPLAY_DIR, pin)
         n = 0
         for c in commits:
             n += 1
@@ -62,6 +64,9 @@ def render(repo_dir: Path, pin: Pin) -> dict[str, bytes]:
 
 
 def _replay_without_generated(repo: Repo, tag: str, commits: list[str], where: Path, pin: Pin) -> list[str]:
+    if where.exists():  # left by an export that was killed
+        shutil.rmtree(where)
+    repo("worktree", "prune")
     repo("worktree", "add", "-q", "--detach", str(where), tag)
     try:
         wt = Repo(where)
@@ -114,12 +119,14 @@ def export(root: Path, pin: Pin, *, check: bool = False) -> list[str]:
             )
         ui.info(f"patches/{pin.name}: matches vendor/{pin.name}")
         return []
-    for name in sorted(wanted):
-        if (folder / name).exists() and (folder / name).read_bytes() == wanted[name]:
-            continue
-        atomic_write(folder / name, wanted[name])
-    for c in changes:
-        if c.startswith("removed: "):
-            (folder / c.removeprefix("removed: ")).unlink()
+    with ui.leaves(f"patches/{pin.name}/ may be partly rewritten (each file whole); the next `make export` "
+                   f"finishes it, and vendor/{pin.name} is untouched"):
+        for name in sorted(wanted):  # "series" sorts after the NNNN-*.patch files it lists
+            if (folder / name).exists() and (folder / name).read_bytes() == wanted[name]:
+                continue
+            atomic_write(folder / name, wanted[name])
+        for c in changes:
+            if c.startswith("removed: "):
+                (folder / c.removeprefix("removed: ")).unlink()
     ui.info(f"patches/{pin.name}: " + ("; ".join(changes) if changes else "unchanged"))
     return changes

@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import proc, ui
-from .errors import CommandFailed, HashMismatch
-from .fsutil import cache_dir, sha256_file
+from . import lock, proc, ui
+from .errors import CommandFailed, DiskFull, HashMismatch
+from .fsutil import cache_dir, disk_full, sha256_file
 from .pins import Pin
 
 _GOT = re.compile(r"Got\s+([0-9a-f]{64})")
@@ -31,14 +31,18 @@ def fetch(pin: Pin, kind: str) -> Path:
     filename = pin.sdist if kind == "sdist" else pin.wheel
     expected = pin.sdist_sha256 if kind == "sdist" else pin.wheel_sha256
     target = _cached(expected, filename)
-    if target.exists():
-        actual = sha256_file(target)
-        if actual == expected:
-            ui.detail(f"{filename}: cached ({target})")
-            return target
-        target.unlink()
-        ui.warn(f"cached {target} had sha256 {actual}, not {expected}: deleted, downloading again")
-    _download(pin, kind, filename, expected, target)
+    left = "the download cache is unchanged (a partial download is discarded)"
+    with lock.cache_entry(cache_dir(), expected, filename), ui.leaves(left):
+        if target.exists():
+            actual = sha256_file(target)
+            if actual == expected:
+                ui.detail(f"{filename}: cached ({target})")
+                return target
+            target.unlink()
+            ui.warn(f"cached {target} had sha256 {actual}, not {expected} (truncated or damaged): "
+                    "deleted, downloading again")
+        with disk_full(f"downloading {filename} into the cache", cache_dir(), lambda: 0, left):
+            _download(pin, kind, filename, expected, target)
     return target
 
 
@@ -68,6 +72,8 @@ def _download(pin: Pin, kind: str, filename: str, expected: str, target: Path) -
                     "If the pin is wrong, correct it in vendor/pins.toml; otherwise the index serves a different file.",
                 )
             sys.stderr.write(result.output[-20000:])
+            if proc.disk_full_in(result.output):
+                raise DiskFull(f"pip download {pin.requirement} ({kind}) ran out of disk space")
             raise CommandFailed(
                 f"could not download {pin.requirement} ({kind}) with pip; its output is above. "
                 "Check the machine's pip index settings (pip config list).",

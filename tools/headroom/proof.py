@@ -8,7 +8,6 @@ Then the upstream suites run (``upstream.py``). Results go to build/report.json.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from . import checkout, envs, proc, series as series_mod, ui
 from .errors import NotApplied, ProofFailed
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, read_json_state
 from .pins import Pin
 from .vcs import Repo
 
@@ -120,7 +119,7 @@ def run_patch_tests(root: Path, pin: Pin, patch: Path, files: list[str], pythons
 
 def write_report(root: Path, section: str, data: object) -> None:
     path = root / REPORT
-    report = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    report = read_json_state(path)  # a malformed report is started again, never trusted
     report[section] = data
     atomic_write_json(path, report)
 
@@ -154,7 +153,8 @@ def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool
     ui.step("test", "environments")
     pythons = {}
     for env in ("pristine", "patched"):
-        py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env))
+        with ui.leaves(f"build/envs/{env} is unfinished (it has no stamp); the next `make test` makes it again"):
+            py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env))
         envs.check_origin(py, env, root / PROOF_DIR)
         pythons[env] = py
     ui.step("test", "each patch's own tests: red on pristine, green on patched")

@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 _verbose = bool(os.environ.get("V", "") not in ("", "0"))
+_left: list[str] = []  # what state an interruption would leave, innermost last
+_at_interrupt: str | None = None
 
 
 def set_verbose(value: bool) -> None:
@@ -63,3 +67,25 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.monotonic() - self.start
+
+
+@contextlib.contextmanager
+def leaves(text: str) -> Iterator[None]:
+    """While inside, an interruption (Ctrl-C) reports ``text`` as the state it leaves."""
+    global _at_interrupt
+    _left.append(text)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if _at_interrupt is None:  # the innermost step says it
+            _at_interrupt = text
+        raise
+    finally:
+        _left.pop()
+
+
+def state_left() -> str:
+    """What the interrupted run left (and forget it, for the next run in this process)."""
+    global _at_interrupt
+    text, _at_interrupt = _at_interrupt, None
+    return text or "nothing was half-done; run the same command again"

@@ -14,7 +14,8 @@ from pathlib import Path
 import git  # GitPython
 
 from . import ui
-from .errors import CommandFailed
+from .errors import CommandFailed, DiskFull
+from .proc import disk_full_in, fault_point
 
 IDENTITY_NAME = "headroom"
 IDENTITY_EMAIL = "headroom@example.invalid"
@@ -70,7 +71,10 @@ class Repo:
         try:
             git.Repo.init(path, initial_branch=branch, env=GIT_ENV)
         except git.GitCommandError as exc:
-            raise CommandFailed(f"git init {path} failed", details=str(exc.stderr)) from None
+            error = DiskFull if disk_full_in(_text(exc.stderr)) else CommandFailed
+            raise error(f"git init {path} failed", details=str(exc.stderr)) from None
+        finally:
+            fault_point()
         repo = cls(path)
         for key, value in REPO_CONFIG.items():
             repo("config", key, value)
@@ -92,10 +96,14 @@ class Repo:
             else:
                 out = self._repo.git.execute(argv, strip_newline_in_stdout=strip, **kwargs)
         except git.GitCommandError as exc:
-            raise CommandFailed(
-                f"git {args[0]} failed in {self.path} (exit {exc.status}).",
-                details=f"command: {shlex.join(argv)}\n{_text(exc.stdout)}{_text(exc.stderr)}".rstrip(),
+            text = f"{_text(exc.stdout)}{_text(exc.stderr)}"
+            error = DiskFull if disk_full_in(text) else CommandFailed
+            raise error(
+                f"git {args[0]} failed in {self.path} (exit {exc.status})" + (": out of disk space." if error is DiskFull else "."),
+                details=f"command: {shlex.join(argv)}\n{text}".rstrip(),
             ) from None
+        finally:
+            fault_point()
         return out if isinstance(out, str) else out.decode("utf-8", "replace")
 
     def try_(self, *args: str, **kwargs) -> tuple[bool, str]:
