@@ -92,3 +92,9 @@ class NotApplied(HeadroomError):
     """A step needs ``make apply`` first."""
 
     exit_code = 14
+
+
+class DataError(HeadroomError):
+    """One of the tool's own data files (``upstream_data/*.toml``, ``known_failures.txt``) is malformed."""
+
+    exit_code = 15

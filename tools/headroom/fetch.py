@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import proc, ui
-from .errors import CommandFailed, HashMismatch
+from .errors import CommandFailed, HashMismatch, PinsError
 from .fsutil import cache_dir, sha256_file
 from .pins import Pin
 
@@ -74,7 +74,7 @@ def _download(pin: Pin, kind: str, filename: str, expected: str, target: Path) -
             )
         files = sorted(p.name for p in out.iterdir()) if out.exists() else []
         if files != [filename]:
-            raise HashMismatch(
+            raise PinsError(
                 f"pip downloaded {files or 'nothing'} for {pin.requirement}, not {filename} as vendor/pins.toml "
                 f"[{pin.name}].{kind} says. Correct the file name in the pin.",
             )
