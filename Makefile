@@ -3,7 +3,8 @@
 #   make check               the project's own tests, then the main job
 # Options: V=1 (show everything), NO_WAIT=1 (exit 40 at once if another run holds a lock), FORCE=1 (apply over unsaved work, saved to a bundle first),
 #          ONLY=name (one upstream), UPSTREAM=default|full|none (upstream suite selection),
-#          TINYHUB=0 (upstream suites without the local tiny hub of random-weight stand-ins).
+#          TINYHUB=0 (upstream suites without the local tiny hub of random-weight stand-ins),
+#          JOBS=auto|N (pytest-xdist workers for the upstream suites; JOBS=1: one process).
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
 #   make bench BENCH=quick|full   memory benchmark + pipeline timing (default full)
@@ -14,6 +15,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 UPSTREAM ?= default
 TINYHUB ?= 1
+JOBS    ?= auto
 BENCH   ?= full
 HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(if $(filter-out 0,$(NO_WAIT)),--no-wait) $(foreach n,$(ONLY),--only $(n))
 TOOL_STAMP = $(VENV)/.installed
@@ -24,7 +26,7 @@ TOOL_STAMP = $(VENV)/.installed
 all: apply build
 
 help:
-	@sed -n '1,13p' Makefile
+	@sed -n '1,12p' Makefile
 
 $(TOOL_STAMP): requirements/tools.txt requirements/publish.txt pyproject.toml
 	@echo "[setup] tool environment $(VENV)"
@@ -53,7 +55,7 @@ index: $(TOOL_STAMP)
 	@$(HEADROOM) index
 
 test: $(TOOL_STAMP)
-	@$(HEADROOM) test --upstream $(UPSTREAM) $(if $(filter 0,$(TINYHUB)),--no-tinyhub)
+	@$(HEADROOM) test --upstream $(UPSTREAM) --jobs $(JOBS) $(if $(filter 0,$(TINYHUB)),--no-tinyhub)
 
 unit: $(TOOL_STAMP)
 	@$(VENV)/bin/python -m pytest tests -m "not integration"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, TOY, Project, git, make_sdist, make_wheel, toy_pin
-from headroom import checkout, errors, rebase
+from headroom import checkout, errors, rebase, series
 from headroom.fsutil import sha256_file
 
 TREES = {"1.0.0": TOY, "1.1.0": FIXTURES / "toypkg-1.1.0", "1.2.0": FIXTURES / "toypkg-1.2.0"}
@@ -194,9 +194,9 @@ def test_rebase_refuses_a_checkout_with_unexported_work(proj: Project):
 
 def test_drop_names_and_requirement_parsing():
     names = ["0001-a.patch", "0002-b.patch"]
-    assert rebase.match_patches(["2", "toypkg/0001", "0002-b.patch"], names, "toypkg") == ["0002-b.patch", "0001-a.patch"]
+    assert series.match(["2", "toypkg/0001", "0002-b.patch"], names, "toypkg") == ["0002-b.patch", "0001-a.patch"]
     with pytest.raises(errors.UsageError):
-        rebase.match_patches(["0009"], names, "toypkg")
+        series.match(["0009"], names, "toypkg")
     assert rebase.parse_requirement("transformers==5.23.0") == ("transformers", "5.23.0")
     with pytest.raises(errors.UsageError):
         rebase.parse_requirement("transformers")

@@ -207,7 +207,7 @@ def test_run_copies_the_git_tests(tmp_path, remote, monkeypatch):
                          "</testsuite></testsuites>", encoding="utf-8")
         return proc.Result(list(args), 0, "ok\n")
 
-    monkeypatch.setattr(upstream.proc, "run", fake_run)
+    monkeypatch.setattr(proc, "run", fake_run)
     failures = upstream.run(root, [pin], {"pristine": Path("py1"), "patched": Path("py2")}, selection="default")
     assert failures == []
     assert len(seen) == 2 and all(a[-1] == "tests/test_tiny.py" for a in seen)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from headroom import tinyhub
+from headroom import errors, tinyhub
 
 SPEC = {"id": "hf-internal-testing/tiny-random-gpt2", "config": "GPT2Config", "model": "GPT2LMHeadModel",
         "tokenizer": True, "kwargs": {"vocab_size": 512, "n_embd": 16, "n_layer": 2, "n_head": 4}}
@@ -40,7 +40,7 @@ def test_models_list_is_valid():
 def test_load_specs_rejects_a_bad_entry(tmp_path):
     bad = tmp_path / "models.toml"
     bad.write_text('[[model]]\nid = "no-org"\nconfig = "GPT2Config"\nmodel = "GPT2Model"\n', encoding="utf-8")
-    with pytest.raises(ValueError, match="<org>/<name>"):
+    with pytest.raises(errors.DataError, match="<org>/<name>"):
         tinyhub.load_specs(bad)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from headroom import upstream
+from headroom import errors, testrun, upstream
 from headroom.pins import Pin
 
 PEFT_PIN = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
@@ -80,11 +80,11 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 @pytest.fixture
 def known():
-    return upstream.parse_known(KNOWN)
+    return testrun.parse_known(KNOWN)
 
 
 def test_classification_of_each_outcome(tmp_path, known):
-    got = upstream.read_junit(write(tmp_path, "p.xml", PRISTINE), known)
+    got = testrun.read_junit(write(tmp_path, "p.xml", PRISTINE), known)
     outcome = {node: o for node, (o, _) in got.items()}
     assert outcome == {
         "tests.test_other.TestA::test_stays_green": "passed",
@@ -95,7 +95,7 @@ def test_classification_of_each_outcome(tmp_path, known):
         "tests.test_other.TestA::test_vanishes": "passed",
     }
     assert got["tests.test_other.TestA::test_upstream_bug"][1].startswith("peft/tuners/lora/corda.py")
-    assert upstream.counts(got) == {"passed": 3, "failed": 0, "known": 1, "skipped": 1, "needs_hub": 1}
+    assert testrun.counts(got) == {"passed": 3, "failed": 0, "known": 1, "skipped": 1, "needs_hub": 1}
 
 
 @pytest.mark.parametrize("text", [
@@ -106,25 +106,25 @@ def test_classification_of_each_outcome(tmp_path, known):
 ])
 def test_hub_errors_are_needs_hub_never_passed(text):
     case = ET.fromstring(f'<testcase classname="t.T" name="n"><error message="boom">{text}</error></testcase>')
-    assert upstream.classify(case)[0] == "needs_hub"
+    assert testrun.classify(case)[0] == "needs_hub"
 
 
 def test_an_ordinary_failure_is_failed_even_if_it_mentions_a_port_like_9000():
     case = ET.fromstring('<testcase classname="t.T" name="n"><failure message="assert 1 == 2">'
                          "E assert 1 == 2 (server at 127.0.0.1:9000)</failure></testcase>")
-    assert upstream.classify(case) == ("failed", "assert 1 == 2")
+    assert testrun.classify(case) == ("failed", "assert 1 == 2")
 
 
 def test_a_test_passing_on_pristine_and_failing_on_patched_is_a_regression(tmp_path, known):
-    pristine = upstream.read_junit(write(tmp_path, "p.xml", PRISTINE), known)
-    patched = upstream.read_junit(write(tmp_path, "q.xml", PATCHED), known)
-    assert upstream.counts(patched)["failed"] == 1
-    assert upstream.regressions(pristine, patched) == [
+    pristine = testrun.read_junit(write(tmp_path, "p.xml", PRISTINE), known)
+    patched = testrun.read_junit(write(tmp_path, "q.xml", PATCHED), known)
+    assert testrun.counts(patched)["failed"] == 1
+    assert testrun.regressions(pristine, patched) == [
         "tests.test_other.TestA::test_broken_by_series (passed on pristine, failed on patched)",
         "tests.test_other.TestA::test_vanishes (passed on pristine, not run on patched)",
     ]
     # Failing (or hub-bound, or skipped) on both sides is not the series' doing.
-    assert upstream.regressions(patched, patched) == []
+    assert testrun.regressions(patched, patched) == []
 
 
 def test_teardown_error_after_a_pass_counts_as_the_failure(tmp_path):
@@ -132,26 +132,26 @@ def test_teardown_error_after_a_pass_counts_as_the_failure(tmp_path):
       <testcase classname="t.T" name="n"/>
       <testcase classname="t.T" name="n"><error message="teardown">E   RuntimeError: leak</error></testcase>
     </testsuite></testsuites>"""
-    assert upstream.read_junit(write(tmp_path, "t.xml", xml)) == {"t.T::n": ("failed", "teardown")}
+    assert testrun.read_junit(write(tmp_path, "t.xml", xml)) == {"t.T::n": ("failed", "teardown")}
 
 
 def test_collection_error_without_classname_is_a_failure(tmp_path):
     xml = """<testsuites><testsuite>
       <testcase classname="" name="tests.test_x"><error message="collection failure">ImportError: boom</error></testcase>
     </testsuite></testsuites>"""
-    assert upstream.read_junit(write(tmp_path, "c.xml", xml)) == {"tests.test_x": ("failed", "collection failure")}
+    assert testrun.read_junit(write(tmp_path, "c.xml", xml)) == {"tests.test_x": ("failed", "collection failure")}
 
 
 def test_missing_or_broken_junit_reads_as_nothing(tmp_path):
-    assert upstream.read_junit(tmp_path / "absent.xml") == {}
-    assert upstream.read_junit(write(tmp_path, "bad.xml", "<testsuites><testsuite>")) == {}
+    assert testrun.read_junit(tmp_path / "absent.xml") == {}
+    assert testrun.read_junit(write(tmp_path, "bad.xml", "<testsuites><testsuite>")) == {}
 
 
 def test_known_failures_by_node_glob_and_malformed_lines():
-    (k,) = upstream.parse_known("tests.test_a.T::test_b[* | needs bitsandbytes\n")
+    (k,) = testrun.parse_known("tests.test_a.T::test_b[* | needs bitsandbytes\n")
     assert k.matches("tests.test_a.T::test_b[lora-1]", "") and not k.matches("tests.test_a.T::test_c", "")
-    with pytest.raises(ValueError, match="line 1"):
-        upstream.parse_known("tests.test_a.T::test_b without a reason\n")
+    with pytest.raises(errors.DataError, match="line 1"):
+        testrun.parse_known("tests.test_a.T::test_b without a reason\n")
 
 
 def test_shipped_known_failures_file_parses_and_every_entry_has_a_reason():
@@ -191,7 +191,7 @@ def test_run_reports_counts_and_regressions(tmp_path, monkeypatch, known):
         junit.write_text(PRISTINE if "pristine" in junit.name else PATCHED, encoding="utf-8")
         return proc.Result(list(args), 1, "output\n")
 
-    monkeypatch.setattr(upstream.proc, "run", fake_run)
+    monkeypatch.setattr(proc, "run", fake_run)
     failures = upstream.run(tmp_path, [PEFT_PIN], {"pristine": Path("py1"), "patched": Path("py2")}, selection="default")
     assert any("1 unexplained failure(s): tests.test_other.TestA::test_broken_by_series" in f for f in failures)
     assert any("peft-x: 2 regression(s)" in f for f in failures)
@@ -231,7 +231,7 @@ def test_tinyhub_switch_picks_the_cache_each_suite_runs_with(tmp_path, monkeypat
         junit.write_text(PRISTINE, encoding="utf-8")
         return proc.Result(list(args), 0, "output\n")
 
-    monkeypatch.setattr(upstream.proc, "run", fake_run)
+    monkeypatch.setattr(proc, "run", fake_run)
     upstream.run(tmp_path, [PEFT_PIN], {"patched": Path("py2")}, selection="default", use_tinyhub=use_tinyhub)
     out = tmp_path / "build" / "upstream"
     assert homes["junit-peft-plain-patched.xml"] == str(out / "hf-home")

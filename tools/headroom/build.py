@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import archive, checkout, proc, ui
-from .errors import IndexConflict, NotApplied
+from .errors import BuildError, IndexConflict, NotApplied
 from .fsutil import atomic_write, disk_full, read_json_state, sha256_file, tree_bytes
 from .pins import Pin
 from .vcs import Repo
@@ -97,7 +97,7 @@ def _build(root: Path, pin: Pin, *, force: bool = False) -> Built:
                      env={"SOURCE_DATE_EPOCH": epoch, "PYTHONHASHSEED": "0"}, what=f"python -m build ({pin.name})")
         wheels = sorted(out.glob("*.whl"))
         if len(wheels) != 1:
-            raise NotApplied(f"python -m build produced {len(wheels)} wheels for {pin.name}, expected one")
+            raise BuildError(f"python -m build produced {len(wheels)} wheels for {pin.name}, expected one")
         built = wheels[0]
         digest = sha256_file(built)
         dist.mkdir(parents=True, exist_ok=True)

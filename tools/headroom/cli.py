@@ -98,13 +98,19 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from . import proof
 
-    return proof.run(_root(args), _pins(args), upstream=args.upstream, tinyhub=args.tinyhub)
+    return proof.run(_root(args), _pins(args), upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     return bench.run(_root(args), mode=args.mode)
+
+
+def _jobs(value: str) -> str:
+    if value == "auto" or value.isdigit() and int(value) > 0:
+        return value
+    raise argparse.ArgumentTypeError(f"expected auto or a positive number, not {value!r}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -139,7 +145,11 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     sv.set_defaults(func=cmd_serve)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
-    t.add_argument("--upstream", default="default", help="upstream suite selection: default, full or none")
+    t.add_argument("--upstream", default="default", choices=("default", "full", "none"),
+                   help="upstream suite selection: default, full or none")
+    t.add_argument("--jobs", default="auto", type=_jobs,
+                   help="pytest-xdist workers for the upstream suites: auto (one per core, the default) or a number; "
+                        "1 runs each suite in one process")
     t.add_argument("--no-tinyhub", dest="tinyhub", action="store_false",
                    help="run every suite with an empty Hugging Face cache (default: the suites marked for it "
                         "get the local tiny hub); compare the two to see what the tiny hub brings in")

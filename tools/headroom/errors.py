@@ -94,6 +94,12 @@ class NotApplied(HeadroomError):
     exit_code = 14
 
 
+class DataError(HeadroomError):
+    """One of the tool's own data files (``upstream_data/*.toml``, ``known_failures.txt``) is malformed."""
+
+    exit_code = 15
+
+
 class PublishConflict(HeadroomError):
     """The index already holds a file of the same name with other bytes (``publish``); nothing is overwritten."""
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import lock, proc, ui
-from .errors import CommandFailed, DiskFull, HashMismatch
+from .errors import CommandFailed, DiskFull, HashMismatch, PinsError
 from .fsutil import cache_dir, disk_full, sha256_file
 from .pins import Pin
 
@@ -80,7 +80,7 @@ def _download(pin: Pin, kind: str, filename: str, expected: str, target: Path) -
             )
         files = sorted(p.name for p in out.iterdir()) if out.exists() else []
         if files != [filename]:
-            raise HashMismatch(
+            raise PinsError(
                 f"pip downloaded {files or 'nothing'} for {pin.requirement}, not {filename} as vendor/pins.toml "
                 f"[{pin.name}].{kind} says. Correct the file name in the pin.",
             )

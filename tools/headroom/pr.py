@@ -25,14 +25,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import checkout, proc, ui
+from . import checkout, proc, testrun, ui
 from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
 from .errors import CommandFailed, NotApplied, PatchConflict, ProofFailed, UsageError
 from .fsutil import atomic_write, atomic_write_json
 from .pins import Pin
-from .rebase import TestEnv, match_patches, pytest_runner
+from .testrun import TestEnv, run_in_env
 from .vcs import Repo
 
 PR_DIR = Path("build") / "pr"
@@ -79,7 +79,7 @@ def select(root: Path, spec: str) -> tuple[Pin, Path]:
     names = [p.name for p in series.patches]
     if not names:
         raise UsageError(f"patches/{pin.name}/ has no patches.")
-    (chosen,) = match_patches([which], names, pin.name)
+    (chosen,) = series_mod.match([which], names, pin.name, flag="PATCH")
     return pin, series.folder / chosen
 
 
@@ -128,16 +128,7 @@ def fixes_line(fixes: list[str], repository: str) -> str:
 # --------------------------------------------------------------------------- evidence
 
 def proof_entry(root: Path, pin: Pin, patch: Path) -> dict | None:
-    from . import proof
-
-    path = root / proof.REPORT
-    if not path.exists():
-        return None
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("proof", [])
-    except json.JSONDecodeError:
-        return None
-    for e in entries:
+    for e in testrun.read_report(root).get("proof", []):
         if Path(e.get("patch", "")).name == patch.name and e.get("upstream", pin.name) == pin.name:
             return e
     return None
@@ -158,7 +149,7 @@ def fix_section(root: Path, patch: Path) -> str | None:
     try:
         repo = Repo(root)
         subjects = repo("log", "--diff-filter=A", "--format=%s", "--", str(patch.relative_to(root)))
-    except (CommandFailed, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
+    except (CommandFailed, NotApplied, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
         return None
     for subject in reversed(subjects.splitlines()):
         m = re.search(r"\(fix (\d+)\)", subject)
@@ -249,10 +240,7 @@ def _ruff(alone: Path, files: list[str]) -> dict:
 
 def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, alone: Path,
                  envs_factory: EnvsFactory, runner: Runner, work: Path, keep_logs: Path | None = None) -> dict:
-    from .proof import summarize, verdict
-
-    added = repo("diff-tree", "--no-commit-id", "--name-only", "--diff-filter=A", "-r", commit).split()
-    files = [f for f in added if f.startswith("tests/") and f.endswith(".py")]
+    files = testrun.added_tests(repo, commit)
     if not files:
         return {"status": "no tests", "tests": [], "verdict": "NO TEST (a patch must add its own test under tests/)"}
     envs = envs_factory(root, pin, pristine, alone)
@@ -261,25 +249,17 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
                 "reason": "no test environment (build/envs/pristine); run `make test` once"}
     out: dict = {"status": "run", "tests": files}
     for label in ("pristine", "alone"):
-        where = work / f"tests-{label}"
-        if where.exists():
-            shutil.rmtree(where)
-        for f in files:
-            (where / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(alone / f, where / f)
+        where = testrun.copy_tests(testrun.from_tree(alone), files, work / f"tests-{label}")
         ui.info(f"running {len(files)} test file(s) on {label} ({envs[label].label})")
         outcomes = runner(where, files, envs[label])
-        out[label] = {"outcomes": outcomes, "summary": summarize(outcomes), "env": envs[label].label}
+        out[label] = {"outcomes": outcomes, "summary": testrun.summarize(outcomes), "env": envs[label].label}
         log = where / "pytest.log"
         if log.exists():
-            from .proof import FIGURE
-
             if keep_logs is not None:  # the evidence stays next to PR.md
                 keep_logs.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, keep_logs / f"pytest-{label}.log")
-
-            out[label]["figures"] = sorted({line.strip() for line in FIGURE.findall(log.read_text(encoding="utf-8"))})
-    out["verdict"] = verdict(out["pristine"]["outcomes"], out["alone"]["outcomes"])
+            out[label]["figures"] = testrun.figures(log.read_text(encoding="utf-8"))
+    out["verdict"] = testrun.verdict(out["pristine"]["outcomes"], out["alone"]["outcomes"])
     return out
 
 
@@ -399,7 +379,7 @@ def push_commands(repo: Repo, pin: Pin, branch: str, out_dir: Path, root: Path, 
 
 # --------------------------------------------------------------------------- main
 
-def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = pytest_runner,
+def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = run_in_env,
          bench: str | None = None) -> dict:
     pin, patch = select(root, spec)
     dest = checkout.vendor_dir(root, pin)

@@ -35,13 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import archive, checkout, fetch, proc, ui
+from . import archive, checkout, fetch, proc, testrun, ui
 from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
 from .errors import CommandFailed, HashMismatch, NotApplied, PatchConflict, PinsError, UnsavedWork, UsageError
 from .fsutil import atomic_write, atomic_write_json, cache_dir, sha256_file
 from .pins import Pin
+from .testrun import TestEnv, run_in_env
 from .vcs import Repo, date_env
 
 REBASE_DIR = Path("build") / "rebase"
@@ -51,15 +52,6 @@ AM = ["am", "--committer-date-is-author-date", "--keep-non-patch"]
 
 
 # --------------------------------------------------------------------------- landed check
-
-@dataclass(frozen=True)
-class TestEnv:
-    """Where a patch's tests run against the pristine new upstream."""
-
-    python: Path
-    pythonpath: tuple[Path, ...]
-    label: str
-
 
 # (root, new pin, pristine new tree, official new wheel) -> an environment, or None: "not run"
 EnvFactory = Callable[[Path, Pin, Path, Path], "TestEnv | None"]
@@ -86,25 +78,6 @@ def wheel_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv | None:
         proc.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target",
                   overlay, wheel], what=f"pip install {wheel.name} (overlay)")
     return TestEnv(py, (overlay,), f"official {wheel.name} over build/envs/pristine")
-
-
-def pytest_runner(workdir: Path, files: list[str], env: TestEnv) -> dict[str, str]:
-    from . import proof
-
-    (workdir / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    junit = workdir / "junit.xml"
-    result = proc.run(
-        [env.python, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-c", workdir / "pytest.ini",
-         "--rootdir", workdir, f"--junitxml={junit}", *files],
-        cwd=workdir, env={**proof.OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(str(p) for p in env.pythonpath)},
-        check=False, what=f"pytest ({env.label})",
-    )
-    (workdir / "pytest.log").write_text(result.output, encoding="utf-8")
-    return proof._junit(junit)
-
-
-def is_landed(outcomes: dict[str, str]) -> bool:
-    return bool(outcomes) and "failed" not in outcomes.values() and "passed" in outcomes.values()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -136,23 +109,6 @@ def _find_pin(pins: list[Pin], name: str) -> Pin:
         if p.name == name or p.distribution == name:
             return p
     return pins_mod.select(pins, [name])[0]  # raises with a "did you mean"
-
-
-def match_patches(tokens: list[str], names: list[str], upstream: str) -> list[str]:
-    """Patch file names meant by ``tokens`` (``0002``, ``2``, ``toypkg/0002``, a stem or a file name)."""
-    out = []
-    for raw in tokens:
-        t = raw.strip().removeprefix(f"{upstream}/")
-        if not t:
-            continue
-        hits = [n for n in names if t in (n, n.removesuffix(".patch")) or n.startswith(f"{t}-")
-                or (t.isdigit() and n.startswith(f"{int(t):04d}-"))]
-        if len(hits) != 1:
-            raise UsageError(f"--drop {raw!r} matches {len(hits)} patch(es) of patches/{upstream}/; "
-                             f"name one of: {', '.join(n[:4] for n in names)} (or the file name).")
-        if hits[0] not in out:
-            out.append(hits[0])
-    return out
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -323,19 +279,9 @@ def _import_pristine(root: Path, repo: Repo, new: Pin) -> tuple[str, Path]:
     return commit, tree
 
 
-def _tests_of(repo: Repo, commit: str) -> list[str]:
-    added = repo("diff-tree", "--no-commit-id", "--name-only", "--diff-filter=A", "-r", commit).split()
-    return [f for f in added if f.startswith("tests/") and f.endswith(".py")]
-
-
 def _old_pristine_outcomes(root: Path, name: str) -> dict[str, dict[str, str]]:
     """{patch file name: outcomes on the old pristine} from build/report.json's proof section, when present."""
-    from . import proof
-
-    try:
-        entries = json.loads((root / proof.REPORT).read_text(encoding="utf-8")).get("proof", [])
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    entries = testrun.read_report(root).get("proof", [])
     return {Path(e["patch"]).name: e.get("pristine", {}).get("outcomes", {}) for e in entries
             if e.get("upstream") == name and "patch" in e}
 
@@ -348,7 +294,7 @@ def _landed_checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, en
     made = False
     out: dict[str, dict] = {}
     for name, commit in zip(state["patches"], state["old_commits"]):
-        files = _tests_of(repo, commit)
+        files = testrun.added_tests(repo, commit)
         if not files:
             out[name] = {"verdict": "no tests", "tests": []}
             continue
@@ -357,17 +303,11 @@ def _landed_checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, en
         if env is None:
             out[name] = {"verdict": "not run", "tests": files}
             continue
-        work = rebase_dir(root, new.name) / "landed" / Path(name).stem
-        if work.exists():
-            shutil.rmtree(work)
-        for f in files:
-            (work / f).parent.mkdir(parents=True, exist_ok=True)
-            (work / f).write_bytes(repo("show", f"{commit}:{f}", strip=False).encode("utf-8", "surrogateescape"))
+        work = testrun.copy_tests(testrun.from_commit(repo, commit), files,
+                                  rebase_dir(root, new.name) / "landed" / Path(name).stem)
         outcomes = runner(work, files, env)
-        from .proof import summarize
-
-        verdict = "landed" if is_landed(outcomes) else "not landed"
-        entry = {"verdict": verdict, "tests": files, "outcomes": outcomes, "summary": summarize(outcomes),
+        verdict = "landed" if testrun.is_landed(outcomes) else "not landed"
+        entry = {"verdict": verdict, "tests": files, "outcomes": outcomes, "summary": testrun.summarize(outcomes),
                  "env": env.label}
         if verdict == "not landed" and "passed" in outcomes.values():
             # Some of its tests pass upstream now: part of the fix landed (those that were red on the old pristine).
@@ -377,7 +317,7 @@ def _landed_checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, en
                 entry.update(verdict="partly landed", now_passing=now_green,
                              still_failing=sorted(t for t, o in outcomes.items() if o == "failed"))
         out[name] = entry
-        ui.info(f"{name}: its tests on pristine {new.version}: {summarize(outcomes)} -> {entry['verdict']}")
+        ui.info(f"{name}: its tests on pristine {new.version}: {testrun.summarize(outcomes)} -> {entry['verdict']}")
         for t in entry.get("now_passing", []):
             ui.info(f"    now passes upstream: {t}")
         for t in entry.get("still_failing", []):
@@ -397,7 +337,7 @@ def _confirm(names: list[str], question: str) -> list[str]:
 
 
 def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_factory: EnvFactory = wheel_env,
-          runner: Runner = pytest_runner) -> int:
+          runner: Runner = run_in_env) -> int:
     name, version = parse_requirement(requirement)
     all_pins = pins_mod.load(root)
     pin = _find_pin(all_pins, name)
@@ -408,7 +348,7 @@ def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_fa
         raise UsageError(f"{pin.name} is already pinned to {version}; nothing to rebase.")
     series = series_mod.load(root, pin.name)
     names = [p.name for p in series.patches]
-    drops = match_patches(_split(drop), names, pin.name)
+    drops = series_mod.match(_split(drop), names, pin.name)
     repo = _require_clean_checkout(root, pin, series)
     ui.step("rebase", f"{pin.name} {pin.version} -> {version}: download (trust on first use)")
     new = download_new(pin, version)
@@ -632,7 +572,7 @@ def _staged_markers(repo: Repo) -> list[str]:
 def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None) -> int:
     state = _in_progress(root, name)
     name = state["name"]
-    state["drop"] = list(dict.fromkeys(state["drop"] + match_patches(_split(drop), state["patches"], name)))
+    state["drop"] = list(dict.fromkeys(state["drop"] + series_mod.match(_split(drop), state["patches"], name)))
     repo = Repo(root / "vendor" / name)
     if state["phase"] == "starting":
         raise UsageError(f"the rebase of {name} stopped before the replay began. Undo it with `make rebase-abort` "

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SeriesError
+from .errors import SeriesError, UsageError
 
 PATCHES_DIR = Path("patches")
 
@@ -67,3 +67,20 @@ def load(root: Path, name: str) -> Series:
             "Add them to the series in the order they apply, or delete them."
         )
     return Series(name, folder, tuple(folder / n for n in listed))
+
+
+def match(tokens: list[str], names: list[str], upstream: str, flag: str = "--drop") -> list[str]:
+    """Patch file names meant by ``tokens`` (``0002``, ``2``, ``toypkg/0002``, a stem or a file name)."""
+    out = []
+    for raw in tokens:
+        t = raw.strip().removeprefix(f"{upstream}/")
+        if not t:
+            continue
+        hits = [n for n in names if t in (n, n.removesuffix(".patch")) or n.startswith(f"{t}-")
+                or (t.isdigit() and n.startswith(f"{int(t):04d}-"))]
+        if len(hits) != 1:
+            raise UsageError(f"{flag} {raw!r} matches {len(hits)} patch(es) of patches/{upstream}/; "
+                             f"name one of: {', '.join(n[:4] for n in names)} (or the file name).")
+        if hits[0] not in out:
+            out.append(hits[0])
+    return out

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from . import checkout, ui, vcs
-from .errors import CommandFailed
+from .errors import CommandFailed, NotApplied
 from .pins import Pin
 
 TESTSOURCE_DIR = Path("build") / "testsource"
@@ -63,7 +63,7 @@ def _is_current(dest: Path, pin: Pin) -> bool:
         return False
     try:
         repo = vcs.Repo(dest)
-    except CommandFailed:
+    except (CommandFailed, NotApplied):
         return False
     ok, url = repo.try_("config", "--get", "remote.origin.url")
     if not ok or url.strip() != pin.repository:

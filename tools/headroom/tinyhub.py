@@ -23,6 +23,7 @@ import tomllib
 from pathlib import Path
 
 from . import proc, ui
+from .errors import DataError
 
 MODELS = Path(__file__).resolve().parent / "upstream_data" / "tinyhub_models.toml"
 MARKER = "tinyhub.json"
@@ -75,9 +76,9 @@ def load_specs(path: Path = MODELS) -> list[dict]:
     for spec in specs:
         for key in ("id", "config", "model"):
             if not isinstance(spec.get(key), str) or not spec[key]:
-                raise ValueError(f"{path.name}: every [[model]] needs a string {key!r}: {spec}")
+                raise DataError(f"{path}: every [[model]] needs a string {key!r}: {spec}")
         if spec["id"].count("/") != 1:
-            raise ValueError(f"{path.name}: model id must be <org>/<name>: {spec['id']!r}")
+            raise DataError(f"{path}: model id must be <org>/<name>: {spec['id']!r}")
     return specs
 
 

@@ -20,24 +20,19 @@ Results: build/report.json ("upstream"), JUnit XML and logs under build/upstream
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import shutil
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkout, proc, testsource, tinyhub, ui
-from .errors import CommandFailed
-from .fsutil import atomic_write
+from . import checkout, testrun, testsource, tinyhub, ui
+from .errors import CommandFailed, DataError
 from .pins import Pin
 
 UPSTREAM_DIR = Path("build") / "upstream"
 DATA = Path(__file__).resolve().parent / "upstream_data"
 KNOWN_FAILURES = DATA / "known_failures.txt"
 ENVS = ("pristine", "patched")
-OUTCOMES = ("passed", "failed", "known", "skipped", "needs_hub")
-SEVERITY = {"passed": 0, "skipped": 1, "needs_hub": 2, "known": 3, "failed": 4}
+OUTCOMES = testrun.OUTCOMES
 
 
 @dataclass(frozen=True)
@@ -49,6 +44,7 @@ class Suite:
     ours: tuple[str, ...] = ()  # our own test modules from upstream_data/, copied next to tests/
     ignore: tuple[str, ...] = ()  # paths (relative to the copy's root) left out
     tinyhub: bool = False  # HF_HOME is the local tiny hub (tinyhub.py) instead of an empty one (unless --no-tinyhub)
+    parallel: bool = True  # pytest-xdist may spread it over workers (--jobs); False: always one process
 
 
 # peft files that collect and run in the test environments (no datasets, diffusers, GPU there); their
@@ -118,15 +114,6 @@ def selected_suites(selection: str, pins: list[Pin]) -> list[Suite]:
     return out
 
 
-# A failure whose text shows a request to the hub (offline here: HF_HUB_OFFLINE=1, and
-# HF_ENDPOINT is a closed local port) is a hub miss, not a failure of the code under test.
-HUB_MISS = re.compile(
-    r"OfflineModeIsEnabled|LocalEntryNotFoundError|We couldn't connect to|outgoing traffic has been disabled"
-    r"|HF_HUB_OFFLINE=1|127\.0\.0\.1:9(?!\d)|host='127\.0\.0\.1', port=9(?!\d)|Cannot find the requested files in the local cache"
-    r"|couldn't find them in the cached files|offline mode is enabled",
-    re.I,
-)
-
 PYTEST_INI = """\
 # Written by headroom (tools/headroom/upstream.py): replaces upstream's pytest configuration.
 [pytest]
@@ -141,103 +128,11 @@ markers =
 """
 
 
-# ---------------------------------------------------------------- classification (pure)
+# ---------------------------------------------------------------- known failures
 
 
-@dataclass(frozen=True)
-class KnownFailure:
-    pattern: str  # a node id glob, or a failure-text substring when ``text``
-    reason: str
-    text: bool = False
-
-    def matches(self, node: str, failure_text: str) -> bool:
-        if self.text:
-            return self.pattern in failure_text
-        return fnmatch.fnmatchcase(node, self.pattern)
-
-
-def parse_known(text: str) -> list[KnownFailure]:
-    """``known_failures.txt``: ``<node id glob> | <reason>`` or ``text:<substring> | <reason>`` per line."""
-    out = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        pattern, sep, reason = line.partition(" | ")
-        pattern, reason = pattern.strip(), reason.strip()
-        if not sep or not pattern or not reason:
-            raise ValueError(f"known_failures.txt line {number}: expected '<node id> | <reason>', got {raw!r}")
-        if pattern.startswith("text:"):
-            out.append(KnownFailure(pattern[len("text:"):].strip(), reason, text=True))
-        else:
-            out.append(KnownFailure(pattern, reason))
-    return out
-
-
-def load_known(path: Path = KNOWN_FAILURES) -> list[KnownFailure]:
-    return parse_known(path.read_text(encoding="utf-8")) if path.exists() else []
-
-
-def node_id(case: ET.Element) -> str:
-    classname, name = case.get("classname", ""), case.get("name", "")
-    return f"{classname}::{name}" if classname else name
-
-
-def classify(case: ET.Element, known: list[KnownFailure] = ()) -> tuple[str, str]:
-    """(outcome, reason) of one JUnit <testcase>; outcome is one of OUTCOMES."""
-    problems = [c for c in case if c.tag in ("failure", "error")]
-    if not problems:
-        skipped = [c for c in case if c.tag == "skipped"]
-        if skipped:
-            return "skipped", skipped[0].get("message", "")
-        return "passed", ""
-    text = "\n".join(f"{c.get('message', '')}\n{c.text or ''}" for c in problems)
-    for extra in ("system-out", "system-err"):
-        for c in case.iter(extra):
-            text += "\n" + (c.text or "")
-    hub = HUB_MISS.search(text)
-    if hub:
-        return "needs_hub", hub.group(0)
-    node = node_id(case)
-    for k in known:
-        if k.matches(node, text):
-            return "known", k.reason
-    lines = (problems[0].text or "").strip().splitlines()
-    return "failed", problems[0].get("message") or (lines[-1] if lines else "")
-
-
-def read_junit(path: Path, known: list[KnownFailure] = ()) -> dict[str, tuple[str, str]]:
-    """{node id: (outcome, reason)} from a JUnit XML file; {} when it is missing or unreadable."""
-    if not path.exists():
-        return {}
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError:
-        return {}
-    out: dict[str, tuple[str, str]] = {}
-    for case in root.iter("testcase"):
-        node = node_id(case)
-        outcome = classify(case, known)
-        # A test that errors in teardown after passing is reported twice: the worse outcome wins.
-        if node not in out or SEVERITY[outcome[0]] > SEVERITY[out[node][0]]:
-            out[node] = outcome
-    return out
-
-
-def counts(outcomes: dict[str, tuple[str, str]]) -> dict[str, int]:
-    return {k: sum(1 for o, _ in outcomes.values() if o == k) for k in OUTCOMES}
-
-
-def regressions(pristine: dict[str, tuple[str, str]], patched: dict[str, tuple[str, str]]) -> list[str]:
-    """Tests that pass on pristine but do not pass on patched (absent there included)."""
-    out = []
-    for node, (outcome, _) in sorted(pristine.items()):
-        if outcome != "passed":
-            continue
-        after = patched.get(node, ("not run", ""))[0]
-        if after != "passed":
-            out.append(f"{node} (passed on pristine, {after} on patched)")
-    return out
+def load_known(path: Path = KNOWN_FAILURES) -> list[testrun.KnownFailure]:
+    return testrun.parse_known(path.read_text(encoding="utf-8"), path.name) if path.exists() else []
 
 
 # ---------------------------------------------------------------- running
@@ -267,28 +162,22 @@ def _layer(root: Path, pin: Pin, env: str, suites: list[Suite], tests: Path | No
 
 
 def _patch_added_tests(root: Path, pin: Pin) -> list[str]:
-    from . import proof
-
     try:
-        return sorted({f for _, files in proof.patch_tests(root, pin) for f in files})
+        return sorted({f for _, files in testrun.series_tests(root, pin) for f in files})
     except Exception as exc:  # noqa: BLE001 (a missing series only means there is nothing to leave out)
         ui.detail(f"{pin.name}: could not list the patches' own tests ({exc})")
         return []
 
 
 def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore: list[str],
-              known: list[KnownFailure], selection: str, *,
-              use_tinyhub: bool = True) -> tuple[dict, dict[str, tuple[str, str]], list[str]]:
-    from . import proof
-
+              known: list[testrun.KnownFailure], selection: str, *,
+              use_tinyhub: bool = True, jobs: str = "auto") -> tuple[dict, dict[str, tuple[str, str]], list[str]]:
     out_dir = root / UPSTREAM_DIR
-    junit = out_dir / f"junit-{suite.name}-{env}.xml"
-    log = out_dir / f"{suite.name}-{env}.log"
-    junit.unlink(missing_ok=True)
-    args = [py, "-m", "pytest", "-p", "no:cacheprovider", "-c", layer / "pytest.ini", "--rootdir", layer,
-            # --tb=native: pytest's own traceback rendering costs ~0.5 s per failure here, and the
-            # hundreds of hub misses made it the bulk of the run; the native one takes milliseconds.
-            "-q", "-rfE", "--tb=native", "--continue-on-collection-errors", f"--junitxml={junit}", "-o", "junit_family=xunit2"]
+    # --tb=native: pytest's own traceback rendering costs ~0.5 s per failure here, and the
+    # hundreds of hub misses made it the bulk of the run; the native one takes milliseconds.
+    args = ["-q", "-rfE", "--tb=native", "--continue-on-collection-errors", "-o", "junit_family=xunit2"]
+    if suite.parallel and jobs != "1":  # pytest-xdist (requirements/test-env.txt); "auto": one worker per core
+        args += ["-n", jobs]
     if suite.keyword:
         args += ["-k", suite.keyword]
     for path in [*suite.ignore, *ignore]:
@@ -300,18 +189,18 @@ def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore:
         hf_home = out_dir / "tinyhub" / env
         try:
             tiny = tinyhub.build_cache(hf_home, py)
-        except (CommandFailed, ValueError, OSError) as exc:
-            return ({"selection": selection, **counts({}), "seconds": 0.0, "exit": -1}, {},
+        except (CommandFailed, DataError, OSError) as exc:
+            return ({"selection": selection, **testrun.counts({}), "seconds": 0.0, "exit": -1}, {},
                     [f"upstream {suite.name} on {env}: could not build the tiny hub: {exc}"])
     hf_home.mkdir(parents=True, exist_ok=True)
-    env_vars = {**proof.OFFLINE_ENV, "HF_HOME": str(hf_home), "HF_DATASETS_OFFLINE": "1",
-                "RUN_TRAINING_TESTS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env_vars = {"HF_HOME": str(hf_home), "HF_DATASETS_OFFLINE": "1", "RUN_TRAINING_TESTS": "1",
+                "CUDA_VISIBLE_DEVICES": ""}
     ui.info(f"{suite.name} on {env}")
-    with ui.Timer() as t:
-        result = proc.run(args, cwd=layer, env=env_vars, check=False, what=f"pytest {suite.name} ({env})")
-    atomic_write(log, result.output)
-    outcomes = read_junit(junit, known)
-    entry = {"selection": selection, **counts(outcomes), "seconds": round(t.seconds, 1), "exit": result.returncode,
+    result = testrun.pytest(py, args, cwd=layer, env=env_vars, what=f"pytest {suite.name} ({env})",
+                            junit=out_dir / f"junit-{suite.name}-{env}.xml", log=out_dir / f"{suite.name}-{env}.log")
+    junit, log = result.junit, result.log
+    outcomes = testrun.read_junit(junit, known)
+    entry = {"selection": selection, **testrun.counts(outcomes), "seconds": result.seconds, "exit": result.returncode,
              "junit": str(junit.relative_to(root)), "log": str(log.relative_to(root))}
     if tiny is not None:
         entry["tinyhub"] = tiny
@@ -354,9 +243,7 @@ def _table(report: dict) -> None:
 
 
 def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str,
-        use_tinyhub: bool = True) -> list[str]:
-    from . import proof
-
+        use_tinyhub: bool = True, jobs: str = "auto") -> list[str]:
     if selection not in SELECTIONS:
         return [f"unknown upstream selection {selection!r}: use one of {', '.join(SELECTIONS)} or none"]
     by_name = {p.name: p for p in pins}
@@ -366,9 +253,9 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
                     f"{', '.join(s.name for s in suites) or 'none for these upstreams'}")
     try:
         known = load_known()
-    except ValueError as exc:
+    except DataError as exc:
         return [str(exc)]
-    report: dict = {"selection": selection, "tinyhub": use_tinyhub, "suites": {}}
+    report: dict = {"selection": selection, "tinyhub": use_tinyhub, "jobs": jobs, "suites": {}}
     failures: list[str] = []
     envs = [e for e in ENVS if e in pythons]
     for name in dict.fromkeys(s.upstream for s in suites):
@@ -383,14 +270,14 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
             layer = _layer(root, pin, env, mine, tests)
             for suite in mine:
                 entry, outcomes, bad = run_suite(root, suite, env, pythons[env], layer, ignore, known, selection,
-                                                 use_tinyhub=use_tinyhub)
+                                                 use_tinyhub=use_tinyhub, jobs=jobs)
                 report["suites"].setdefault(suite.name, {"upstream": name})[env] = entry
                 report["suites"][suite.name].setdefault("_outcomes", {})[env] = outcomes
                 failures += bad
     for name, suite in report["suites"].items():
         results = suite.pop("_outcomes")
         if "pristine" in results and "patched" in results:
-            reg = regressions(results["pristine"], results["patched"])
+            reg = testrun.regressions(results["pristine"], results["patched"])
             suite["regressions"] = reg[:200]
             suite["regression_count"] = len(reg)
             if reg:
@@ -400,5 +287,5 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
     for name, suite in report["suites"].items():
         for r in suite.get("regressions", [])[:10]:
             ui.warn(f"regression in {name}: {r}")
-    proof.write_report(root, "upstream", report)
+    testrun.write_report(root, "upstream", report)
     return failures

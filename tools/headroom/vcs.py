@@ -14,7 +14,7 @@ from pathlib import Path
 import git  # GitPython
 
 from . import ui
-from .errors import CommandFailed, DiskFull
+from .errors import CommandFailed, DiskFull, NotApplied
 from .proc import disk_full_in, fault_point
 
 IDENTITY_NAME = "headroom"
@@ -62,7 +62,8 @@ class Repo:
         try:
             self._repo = git.Repo(self.path)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-            raise CommandFailed(f"{self.path} is not a git repository ({type(exc).__name__}).") from None
+            raise NotApplied(f"{self.path} is not a git repository ({type(exc).__name__}): it was not made by "
+                             "`make apply`, or was removed. Run `make apply`.") from None
         self._repo.git.update_environment(**GIT_ENV)
 
     @classmethod

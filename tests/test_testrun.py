@@ -1,16 +1,17 @@
-"""The proof's verdicts, from JUnit XML fixtures: red on pristine and green on patched, or not."""
+"""testrun: the proof's verdicts from JUnit XML fixtures (red on pristine and green on patched, or not), and the
+measures that keep it the one place that runs tests."""
 
 from pathlib import Path
 
 import pytest
 
-from headroom import proof
+from headroom import testrun
 
 JUNIT = Path(__file__).parent / "fixtures" / "junit"
 
 
 def outcomes(name: str) -> dict[str, str]:
-    return proof._junit(JUNIT / f"{name}.xml")
+    return testrun.outcomes(JUNIT / f"{name}.xml")
 
 
 def test_junit_outcomes():
@@ -20,7 +21,7 @@ def test_junit_outcomes():
         "tests.trainer.test_x.T::test_gpu": "skipped",
     }
     assert outcomes("error") == {"tests.test_y::test_setup": "failed"}
-    assert proof.summarize(outcomes("pristine")) == "1 passed, 1 failed, 1 skipped"
+    assert testrun.summarize(outcomes("pristine")) == "1 passed, 1 failed, 1 skipped"
 
 
 @pytest.mark.parametrize(
@@ -33,12 +34,12 @@ def test_junit_outcomes():
     ],
 )
 def test_verdicts(pristine, patched, expected):
-    assert proof.verdict(outcomes(pristine), outcomes(patched)) == expected
+    assert testrun.verdict(outcomes(pristine), outcomes(patched)) == expected
 
 
 def test_all_skipped_is_not_green():
     skipped = {"a::b": "skipped"}
-    assert proof.verdict(outcomes("pristine"), skipped) == "NOT GREEN on patched"
+    assert testrun.verdict(outcomes("pristine"), skipped) == "NOT GREEN on patched"
 
 
 def test_figures_skip_source_lines_from_tracebacks():
@@ -46,6 +47,16 @@ def test_figures_skip_source_lines_from_tracebacks():
         '    f"fsdp-cpu-ram-efficient-loading: rank1 RssAnon rise {rise:.1f} MiB"\n'
         "fsdp-cpu-ram-efficient-loading: rank1 RssAnon rise 247.6 MiB = 101.0% of model 245.0 MiB\n"
     )
-    assert proof.FIGURE.findall(text) == [
+    assert testrun.FIGURE.findall(text) == [
         "fsdp-cpu-ram-efficient-loading: rank1 RssAnon rise 247.6 MiB = 101.0% of model 245.0 MiB"
     ]
+
+
+def test_a_teardown_error_after_a_pass_makes_the_proof_red(tmp_path):
+    """The proof reads JUnit like the suites do: the worst outcome of a test reported twice wins."""
+    junit = tmp_path / "t.xml"
+    junit.write_text('<testsuites><testsuite><testcase classname="t.T" name="n"/>'
+                     '<testcase classname="t.T" name="n"><error message="teardown">leak</error></testcase>'
+                     '</testsuite></testsuites>', encoding="utf-8")
+    assert testrun.outcomes(junit) == {"t.T::n": "failed"}
+    assert testrun.verdict({"t.T::n": "failed"}, testrun.outcomes(junit)) == "NOT GREEN on patched"
