@@ -72,3 +72,17 @@ def test_repository_pins_are_valid():
     root = Path(__file__).resolve().parents[1]
     names = [p.name for p in pins.load(root)]
     assert names == ["transformers", "peft"]
+
+
+def test_write_keeps_comments_and_other_pins(tmp_path):
+    """A rebase records its new pin in place: the other pins, comments and layout stay as they are."""
+    a = pins.Pin("a", "a", "1.0", "a-1.0.tar.gz", "1" * 64, "a-1.0-py3-none-any.whl", "2" * 64, "https://x/a", "v1.0")
+    b = pins.Pin("b", "b", "2.0", "b-2.0.tar.gz", "3" * 64, "b-2.0-py3-none-any.whl", "4" * 64, "https://x/b", "v2.0")
+    (tmp_path / "vendor").mkdir()
+    text = "# header comment\n\n" + pins.render([a, b])
+    (tmp_path / "vendor" / "pins.toml").write_text(text)
+    new = pins.Pin("a", "a", "1.1", "a-1.1.tar.gz", "5" * 64, "a-1.1-py3-none-any.whl", "6" * 64, "https://x/a", "v1.1")
+    pins.write(tmp_path, new)
+    out = (tmp_path / "vendor" / "pins.toml").read_text()
+    assert out.startswith("# header comment\n")
+    assert pins.load(tmp_path) == [new, b]

@@ -202,21 +202,6 @@ def test_drop_names_and_requirement_parsing():
         rebase.parse_requirement("transformers")
 
 
-def test_write_pin_keeps_comments_and_other_pins(tmp_path):
-    from headroom import pins as pins_mod
-
-    a = pins_mod.Pin("a", "a", "1.0", "a-1.0.tar.gz", "1" * 64, "a-1.0-py3-none-any.whl", "2" * 64, "https://x/a", "v1.0")
-    b = pins_mod.Pin("b", "b", "2.0", "b-2.0.tar.gz", "3" * 64, "b-2.0-py3-none-any.whl", "4" * 64, "https://x/b", "v2.0")
-    (tmp_path / "vendor").mkdir()
-    text = "# header comment\n\n" + pins_mod.render([a, b])
-    (tmp_path / "vendor" / "pins.toml").write_text(text)
-    new = pins_mod.Pin("a", "a", "1.1", "a-1.1.tar.gz", "5" * 64, "a-1.1-py3-none-any.whl", "6" * 64, "https://x/a", "v1.1")
-    rebase.write_pin(tmp_path, new)
-    out = (tmp_path / "vendor" / "pins.toml").read_text()
-    assert out.startswith("# header comment\n")
-    assert pins_mod.load(tmp_path) == [new, b]
-
-
 def test_command_line_rebase_conflict_continue_and_abort(proj: Project, capsys):
     from headroom.cli import main as cli_with_rebase
 

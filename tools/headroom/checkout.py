@@ -31,6 +31,8 @@ from .vcs import Repo, date_env
 STATE_FILE = "headroom-state.json"
 APPLY_FORMAT = "1"  # bump when the layout of a checkout changes: forces a re-apply
 GENERATED = "Headroom-Generated"
+# How a patch becomes a commit: apply, rebase and pr all run `git am` so (author date = committer date).
+AM = ("am", "--committer-date-is-author-date", "--keep-non-patch")
 EXCLUDES = "build/\ndist/\n*.egg-info/\n__pycache__/\n.pytest_cache/\n"
 
 
@@ -48,6 +50,34 @@ def vendor_dir(root: Path, pin: Pin) -> Path:
 
 def upstream_tag(pin: Pin) -> str:
     return f"upstream/{pin.version}"
+
+
+def pristine_message(pin: Pin) -> tuple[str, str]:
+    """Subject and body of a pristine commit. apply and rebase both take them from here: the same bytes, the same
+    date (the sdist's), the same identity, so the same SHA everywhere."""
+    return (f"Import {pin.distribution} {pin.version} from {pin.sdist}",
+            f"Sdist-Sha256: {pin.sdist_sha256}\n{GENERATED}: pristine")
+
+
+def import_pristine(repo: Repo, pin: Pin, tree: Path, epoch: int) -> str:
+    """Commit ``tree`` (an extracted sdist outside the checkout) as ``pin``'s pristine commit, tag it
+    ``upstream/<version>`` and return its SHA; the checkout's HEAD, index and files are not touched."""
+    index = repo.git_dir / "headroom-import.index"
+    env = {"GIT_INDEX_FILE": str(index)}
+    try:
+        repo("-C", str(tree), f"--git-dir={repo.git_dir}", f"--work-tree={tree}", "add", "-A", "-f", ".", env=env)
+        sha_tree = repo("write-tree", env=env).strip()
+    finally:
+        index.unlink(missing_ok=True)
+    subject, body = pristine_message(pin)
+    msg_file = repo.git_dir / "headroom-import.msg"
+    msg_file.write_text(f"{subject}\n\n{body}\n", encoding="utf-8")
+    try:
+        commit = repo("commit-tree", sha_tree, "-F", str(msg_file), env=date_env(epoch)).strip()
+    finally:
+        msg_file.unlink(missing_ok=True)
+    repo("tag", "-f", upstream_tag(pin), commit)
+    return commit
 
 
 def read_state(repo_dir: Path) -> dict:
@@ -260,16 +290,14 @@ def _make_checkout(root: Path, pin: Pin, series: series_mod.Series, key: str, lo
     (repo.git_dir / "info").mkdir(exist_ok=True)
     (repo.git_dir / "info" / "exclude").write_text(EXCLUDES, encoding="utf-8")
     repo("add", "-A", "-f", ".")
-    repo(
-        "commit", "-q", "--no-verify", "-m", f"Import {pin.distribution} {pin.version} from {pin.sdist}",
-        "-m", f"Sdist-Sha256: {pin.sdist_sha256}\n{GENERATED}: pristine", env=date_env(epoch),
-    )
+    subject, body = pristine_message(pin)
+    repo("commit", "-q", "--no-verify", "-m", subject, "-m", body, env=date_env(epoch))
     repo("tag", upstream_tag(pin))
     commits = [repo.head()]
     total = len(series.patches)
     for i, patch in enumerate(series.patches, 1):
         ui.info(f"applying {i}/{total} {patch.name}")
-        ok, err = repo.try_("am", "--no-3way", "--committer-date-is-author-date", "--keep-non-patch", str(patch))
+        ok, err = repo.try_(*AM, "--no-3way", str(patch))
         if not ok:
             rel = patch.relative_to(root)
             broken = _corrupt(repo, patch, err)

@@ -8,6 +8,7 @@ hashed again before every use. The cache is content-addressed
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import sys
@@ -96,3 +97,40 @@ def _download(pin: Pin, kind: str, filename: str, expected: str, target: Path) -
         shutil.move(str(got_file), target.with_name(target.name + ".part"))
         target.with_name(target.name + ".part").replace(target)
         ui.info(f"{filename}: sha256 {actual} verified, cached")
+
+
+def download_unpinned(pin: Pin, version: str) -> Pin:
+    """``pin`` moved to ``version``: pip-downloads its sdist and wheel without hashes (trust on first use: they
+    are printed, and cached by content), and returns the new pin with their names and sha256."""
+    files: dict[str, tuple[str, str]] = {}
+    tmp_root = cache_dir() / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    for kind in ("sdist", "wheel"):
+        with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+            out = Path(tmp) / "out"
+            binary = ["--no-binary", ":all:"] if kind == "sdist" else ["--only-binary", ":all:"]
+            result = proc.run([sys.executable, "-m", "pip", "download", "--no-deps", *binary, "--disable-pip-version-check",
+                               f"{pin.distribution}=={version}", "-d", out],
+                              what=f"pip download {pin.distribution}=={version} ({kind})", check=False)
+            got = sorted(out.iterdir()) if out.exists() else []
+            if result.returncode != 0 or len(got) != 1:
+                sys.stderr.write(result.output[-10000:])
+                raise CommandFailed(f"could not download {pin.distribution}=={version} ({kind}) with pip; its output is "
+                                    "above. Check the version exists on the index (pip index versions "
+                                    f"{pin.distribution}) and the machine's pip settings.")
+            f = got[0]
+            if kind == "sdist" and not f.name.endswith((".tar.gz", ".zip")) or kind == "wheel" and not f.name.endswith(".whl"):
+                raise CommandFailed(f"pip returned {f.name} for the {kind} of {pin.distribution}=={version}; not a {kind}. "
+                                    "Check the machine's pip index settings (pip config list).")
+            digest = sha256_file(f)
+            target = cache_dir() / "sha256" / digest / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(f), target)
+            files[kind] = (f.name, digest)
+            ui.info(f"{f.name}: sha256 {digest} (trust on first use: recorded in vendor/pins.toml when the rebase finishes)")
+    tag = pin.tag.replace(pin.version, version) if pin.version in pin.tag else f"v{version}"
+    new = dataclasses.replace(pin, version=version, sdist=files["sdist"][0], sdist_sha256=files["sdist"][1],
+                              wheel=files["wheel"][0], wheel_sha256=files["wheel"][1], tag=tag)
+    for kind in ("sdist", "wheel"):
+        fetch(new, kind)  # the second lock: the cached copy has the hash we print
+    return new

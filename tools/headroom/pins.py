@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import PinsError
+from .fsutil import atomic_write
 
 PINS_FILE = Path("vendor") / "pins.toml"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -137,3 +138,28 @@ def render(pins: list[Pin]) -> str:
             out.append(f'{k} = "{getattr(p, k)}"')
         out.append("")
     return "\n".join(out)
+
+
+def write(root: Path, new: Pin) -> None:
+    """Record ``new`` in vendor/pins.toml, keeping the other pins, comments and layout as they are."""
+    path = root / PINS_FILE
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    out, inside = [], False
+    for line in lines:
+        header = re.match(r"^\s*\[([^\]]+)\]\s*(#.*)?$", line)
+        if header:
+            inside = header.group(1).strip() == new.name
+        elif inside:
+            m = re.match(r'^(\s*)([a-z0-9_]+)(\s*=\s*)"[^"]*"(.*)$', line.rstrip("\n"))
+            if m and hasattr(new, m.group(2)) and m.group(2) != "name":
+                line = f'{m.group(1)}{m.group(2)}{m.group(3)}"{getattr(new, m.group(2))}"{m.group(4)}\n'
+        out.append(line)
+    candidate = "".join(out)
+    try:
+        parsed = parse(candidate, path)
+    except PinsError:
+        parsed = []
+    if new not in parsed:
+        candidate = render([new if p.name == new.name else p for p in load(root)])
+    atomic_write(path, candidate)

@@ -403,7 +403,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
         repo("worktree", "add", "-q", "--detach", str(pristine), tag)
         try:
             wt = Repo(alone)
-            ok, err = wt.try_("am", "--no-3way", "--committer-date-is-author-date", "--keep-non-patch", str(patch))
+            ok, err = wt.try_(*checkout.AM, "--no-3way", str(patch))
             if not ok:
                 failing = checkout._failing_files(wt, patch)
                 wt.try_("am", "--abort")

@@ -26,29 +26,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import archive, checkout, fetch, proc, testrun, ui
 from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
-from .errors import CommandFailed, HashMismatch, NotApplied, PatchConflict, PinsError, UnsavedWork, UsageError
-from .fsutil import atomic_write, atomic_write_json, cache_dir, sha256_file
+from .errors import NotApplied, PatchConflict, UnsavedWork, UsageError
+from .fsutil import atomic_write, atomic_write_json
 from .pins import Pin
 from .testrun import TestEnv, run_in_env
-from .vcs import Repo, date_env
+from .vcs import Repo
 
 REBASE_DIR = Path("build") / "rebase"
 BRANCH = "headroom-rebase"
 STATE = "state.json"
-AM = ["am", "--committer-date-is-author-date", "--keep-non-patch"]
+AM = checkout.AM
 
 
 # --------------------------------------------------------------------------- landed check
@@ -113,68 +110,6 @@ def _find_pin(pins: list[Pin], name: str) -> Pin:
 
 def _split(values: list[str] | None) -> list[str]:
     return [t for v in values or [] for t in v.split(",") if t.strip()]
-
-
-# --------------------------------------------------------------------------- download (trust on first use)
-
-def download_new(pin: Pin, version: str) -> Pin:
-    """pip-download the new sdist and wheel without hashes, print and cache them; return the new pin."""
-    files: dict[str, tuple[str, str]] = {}
-    tmp_root = cache_dir() / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    for kind in ("sdist", "wheel"):
-        with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
-            out = Path(tmp) / "out"
-            binary = ["--no-binary", ":all:"] if kind == "sdist" else ["--only-binary", ":all:"]
-            result = proc.run([sys.executable, "-m", "pip", "download", "--no-deps", *binary, "--disable-pip-version-check",
-                               f"{pin.distribution}=={version}", "-d", out],
-                              what=f"pip download {pin.distribution}=={version} ({kind})", check=False)
-            got = sorted(out.iterdir()) if out.exists() else []
-            if result.returncode != 0 or len(got) != 1:
-                sys.stderr.write(result.output[-10000:])
-                raise CommandFailed(f"could not download {pin.distribution}=={version} ({kind}) with pip; its output is "
-                                    "above. Check the version exists on the index (pip index versions "
-                                    f"{pin.distribution}) and the machine's pip settings.")
-            f = got[0]
-            if kind == "sdist" and not f.name.endswith((".tar.gz", ".zip")) or kind == "wheel" and not f.name.endswith(".whl"):
-                raise HashMismatch(f"pip returned {f.name} for the {kind} of {pin.distribution}=={version}; not a {kind}.")
-            digest = sha256_file(f)
-            target = cache_dir() / "sha256" / digest / f.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(f), target)
-            files[kind] = (f.name, digest)
-            ui.info(f"{f.name}: sha256 {digest} (trust on first use: recorded in vendor/pins.toml when the rebase finishes)")
-    tag = pin.tag.replace(pin.version, version) if pin.version in pin.tag else f"v{version}"
-    new = dataclasses.replace(pin, version=version, sdist=files["sdist"][0], sdist_sha256=files["sdist"][1],
-                              wheel=files["wheel"][0], wheel_sha256=files["wheel"][1], tag=tag)
-    for kind in ("sdist", "wheel"):
-        fetch.fetch(new, kind)  # the second lock: the cached copy has the hash we print
-    return new
-
-
-def write_pin(root: Path, new: Pin) -> None:
-    """Record ``new`` in vendor/pins.toml, keeping the other pins, comments and layout as they are."""
-    path = root / pins_mod.PINS_FILE
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    out, inside = [], False
-    for line in lines:
-        header = re.match(r"^\s*\[([^\]]+)\]\s*(#.*)?$", line)
-        if header:
-            inside = header.group(1).strip() == new.name
-        elif inside:
-            m = re.match(r'^(\s*)([a-z0-9_]+)(\s*=\s*)"[^"]*"(.*)$', line.rstrip("\n"))
-            if m and hasattr(new, m.group(2)) and m.group(2) != "name":
-                line = f'{m.group(1)}{m.group(2)}{m.group(3)}"{getattr(new, m.group(2))}"{m.group(4)}\n'
-        out.append(line)
-    candidate = "".join(out)
-    try:
-        parsed = pins_mod.parse(candidate, path)
-    except PinsError:
-        parsed = []
-    if new not in parsed:
-        candidate = pins_mod.render([new if p.name == new.name else p for p in pins_mod.load(root)])
-    atomic_write(path, candidate)
 
 
 # --------------------------------------------------------------------------- save / restore
@@ -254,29 +189,13 @@ def _require_clean_checkout(root: Path, pin: Pin, series: series_mod.Series) -> 
 
 
 def _import_pristine(root: Path, repo: Repo, new: Pin) -> tuple[str, Path]:
-    """Commit the new sdist's tree as apply would (same message and date) and tag it; return (sha, tree)."""
+    """The new sdist extracted under build/rebase/ and committed as apply would (checkout.import_pristine)."""
     sdist = fetch.fetch(new, "sdist")
     tree = rebase_dir(root, new.name) / f"pristine-{new.version}"
     if tree.exists():
         shutil.rmtree(tree)
     epoch = archive.extract(sdist, tree, strip_top=True)
-    index = repo.git_dir / "headroom-rebase.index"
-    env = {"GIT_INDEX_FILE": str(index)}
-    try:
-        repo("-C", str(tree), f"--git-dir={repo.git_dir}", f"--work-tree={tree}", "add", "-A", "-f", ".", env=env)
-        sha_tree = repo("write-tree", env=env).strip()
-    finally:
-        index.unlink(missing_ok=True)
-    message = (f"Import {new.distribution} {new.version} from {new.sdist}\n\n"
-               f"Sdist-Sha256: {new.sdist_sha256}\n{checkout.GENERATED}: pristine\n")
-    msg_file = repo.git_dir / "headroom-rebase.msg"
-    msg_file.write_text(message, encoding="utf-8")
-    try:
-        commit = repo("commit-tree", sha_tree, "-F", str(msg_file), env=date_env(epoch)).strip()
-    finally:
-        msg_file.unlink(missing_ok=True)
-    repo("tag", "-f", checkout.upstream_tag(new), commit)
-    return commit, tree
+    return checkout.import_pristine(repo, new, tree, epoch), tree
 
 
 def _old_pristine_outcomes(root: Path, name: str) -> dict[str, dict[str, str]]:
@@ -351,7 +270,7 @@ def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_fa
     drops = series_mod.match(_split(drop), names, pin.name)
     repo = _require_clean_checkout(root, pin, series)
     ui.step("rebase", f"{pin.name} {pin.version} -> {version}: download (trust on first use)")
-    new = download_new(pin, version)
+    new = fetch.download_unpinned(pin, version)
     old_state = checkout.read_state(repo.path)
     state = {
         "name": pin.name, "old": dataclasses.asdict(pin), "new": dataclasses.asdict(new), "patches": names,
@@ -534,7 +453,7 @@ def _finish(root: Path, state: dict) -> int:
     # The replay commits become the series (a patch dropped as confirmed was never committed).
     ui.step("rebase", f"export patches/{name}/, pin {new.requirement}, apply")
     export_mod.export(root, new)
-    write_pin(root, new)
+    pins_mod.write(root, new)
     ui.info(f"vendor/pins.toml: [{name}] -> {new.version} (sdist sha256 {new.sdist_sha256}, wheel sha256 {new.wheel_sha256})")
     report = {"name": name, "from": old.version, "to": new.version,
               "results": [{k: v for k, v in r.items()} for r in results], "landed": state["landed"]}
