@@ -7,6 +7,8 @@
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
 #   make bench BENCH=quick|full   memory benchmark + pipeline timing (default full)
+#   make inspect WHEEL=dist/x.whl|name [PY=env/bin/python]   a wheel's SBOM: upstream, patches, links
+#   make verify WHEEL=dist/x.whl                      rebuild it from the SBOM's pins and series, compare sha256
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -17,12 +19,12 @@ HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(foreach n,$(ONLY
 TOOL_STAMP = $(VENV)/.installed
 
 .PHONY: all apply export check-export fetch build index test check unit clean distclean help \
-        rebase rebase-continue rebase-abort pr bench
+        rebase rebase-continue rebase-abort pr bench inspect verify
 
 all: apply build
 
 help:
-	@sed -n '1,11p' Makefile
+	@sed -n '1,13p' Makefile
 
 $(TOOL_STAMP): requirements/tools.txt pyproject.toml
 	@echo "[setup] tool environment $(VENV)"
@@ -77,6 +79,14 @@ pr: $(TOOL_STAMP)
 
 bench: $(TOOL_STAMP)
 	@$(HEADROOM) bench --mode $(BENCH)
+
+inspect: $(TOOL_STAMP)
+	@test -n "$(WHEEL)" || { echo "usage: make inspect WHEEL=dist/<wheel>.whl  or  WHEEL=transformers PY=build/envs/patched/bin/python" >&2; exit 2; }
+	@$(HEADROOM) inspect $(WHEEL) $(if $(PY),--python $(PY))
+
+verify: $(TOOL_STAMP)
+	@test -n "$(WHEEL)" || { echo "usage: make verify WHEEL=dist/<wheel>.whl" >&2; exit 2; }
+	@$(HEADROOM) verify $(WHEEL)
 
 clean: $(TOOL_STAMP)
 	@$(HEADROOM) clean

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import archive, checkout, proc, ui
+from . import archive, checkout, proc, sbom, ui
 from .errors import IndexConflict, NotApplied
 from .fsutil import atomic_write, sha256_file
 from .pins import Pin
@@ -76,6 +76,8 @@ def build(root: Path, pin: Pin, *, force: bool = False) -> Built:
         if len(wheels) != 1:
             raise NotApplied(f"python -m build produced {len(wheels)} wheels for {pin.name}, expected one")
         built = wheels[0]
+        member = sbom.add_to_wheel(root, pin, built, epoch=int(epoch))  # PEP 770 SBOM, bytes still reproducible
+        ui.detail(f"SBOM: {member}")
         digest = sha256_file(built)
         dist.mkdir(parents=True, exist_ok=True)
         target = dist / built.name

@@ -92,3 +92,21 @@ class NotApplied(HeadroomError):
     """A step needs ``make apply`` first."""
 
     exit_code = 14
+
+
+class SbomMissing(HeadroomError):
+    """A wheel or installed distribution carries no readable headroom SBOM (or an invalid one)."""
+
+    exit_code = 30
+
+
+class VerifyMismatch(HeadroomError):
+    """``verify``: the rebuild from the pins and series the SBOM names gives other bytes."""
+
+    exit_code = 31
+
+
+class ProvenanceMismatch(HeadroomError):
+    """``verify``: this checkout's pins or patches are not the ones the SBOM names."""
+
+    exit_code = 32
