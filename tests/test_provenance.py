@@ -50,6 +50,13 @@ def test_sbom_is_in_the_wheel_valid_and_names_release_and_patches(built: Project
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     assert f"{member},sha256={digest},{len(data)}" in record
     assert record[-1].startswith(member.split("/")[0] + "/RECORD,")
+    with zipfile.ZipFile(wheel) as zf:  # every RECORD line still right after the rewrite
+        for line in record[:-1]:
+            name, hashed, size = line.rsplit(",", 2)
+            content = zf.read(name)
+            expected = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+            assert (hashed, int(size)) == (f"sha256={expected}", len(content)), name
+        assert len(zf.namelist()) == len(record)
     # The library's own schema validator (the json-validation extra).
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
