@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import EPOCH, FIXTURES, Project
+from conftest import FIXTURES, Project, toy_pin
 
 from headroom import errors, sbom
 from headroom.fsutil import sha256_file
@@ -210,3 +210,19 @@ def test_verify_refuses_when_the_checkout_is_not_what_the_sbom_names(built: Proj
     captured = capsys.readouterr()
     assert "nothing was rebuilt" in captured.err
     assert f"{files[1].name}: DIFFERS from patches/toypkg/{files[1].name}" in captured.out  # the details
+
+
+def test_verify_refuses_other_pins_and_inspect_without_a_checkout(built: Project, tmp_path, capsys):
+    wheel = the_wheel(built)
+    built.write_pins(toy_pin(built.index, tag="v1.0.0-other"))
+    capsys.readouterr()
+    assert built.run("verify", str(wheel)) == errors.ProvenanceMismatch.exit_code
+    assert "vendor/pins.toml tag: SBOM v1.0.0, vendor/pins.toml v1.0.0-other" in capsys.readouterr().out
+    elsewhere = tmp_path / "not-a-checkout"
+    elsewhere.mkdir()
+    from headroom import cli
+
+    assert cli.main(["--root", str(elsewhere), "inspect", str(wheel)]) == 0
+    out = capsys.readouterr().out
+    assert "no headroom checkout to compare with" in out and "nothing compared" in out
+    assert cli.main(["--root", str(elsewhere), "verify", str(wheel)]) == errors.ProvenanceMismatch.exit_code

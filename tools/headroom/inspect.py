@@ -53,7 +53,8 @@ def default_python() -> str:
 def from_installed(name: str, python: str | None) -> Source:
     py = python or default_python()
     if not Path(py).exists():
-        raise SbomMissing(f"--python {py}: no such interpreter. Name an environment's python, e.g. build/envs/patched/bin/python.")
+        raise SbomMissing(f"--python {py}: no such interpreter. "
+                          "Name an environment's python, e.g. build/envs/patched/bin/python.")
     result = proc.run([py, "-c", _QUERY, name, _MARK], check=False, quiet=True, what=f"importlib.metadata in {py}")
     lines = [ln for ln in result.output.splitlines() if ln.startswith(_MARK)]
     if result.returncode != 0 or not lines:

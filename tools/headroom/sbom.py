@@ -133,7 +133,7 @@ def document(pin: Pin, series: series_mod.Series, *, epoch: int) -> str:
     patches = []
     props = [Property(name=f"{PROP}:series:sha256", value=series.digest()),
              Property(name=f"{PROP}:series:length", value=str(len(facts)))]
-    for f, path in zip(facts, series.patches):
+    for f, path in zip(facts, series.patches, strict=True):
         resolves = [
             IssueType(type=IssueClassification.DEFECT, id=_link_id(url), name=f"{trailer}: {_link_kind(url)}",
                       source=IssueTypeSource(name=urlsplit(url).netloc or None), references=[XsUri(url)])
@@ -285,7 +285,8 @@ def parse(text: str, *, where: str) -> Provenance:
         for p in comp["pedigree"].get("patches", []):
             blob = p.get("diff", {}).get("text", {})
             content = base64.b64decode(blob["content"]) if blob.get("encoding") == "base64" else blob.get("content", "").encode()
-            links = tuple((r.get("name", "").split(":", 1)[0], ref) for r in p.get("resolves", []) for ref in r.get("references", []))
+            links = tuple((r.get("name", "").split(":", 1)[0], ref)
+                          for r in p.get("resolves", []) for ref in r.get("references", []))
             embedded[hashlib.sha256(content).hexdigest()] = (content, links)
         records = []
         for i in range(1, int(props[f"{PROP}:series:length"]) + 1):

@@ -41,13 +41,14 @@ def first_difference(wheel: Path, rebuilt: Path) -> str:
                 if isinstance(a, str):
                     return f"{name}: {a}"
                 if a != b:
-                    return f"{name}: content differs (sha256 {sha256_bytes(a)[:16]}... in the wheel, {sha256_bytes(b)[:16]}... rebuilt)"
+                    return (f"{name}: content differs (sha256 {sha256_bytes(a)[:16]}... in the wheel, "
+                            f"{sha256_bytes(b)[:16]}... rebuilt)")
             missing = [n for n in names_b if n not in names_a]
             if missing:
                 return f"{missing[0]}: missing from {wheel.name}"
             if names_a != names_b:
                 return "every member is the same, in another order"
-            for ia, ib in zip(za.infolist(), zb.infolist()):
+            for ia, ib in zip(za.infolist(), zb.infolist(), strict=True):
                 for attr in ("date_time", "external_attr", "compress_type"):
                     if getattr(ia, attr) != getattr(ib, attr):
                         return f"{ia.filename}: same content, other {attr} ({getattr(ia, attr)} vs {getattr(ib, attr)})"
@@ -66,8 +67,10 @@ def verify(root: Path, wheel: Path) -> None:
     if not cmp.same:
         problems = [cmp.note] if cmp.note else []
         problems += [f"vendor/pins.toml {line}" for line in cmp.release]
-        problems += [f"{r.file}: {s}" for r, s in zip(prov.patches, cmp.patches) if not s.startswith("matches ")]
-        problems += [f"patches/{prov.name}/{line}" for line in cmp.extra]
+        if cmp.patches:
+            problems += [f"{r.file}: {s}" for r, s in zip(prov.patches, cmp.patches, strict=True)
+                         if not s.startswith("matches ")]
+        problems += [f"patches/{cmp.pin.name}/{line}" for line in cmp.extra if cmp.pin is not None]
         if not problems:
             problems = ["the series lists the same patches in another order"]
         raise ProvenanceMismatch(
