@@ -226,3 +226,22 @@ def test_verify_refuses_other_pins_and_inspect_without_a_checkout(built: Project
     out = capsys.readouterr().out
     assert "no headroom checkout to compare with" in out and "nothing compared" in out
     assert cli.main(["--root", str(elsewhere), "verify", str(wheel)]) == errors.ProvenanceMismatch.exit_code
+
+
+def test_a_wheel_built_before_sboms_is_not_taken_for_up_to_date(built: Project, tmp_path, capsys):
+    wheel = the_wheel(built)
+    old = tmp_path / wheel.name  # the same wheel as built before this feature: no SBOM
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(old, "w") as out:
+        for info in src.infolist():
+            if not info.filename.endswith(MEMBER_SUFFIX):
+                out.writestr(info, src.read(info.filename))
+    old.replace(wheel)
+    state = built.root / "build/state/toypkg.json"
+    recorded = json.loads(state.read_text())
+    state.write_text(json.dumps({**recorded, "sha256": sha256_file(wheel)}))
+    capsys.readouterr()
+    # Same name, other bytes: refused (it may have been published), and the fix is named.
+    assert built.run("build") == errors.IndexConflict.exit_code
+    assert "make clean" in capsys.readouterr().err
+    assert built.run("clean") == 0 and built.run("build") == 0
+    assert sbom.has_sbom(the_wheel(built))

@@ -57,7 +57,8 @@ def build(root: Path, pin: Pin, *, force: bool = False) -> Built:
     if not force and state_file.exists():
         recorded = json.loads(state_file.read_text(encoding="utf-8"))
         wheel = dist / recorded.get("wheel", "-")
-        if recorded.get("head") == head and wheel.exists() and sha256_file(wheel) == recorded.get("sha256"):
+        if (recorded.get("head") == head and wheel.exists() and sha256_file(wheel) == recorded.get("sha256")
+                and sbom.has_sbom(wheel)):  # a wheel built before SBOMs existed is rebuilt
             ui.info(f"{wheel.name}: up to date (sha256 {recorded['sha256']})")
             return Built(pin.name, wheel, recorded["sha256"], True)
     epoch = repo("log", "-1", "--format=%ct", checkout.upstream_tag(pin)).strip()

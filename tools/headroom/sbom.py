@@ -306,6 +306,14 @@ def parse(text: str, *, where: str) -> Provenance:
         raise SbomMissing(f"{where}: not a headroom SBOM (missing or malformed {exc}).") from None
 
 
+def has_sbom(wheel: Path) -> bool:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            return any(n.endswith(f".dist-info/sboms/{SBOM_FILE}") for n in zf.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
 def read_wheel(wheel: Path) -> tuple[str, str]:
     """(member name, text) of the headroom SBOM inside ``wheel``."""
     if not wheel.is_file():
