@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, Project, toy_pin
 
-from headroom import errors, sbom
+from headroom import errors, pins as pins_mod, sbom, series as series_mod
 from headroom.fsutil import sha256_file
 
 MEMBER_SUFFIX = ".dist-info/sboms/headroom.cdx.json"
@@ -84,13 +84,27 @@ def test_sbom_is_in_the_wheel_valid_and_names_release_and_patches(built: Project
     assert doc["serialNumber"].startswith("urn:uuid:")
 
 
-def test_trailers_are_read_from_the_patch(tmp_path):
-    facts = sbom.patch_facts(FIXTURES / "sbom" / "trailers.patch", 2)
+def test_trailers_are_read_from_the_patch_and_land_in_a_valid_sbom(tmp_path):
+    patch = FIXTURES / "sbom" / "trailers.patch"
+    facts = sbom.patch_facts(patch, 1)
     assert facts.subject == ("memory: release the temporary state dict as soon as its values are copied "
                              "into the live parameters")
     assert facts.links == (("Fixes", "https://example.invalid/toypkg/issues/1"),
-                           ("Upstream-PR", "https://github.com/example/toypkg/pull/7"))
-    assert facts.sha256 == sha256_file(FIXTURES / "sbom" / "trailers.patch")
+                           ("Upstream-PR", "https://github.com/example/toypkg/pull/7 (open, proposes the same fix)"),
+                           ("Upstream-PR", "none yet"))
+    assert facts.sha256 == sha256_file(patch)
+    # Free text after a URL (or no URL at all) must not break the schema: the URL alone is the reference.
+    pin = pins_mod.Pin(name="toypkg", distribution="toypkg", version="1.0.0", sdist="toypkg-1.0.0.tar.gz",
+                       sdist_sha256="a" * 64, wheel="toypkg-1.0.0-py3-none-any.whl", wheel_sha256="b" * 64,
+                       repository="https://example.invalid/toypkg", tag="v1.0.0")
+    text = sbom.document(pin, series_mod.Series("toypkg", patch.parent, (patch,)), epoch=1700000000)
+    sbom.validate(text, where="trailers")
+    (rec,) = sbom.parse(text, where="trailers").patches
+    assert rec.links == facts.links
+    resolves = json.loads(text)["metadata"]["component"]["pedigree"]["patches"][0]["resolves"]
+    refs = sorted(ref for r in resolves for ref in r.get("references", []))
+    assert refs == ["https://example.invalid/toypkg/issues/1", "https://github.com/example/toypkg/pull/7"]
+    assert "example/toypkg#7" in {r["id"] for r in resolves}
 
 
 def test_reproducible_with_the_sbom_across_builds_and_projects(built: Project, tmp_path):

@@ -54,7 +54,7 @@ class PatchFacts:
     file: str  # file name in patches/<name>/
     sha256: str  # of the patch file's bytes
     subject: str
-    links: tuple[tuple[str, str], ...]  # (trailer, url), in the patch's order, no duplicate url
+    links: tuple[tuple[str, str], ...]  # (trailer, value as written), in the patch's order, no duplicate
 
 
 def patch_facts(path: Path, position: int) -> PatchFacts:
@@ -70,11 +70,17 @@ def patch_facts(path: Path, position: int) -> PatchFacts:
         if line == "---" or line.startswith("diff --git "):
             break  # the message ends where the diff begins
         m = _TRAILER.match(line)
-        if m and m.group(2) not in seen:
+        if m and (_url(m.group(2)) or m.group(2)) not in seen:
             key = next(t for t in TRAILERS if t.lower() == m.group(1).lower())
             links.append((key, m.group(2)))
-            seen.add(m.group(2))
+            seen.add(_url(m.group(2)) or m.group(2))
     return PatchFacts(position, path.name, hashlib.sha256(data).hexdigest(), subject, tuple(links))
+
+
+def _url(value: str) -> str | None:
+    """The URL in a trailer's value (``https://... (open)`` -> ``https://...``), if any."""
+    m = re.search(r"https?://[^\s<>\"]+", value)
+    return m.group(0).rstrip(".,;:)]}") if m else None
 
 
 def _link_kind(url: str) -> str:
@@ -134,11 +140,14 @@ def document(pin: Pin, series: series_mod.Series, *, epoch: int) -> str:
     props = [Property(name=f"{PROP}:series:sha256", value=series.digest()),
              Property(name=f"{PROP}:series:length", value=str(len(facts)))]
     for f, path in zip(facts, series.patches, strict=True):
-        resolves = [
-            IssueType(type=IssueClassification.DEFECT, id=_link_id(url), name=f"{trailer}: {_link_kind(url)}",
-                      source=IssueTypeSource(name=urlsplit(url).netloc or None), references=[XsUri(url)])
-            for trailer, url in f.links
-        ]
+        resolves = []
+        for trailer, value in f.links:  # the value as written; its URL, if any, as the reference
+            url = _url(value)
+            resolves.append(IssueType(
+                type=IssueClassification.DEFECT, id=_link_id(url) if url else value, description=value,
+                name=f"{trailer}: {_link_kind(url) if url else 'note'}",
+                source=IssueTypeSource(name=urlsplit(url).netloc) if url else None,
+                references=[XsUri(url)] if url else []))
         text = AttachedText(content=base64.b64encode(path.read_bytes()).decode("ascii"),
                             content_type="text/x-diff", encoding=Encoding.BASE_64)
         patches.append(Patch(type=PatchClassification.UNOFFICIAL, resolves=resolves,
@@ -248,7 +257,7 @@ class PatchRecord:
     file: str
     sha256: str
     subject: str
-    links: tuple[tuple[str, str], ...]  # (trailer, url)
+    links: tuple[tuple[str, str], ...]  # (trailer, value as written in the patch)
     content: bytes | None  # the embedded patch file, when present
 
 
@@ -285,8 +294,10 @@ def parse(text: str, *, where: str) -> Provenance:
         for p in comp["pedigree"].get("patches", []):
             blob = p.get("diff", {}).get("text", {})
             content = base64.b64decode(blob["content"]) if blob.get("encoding") == "base64" else blob.get("content", "").encode()
-            links = tuple((r.get("name", "").split(":", 1)[0], ref)
-                          for r in p.get("resolves", []) for ref in r.get("references", []))
+            found = [(r.get("name", "").split(":", 1)[0], r.get("description") or r.get("id", ""))
+                     for r in p.get("resolves", [])]
+            rank = {t: i for i, t in enumerate(TRAILERS)}
+            links = tuple(sorted(found, key=lambda link: (rank.get(link[0], len(TRAILERS)), link[1])))
             embedded[hashlib.sha256(content).hexdigest()] = (content, links)
         records = []
         for i in range(1, int(props[f"{PROP}:series:length"]) + 1):
