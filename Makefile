@@ -10,6 +10,8 @@
 #   make bench BENCH=quick|full   memory benchmark + pipeline timing (default full)
 #   make publish REPOSITORY=<upload url or ~/.pypirc section> [INDEX_URL=<simple url>]
 #   make serve [PORT=8000]        serve dist/ (the static index) on 127.0.0.1
+#   make inspect WHEEL=dist/x.whl|name [PY=env/bin/python]   a wheel's SBOM: upstream, patches, links
+#   make verify WHEEL=dist/x.whl                      rebuild it from the SBOM's pins and series, compare sha256
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -21,12 +23,12 @@ HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(if $(filter-out 
 TOOL_STAMP = $(VENV)/.installed
 
 .PHONY: all apply export check-export fetch build index test check unit clean distclean help \
-        rebase rebase-continue rebase-abort pr bench publish serve
+        rebase rebase-continue rebase-abort pr bench publish serve inspect verify
 
 all: apply build
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile
 
 $(TOOL_STAMP): requirements/tools.txt requirements/publish.txt pyproject.toml
 	@echo "[setup] tool environment $(VENV)"
@@ -88,6 +90,14 @@ publish: $(TOOL_STAMP)
 
 serve: $(TOOL_STAMP)
 	@$(HEADROOM) serve $(if $(PORT),--port $(PORT))
+
+inspect: $(TOOL_STAMP)
+	@test -n "$(WHEEL)" || { echo "usage: make inspect WHEEL=dist/<wheel>.whl  or  WHEEL=transformers PY=build/envs/patched/bin/python" >&2; exit 2; }
+	@$(HEADROOM) inspect $(WHEEL) $(if $(PY),--python $(PY))
+
+verify: $(TOOL_STAMP)
+	@test -n "$(WHEEL)" || { echo "usage: make verify WHEEL=dist/<wheel>.whl" >&2; exit 2; }
+	@$(HEADROOM) verify $(WHEEL)
 
 clean: $(TOOL_STAMP)
 	@$(HEADROOM) clean

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import archive, checkout, proc, ui
+from . import archive, checkout, proc, sbom, ui
 from .errors import BuildError, IndexConflict, NotApplied
 from .fsutil import atomic_write, disk_full, read_json_state, sha256_file, tree_bytes
 from .pins import Pin
@@ -80,7 +80,8 @@ def _build(root: Path, pin: Pin, *, force: bool = False) -> Built:
     recorded = {} if force else read_built(root, pin.name)
     if recorded:
         wheel = dist / recorded["wheel"]
-        if recorded.get("head") == head and wheel.exists() and sha256_file(wheel) == recorded.get("sha256"):
+        if (recorded.get("head") == head and wheel.exists() and sha256_file(wheel) == recorded.get("sha256")
+                and sbom.has_sbom(wheel)):  # a wheel built before SBOMs existed is rebuilt
             ui.info(f"{wheel.name}: up to date (sha256 {recorded['sha256']})")
             return Built(pin.name, wheel, recorded["sha256"], True)
     epoch = repo("log", "-1", "--format=%ct", checkout.upstream_tag(pin)).strip()
@@ -99,6 +100,8 @@ def _build(root: Path, pin: Pin, *, force: bool = False) -> Built:
         if len(wheels) != 1:
             raise BuildError(f"python -m build produced {len(wheels)} wheels for {pin.name}, expected one")
         built = wheels[0]
+        member = sbom.add_to_wheel(root, pin, built, epoch=int(epoch))  # PEP 770 SBOM, bytes still reproducible
+        ui.detail(f"SBOM: {member}")
         digest = sha256_file(built)
         dist.mkdir(parents=True, exist_ok=True)
         target = dist / built.name

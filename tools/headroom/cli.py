@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import build as build_mod, checkout, export as export_mod, fetch as fetch_mod, index as index_mod
 from . import lock, pins as pins_mod, pr as pr_mod, publish as publish_mod, rebase as rebase_mod, ui
+from . import inspect as inspect_mod, verify as verify_mod
 from .errors import HeadroomError
 
 
@@ -161,6 +162,8 @@ def parser() -> argparse.ArgumentParser:
     bn.set_defaults(func=cmd_bench)
     rebase_mod.add_parsers(sub)  # rebase, rebase-continue, rebase-abort
     pr_mod.add_parser(sub)  # pr
+    inspect_mod.add_parser(sub)  # inspect (sbom.py writes what it reads)
+    verify_mod.add_parser(sub)  # verify
     return p
 
 

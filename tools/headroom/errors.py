@@ -146,3 +146,21 @@ class CorruptArchive(HeadroomError):
     """A pinned sdist matches its sha256 but is not a readable gzip tar archive."""
 
     exit_code = 43
+
+
+class SbomMissing(HeadroomError):
+    """A wheel or installed distribution carries no readable headroom SBOM (or an invalid one)."""
+
+    exit_code = 30
+
+
+class VerifyMismatch(HeadroomError):
+    """``verify``: the rebuild from the pins and series the SBOM names gives other bytes."""
+
+    exit_code = 31
+
+
+class ProvenanceMismatch(HeadroomError):
+    """``verify``: this checkout's pins or patches are not the ones the SBOM names."""
+
+    exit_code = 32

@@ -49,7 +49,9 @@ COMMAND_LOCKS: dict[str, tuple[str, ...]] = {
     "rebase-abort": ("vendor",),
     "pr": ("vendor",),
     "publish": ("dist",),  # reads dist/ and build/state: a build must not swap a wheel under it
-    "serve": (),  # long-running and read-only: it must not hold dist/ against the next build
+    "serve": (),
+    "inspect": (),  # reads a wheel or an installed distribution
+    "verify": (),  # rebuilds in a temporary project of its own  # long-running and read-only: it must not hold dist/ against the next build
 }
 ALL = ("vendor", "dist", "envs")
 
