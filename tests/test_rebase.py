@@ -229,3 +229,17 @@ def test_partly_landed_patch_is_named_in_the_conflict(proj: Project):
     assert "Part of it landed upstream" in msg and "now passing: test_memory" in msg and "still failing: test_aliasing" in msg
     assert "DROP=0002" in msg  # dropping stays possible, but is not recommended
     assert rebase.abort(proj.root) == 0
+
+
+def test_an_empty_patch_is_told_by_git_mailinfo_not_by_its_english(proj: Project, tmp_path):
+    """A patch file with a message and no diff is 'empty' (git am stops on it); one with a diff is not. Decided from
+    what git's mail splitter extracts, so a translated or reworded git message cannot change the answer."""
+    from headroom.vcs import Repo
+
+    repo = Repo(proj.root / "vendor" / "toypkg")
+    full = sorted((proj.root / "patches" / "toypkg").glob("*.patch"))[0]
+    empty = tmp_path / "0009-empty.patch"
+    head, _, _ = full.read_text(encoding="utf-8").partition("\ndiff --git")
+    empty.write_text(head + "\n", encoding="utf-8")
+    assert rebase._has_no_diff(repo, empty)
+    assert not rebase._has_no_diff(repo, full)

@@ -298,6 +298,18 @@ def _row(result: dict) -> None:
     ui.info(f"{result['patch']:<60} {result['status']}{extra}")
 
 
+def _has_no_diff(repo: Repo, patch: Path) -> bool:
+    """The patch file carries a message but no diff (what `git am` calls an empty patch), asked of git's own mail
+    splitter rather than read from its English messages."""
+    tmp = repo.git_dir / "headroom-mailinfo"
+    tmp.mkdir(exist_ok=True)
+    try:
+        repo("mailinfo", str(tmp / "msg"), str(tmp / "diff"), stdin_path=patch)
+        return (tmp / "diff").stat().st_size == 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _unmerged(repo: Repo) -> list[str]:
     return [f for f in repo("diff", "--name-only", "--diff-filter=U").splitlines() if f.strip()]
 
@@ -387,7 +399,7 @@ def _replay(root: Path, state: dict) -> int:
                 result["commit"] = repo.head()
                 if not clean:
                     result["range_diff"] = _range_diff(repo, state["old_commits"][i], repo.head())
-            elif "Patch is empty" in out or "patch is empty" in out.lower():
+            elif _has_no_diff(repo, patch):
                 repo("am", "--skip")
                 result.update(status="empty", detail="git am: the patch is empty")
             else:
@@ -518,15 +530,14 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
                     f"`make rebase-continue` (or drop it: `make rebase-continue DROP={pname[:4]}`).",
                     details="\n".join([f"  unmerged: {f}" for f in left] + [f"  still has conflict markers: {f}" for f in marked]),
                 )
-            ok, out = repo.try_("am", "--continue")
-            if not ok:
-                if "No changes" in out or "nothing" in out.lower():
-                    repo("am", "--skip")
-                    result.update(status="empty", detail="resolved to no change")
-                else:
+            if repo.try_("diff", "--cached", "--quiet", "HEAD")[0]:  # the resolution leaves nothing to commit
+                repo("am", "--skip")
+                result.update(status="empty", detail="resolved to no change")
+            else:
+                ok, out = repo.try_("am", "--continue")
+                if not ok:
                     raise PatchConflict(f"git am --continue failed in vendor/{name}; fix what it says, then "
                                         "`make rebase-continue` again.", details=out)
-            else:
                 result.update(status="conflict", detail="resolved by hand", commit=repo.head())
         else:  # resolved (or skipped) with git am directly
             if repo.head() == conflict["before"]:
