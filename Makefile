@@ -6,7 +6,7 @@
 #          TINYHUB=0 (upstream suites without the local tiny hub of random-weight stand-ins).
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
-#   make bench BENCH=quick|full   memory benchmark + pipeline timing (default full)
+#   make bench BENCH=quick|full [RELEASES=5.5.4,5.23.0]   memory benchmark + pipeline timing (default full)
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -76,7 +76,7 @@ pr: $(TOOL_STAMP)
 	@$(HEADROOM) pr $(PATCH)
 
 bench: $(TOOL_STAMP)
-	@$(HEADROOM) bench --mode $(BENCH)
+	@$(HEADROOM) bench --mode $(BENCH) $(if $(RELEASES),--releases $(RELEASES))
 
 clean: $(TOOL_STAMP)
 	@$(HEADROOM) clean

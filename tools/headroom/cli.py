@@ -81,7 +81,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    return bench.run(_root(args), mode=args.mode)
+    return bench.run(_root(args), mode=args.mode, releases_text=args.releases)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,6 +112,10 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--mode", choices=("quick", "full"), default="full",
                     help="quick: one small model and a no-op pipeline run (~2 min); "
                     "full: 3 model sizes, 2 and 4 ranks, 3 cold pipeline runs (~15 min)")
+    bn.add_argument("--releases", metavar="X,Y,...",
+                    help="official transformers releases to measure fix 2 on, beside the patched build (e.g. "
+                    "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one); default: quick 5.5.4,pin, "
+                    "full 5.5.4,5.6.0,5.22.2,5.23.0")
     bn.set_defaults(func=cmd_bench)
     rebase_mod.add_parsers(sub)  # rebase, rebase-continue, rebase-abort
     pr_mod.add_parser(sub)  # pr

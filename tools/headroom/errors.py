@@ -92,3 +92,9 @@ class NotApplied(HeadroomError):
     """A step needs ``make apply`` first."""
 
     exit_code = 14
+
+
+class ReleaseNotFound(HeadroomError):
+    """``bench --releases``: the package index has no official wheel (with a sha256) of that release."""
+
+    exit_code = 50
