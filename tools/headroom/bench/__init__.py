@@ -88,9 +88,9 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None) -> int
                      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "environment": env_info}
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
-    results["fix2"] = fix2.fix2(root, pythons, mode)
-    atomic_write_json(partial, results)
     results["releases"] = releases.releases(root, pythons, mode, recs)
+    atomic_write_json(partial, results)
+    results["fix2"] = fix2.fix2(root, pythons, mode)
     atomic_write_json(partial, results)
     results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
     atomic_write_json(partial, results)

@@ -22,7 +22,7 @@ import os
 import sys
 
 NUM_LABELS = 4
-LR = 0.5
+LR = 0.1
 
 
 def batch(torch, vocab: int):
