@@ -19,6 +19,7 @@ load only, for the most affected release measured and for the patched build.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sys
 import tempfile
@@ -107,7 +108,11 @@ def environment(root: Path, version: str, sha256: str, path: Path, pin: pins_mod
     if pin is not None and pin.version == version and pin.wheel_sha256 == sha256 and envs.python(root, "pristine").exists():
         return "pristine", envs.python(root, "pristine")
     name = f"release-{version}"
-    return name, envs.ensure(root, name, [path], ENV_REQUIREMENTS)
+    lock = root / envs.ENVS_DIR / f".{name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w", encoding="utf-8") as handle:  # another bench making the same environment: wait for it
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return name, envs.ensure(root, name, [path], ENV_REQUIREMENTS)
 
 
 def memory(root: Path, py: Path, label: str, ckpt: Path, size: str) -> dict:
