@@ -332,3 +332,14 @@ def test_bench_modules_stay_small():
     for module in (bench.DATA.parent / "bench").glob("*.py"):
         assert len(module.read_text(encoding="utf-8").splitlines()) < 400, module.name
     assert callable(plots.plot_releases)
+
+
+def test_memory_jobs_of_the_releases_section_are_not_run_twice():
+    section = releases_section()
+    section["rows"][1]["env"] = "pristine"  # the pinned release
+    section["rows"][3]["env"] = "release-5.0.0"  # n/a: nothing to take
+    section["rows"][4]["env"] = "patched"
+    done = releases.done_jobs(section)
+    assert set(done) == {("60M", 2, "pristine"), ("60M", 2, "patched")}
+    assert done[("60M", 2, "pristine")]["summary"]["rank1_load_rise_mib"] == 229.5
+    assert done[("60M", 2, "patched")]["measured_in"] == "releases"

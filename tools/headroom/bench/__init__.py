@@ -90,7 +90,7 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None) -> int
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
     results["releases"] = releases.releases(root, pythons, mode, recs)
     atomic_write_json(partial, results)
-    results["fix2"] = fix2.fix2(root, pythons, mode)
+    results["fix2"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
     atomic_write_json(partial, results)
     results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
     atomic_write_json(partial, results)

@@ -86,7 +86,10 @@ def run_fsdp(root: Path, py: Path, env: str, ckpt: Path, ranks: int, tag: str) -
     return {"ranks": ranks_data, "summary": summ, "seconds": round(t.seconds, 1)}
 
 
-def fix2(root: Path, pythons: dict[str, Path], mode: str) -> dict:
+def fix2(root: Path, pythons: dict[str, Path], mode: str, done: dict | None = None) -> dict:
+    """The size sweep and the per-rank scaling. ``done``: {(size, ranks, env): entry} already measured in this run
+    (the releases section runs the same job for the pinned release and the patched build): taken, not re-run."""
+    done = done or {}
     plan = PLAN[mode]
     cases: list[tuple[str, int]] = [(s, SWEEP_RANKS) for s in plan["sizes"]]
     if plan["scaling_size"]:
@@ -99,6 +102,10 @@ def fix2(root: Path, pythons: dict[str, Path], mode: str) -> dict:
                 "shard_bytes": meta["bytes"] // ranks, "ranks": ranks, "dtype": meta["dtype"],
                 "config": SIZES[size], "envs": {}}
         for env in ENVS:
+            if (size, ranks, env) in done:
+                case["envs"][env] = done[(size, ranks, env)]
+                ui.info(f"{env}: measured in this run's releases section (same model, ranks and environment)")
+                continue
             need, avail = estimated_bytes(env, meta["bytes"], ranks), available_bytes()
             if avail and need + 2**30 > avail:
                 reason = f"skipped: needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"

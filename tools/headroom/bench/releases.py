@@ -230,3 +230,12 @@ def releases(root: Path, pythons: dict[str, Path], mode: str, recs: list[dict]) 
     for r in rows:
         r.pop("python", None)
     return section
+
+
+def done_jobs(section: dict) -> dict:
+    """{(size, ranks, env): fix 2 entry} of the memory jobs this section ran in build/envs/pristine or patched."""
+    out = {}
+    for row in section["rows"]:
+        if row.get("env") in ("pristine", "patched") and "summary" in row["memory"]:
+            out[(section["size"], section["ranks"], row["env"])] = {**row["memory"], "measured_in": "releases"}
+    return out
