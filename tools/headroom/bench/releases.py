@@ -19,6 +19,7 @@ load only, for the most affected release measured and for the patched build.
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import json
 import sys
@@ -82,7 +83,8 @@ def resolve(root: Path, version: str) -> dict:
     """transformers ``version``'s official wheel and sha256: recorded under build/bench/releases/, or from the index."""
     record = root / RECORDS / f"{version}.json"
     if record.exists():
-        return {**json.loads(record.read_text(encoding="utf-8")), "source": "recorded"}
+        data = json.loads(record.read_text(encoding="utf-8"))
+        return {**data, "source": f"index metadata recorded {data.get('resolved', 'earlier')}"}
     with tempfile.TemporaryDirectory(prefix="headroom-bench-release-") as tmp:
         report = Path(tmp) / "report.json"
         result = proc.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed",
@@ -92,6 +94,7 @@ def resolve(root: Path, version: str) -> dict:
             raise ReleaseNotFound(f"transformers {version}: the package index has no such release with a wheel. "
                                   "Check the version (pip index versions transformers).", details=result.output[-3000:])
         data = from_report(json.loads(report.read_text(encoding="utf-8")), version)
+    data["resolved"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     atomic_write_json(record, data)
     return {**data, "source": "index metadata"}
 
