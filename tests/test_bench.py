@@ -311,7 +311,13 @@ def test_node_summary_sums_every_rank():
     assert s["node_peak_mib"] == 8 * 300 + 7 * 900
     assert s["node_rise_mib"] == 7 * 900 + 1
     assert (s["rank0_rise_mib"], s["max_other_rank_rise_mib"]) == (1.0, 900.0)
-    assert releases_report.node_ratio(releases_section()) == pytest.approx(8600 / 2100)
+    section = releases_section()
+    assert releases_report.node_ratio(section) == pytest.approx(8600 / 2100)
+    section["node"]["runs"] = dict(reversed(section["node"]["runs"].items()))  # as JSON with sorted keys has them
+    assert releases_report.node_ratio(section) == pytest.approx(8600 / 2100)
+    assert releases_report.node_rows(section)[1][0] == "transformers 5.6.0"
+    del section["node"]["runs"]["patched"]
+    assert releases_report.node_ratio(section) is None
 
 
 def test_table_has_the_releases_the_node_and_the_projection(results):
@@ -320,6 +326,7 @@ def test_table_has_the_releases_the_node_and_the_projection(results):
     assert "| transformers 5.23.0 | `abababababab` | 1.1 | 0% | 401.1 | yes | 0.25 | small, aliased |" in table
     assert "| transformers 5.6.0 | 8 | 8,600 | 6,560 | 937 |" in table
     assert "Ratio of the node totals: 4.1x here, against the upstream report's 480/60 = 8x" in table
+    assert "of the rises alone: 820x." in table
     assert "| patched | 0.003 | 61 | 63 | 1.0x | 1.0x |" in table
     results["releases"]["node"] = {"skipped": "quick mode: not measured (full mode runs it)"}
     assert "skipped: quick mode" in bench.render_table(results)
