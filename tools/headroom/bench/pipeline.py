@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import proc, ui
+from .. import archive, pins as pins_mod, proc, ui
 from ..errors import CommandFailed
 from .common import PLAN
 from .stats import summary
@@ -25,8 +25,6 @@ def copy_repo(root: Path, dest: Path, *, with_work: bool) -> None:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / rel)
     if with_work:
-        from . import pins as pins_mod
-
         for pin in pins_mod.load(root):
             if (root / "vendor" / pin.name).exists():
                 shutil.copytree(root / "vendor" / pin.name, dest / "vendor" / pin.name, symlinks=True)
@@ -48,8 +46,6 @@ def _headroom(copy: Path, *args: str, cache: Path | None = None) -> float:
 
 def floor_build(copy: Path, work: Path) -> float:
     """``python -m build --wheel`` of a ``git archive`` of each vendor/<name> HEAD; returns the summed build time."""
-    from . import archive, pins as pins_mod
-
     total = 0.0
     for pin in pins_mod.load(copy):
         tarball = work / f"{pin.name}.tar"
