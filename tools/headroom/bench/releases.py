@@ -92,7 +92,9 @@ def resolve(root: Path, version: str) -> dict:
                            f"transformers=={version}"], quiet=True, check=False, what=f"pip report transformers=={version}")
         if result.returncode != 0 or not report.exists():
             raise ReleaseNotFound(f"transformers {version}: the package index has no such release with a wheel. "
-                                  "Check the version (pip index versions transformers).", details=result.output[-3000:])
+                                  "Check the version (pip index versions transformers).",
+                                  details="\n".join(line[:300] for line in result.output.splitlines()
+                                                    if line.startswith("ERROR")) or result.output[-2000:])
         data = from_report(json.loads(report.read_text(encoding="utf-8")), version)
     data["resolved"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     atomic_write_json(record, data)
