@@ -153,7 +153,7 @@ def lines(section: dict, md) -> list[str]:
                "(full hashes in results.json).")
     out += [""] + md(rows(section)) + [""]
     nd = section["node"]
-    out += [f"### One node: {nd.get('ranks', '-')} ranks", ""]
+    out += [f"### One node: {nd['ranks']} ranks" if "ranks" in nd else "### One node", ""]
     if "skipped" in nd:
         out += [f"skipped: {nd['skipped']}", ""]
     else:
