@@ -9,6 +9,8 @@ import json
 import pytest
 
 from headroom import bench
+from headroom.bench import fix2, plots, releases, releases_report
+from headroom.errors import ReleaseNotFound, UsageError
 
 MiB = 2**20
 
@@ -29,6 +31,32 @@ def case(size: str, model_mib: float, ranks: int, pristine_rise: float, patched_
          "ranks": ranks, "dtype": "torch.float32", "envs": envs}
     c["ratio"] = bench.case_ratio(c)
     return c
+
+
+def release_row(label: str, kind: str, rise: float | None, aliased: bool | None, diff: float = 0.0) -> dict:
+    memory = {"n/a": "ImportError: cannot import name 'x' (torchrun a, b: no result from rank 0, exit 1; log: l)"} \
+        if rise is None else {"summary": {"rank1_load_rise_mib": rise, "rank1_prepare_peak_mib": 400.0 + rise}}
+    correctness = {"n/a": "KeyError: 'score.bias'"} if aliased is None else \
+        {"aliased": aliased, "exact": diff <= 1e-5, "max_abs_diff": diff, "not_in_optimizer": []}
+    row = {"label": label, "kind": kind, "memory": memory, "correctness": correctness}
+    if kind == "release":
+        row["sha256"] = "ab" * 32
+    return row
+
+
+def releases_section(model_mib: float = 229.0) -> dict:
+    rows = [release_row("transformers 5.5.4", "release", 0.8, False),
+            release_row("transformers 5.6.0", "release", 229.5, False),
+            release_row("transformers 5.23.0", "release", 1.1, True, 0.25),
+            release_row("transformers 5.0.0", "release", None, None),
+            release_row("patched", "patched", 0.7, False, 0.0)]
+    section = {"size": "60M", "model_bytes": int(model_mib * MiB), "params": 60_000_000, "ranks": 2,
+               "correctness_steps": 3, "exact_tolerance": 1e-5, "rows": rows,
+               "node": {"size": "250M", "ranks": 8, "model_bytes": int(936 * MiB), "params": 245_000_000, "runs": {
+                   "transformers 5.6.0": {"node_peak_mib": 8600.0, "node_rise_mib": 6560.0, "max_other_rank_rise_mib": 937.0},
+                   "patched": {"node_peak_mib": 2100.0, "node_rise_mib": 8.0, "max_other_rank_rise_mib": 1.2}}}}
+    section["projection"] = releases_report.projection(section)
+    return section
 
 
 @pytest.fixture
@@ -53,6 +81,7 @@ def results() -> dict:
             case("250M", 935.0, 2, 936.0, 2.0),
             case("250M", 935.0, 4, 936.0, 2.0),
         ]},
+        "releases": releases_section(),
         "fix1": copy.deepcopy(skipped),
         "fix3": copy.deepcopy(skipped),
         "pipeline": {"note": "fixture", "steps": {
@@ -196,7 +225,7 @@ def test_plots_are_small_pngs(results, tmp_path):
     pytest.importorskip("matplotlib")
     plt = bench.ensure_matplotlib(tmp_path)  # already importable: installs nothing
     written = bench.plot(results, tmp_path, plt)
-    assert [p.name for p in written] == ["fix2-rank1-memory.png", "fix2-per-rank.png"]
+    assert [p.name for p in written] == ["fix2-rank1-memory.png", "fix2-per-rank.png", "fix2-releases.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert p.stat().st_size < 200 * 1024
@@ -209,3 +238,116 @@ def test_table_without_pipeline_steps(results):
     table = bench.render_table(results)
     assert "skipped: `apply` + `build` failed on the copy (x)" in table
     assert "| step |" not in table
+
+
+def test_release_list_is_checked_before_any_work():
+    assert releases.parse("5.5.4, 5.23.0,5.5.4", "full", "5.22.2") == ["5.5.4", "5.23.0"]
+    assert releases.parse(None, "quick", "5.22.2") == ["5.5.4", "5.22.2"]  # "pin" is the pinned release
+    assert releases.parse(None, "full", "5.22.2") == ["5.5.4", "5.6.0", "5.22.2", "5.23.0"]
+    for bad in ("5.x", "5.22.2+headroom.1", "5.23.0.dev0", "v5.6.0", ","):
+        with pytest.raises(UsageError):
+            releases.parse(bad, "full", "5.22.2")
+
+
+def test_wheel_and_sha256_from_pips_report():
+    report = {"install": [{"metadata": {"name": "transformers", "version": "5.5.4"}, "download_info": {
+        "url": "https://files.pythonhosted.org/packages/29/fb/x/transformers-5.5.4-py3-none-any.whl",
+        "archive_info": {"hashes": {"sha256": "0bd6" + "0" * 60}}}}]}
+    rec = releases.from_report(report, "5.5.4")
+    assert rec == {"version": "5.5.4", "wheel": "transformers-5.5.4-py3-none-any.whl", "sha256": "0bd6" + "0" * 60,
+                   "url": report["install"][0]["download_info"]["url"]}
+    with pytest.raises(ReleaseNotFound):
+        releases.from_report(report, "5.6.0")
+    del report["install"][0]["download_info"]["archive_info"]
+    with pytest.raises(ReleaseNotFound, match="no wheel sha256"):
+        releases.from_report(report, "5.5.4")
+
+
+def test_failure_reason_is_the_jobs_own_error_line():
+    log = ("[rank1]: Traceback (most recent call last):\n[rank1]:   File x\n"
+           "[rank1]: ImportError: cannot import name 'is_local_dist_rank_0'\nE1129 torch.distributed.elastic ...\n"
+           "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n")
+    assert fix2.failure(log) == "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:"
+    assert fix2.failure(log.rsplit("torch.distributed.elastic.multiprocessing", 1)[0]).startswith("ImportError: cannot")
+    assert fix2.failure("") == "no output"
+    assert fix2.failure("just a line\n") == "just a line"
+
+
+def test_release_table_rows_and_verdicts():
+    section = releases_section()
+    rows = releases_report.rows(section)
+    assert rows[0][:3] == ["build", "wheel sha256", "rank-1 rise MiB"]
+    assert rows[1] == ["transformers 5.5.4", "`abababababab`", "0.8", "0%", "400.8", "no", "0", "small, exact"]
+    assert rows[2][2:4] == ["229.5", "100%"] and rows[2][-1] == "full copy per rank, exact"
+    assert rows[3][5:] == ["yes", "0.25", "small, aliased"]
+    assert rows[4][2].startswith("n/a: ImportError: cannot import name") and "torchrun" not in rows[4][2]
+    assert rows[4][-1] == "incomplete"
+    assert rows[5][:2] == ["patched", "(dist/ wheel)"] and rows[5][-1] == "small, exact"
+    assert releases_report.validate(section) == []
+    broken = copy.deepcopy(section)
+    broken["rows"][0]["memory"] = {}
+    broken["rows"][1].pop("sha256")
+    broken["rows"].pop()
+    assert releases_report.validate(broken) == ["releases.rows[0].memory: neither a measurement nor n/a",
+                                                "releases.rows[1].sha256 missing", "releases: no patched row"]
+
+
+def test_projection_to_the_upstream_setup():
+    proj = {p["label"]: p for p in releases_section()["projection"]}
+    # a full copy per rank (5.6.0): 60 GB + 7 x 60 GB = 481 GB on 8 ranks, the report's 480 GB
+    assert proj["transformers 5.6.0"]["node_gb_8_ranks"] == pytest.approx(60 + 7 * 60 * 229.5 / 229.0, abs=0.1)
+    assert proj["transformers 5.6.0"]["node_gb_16_ranks"] == pytest.approx(60 + 15 * 60 * 229.5 / 229.0, abs=0.1)
+    assert proj["patched"]["node_gb_8_ranks"] == pytest.approx(60 * (1 + 7 * 0.7 / 229), abs=0.1)  # 61.3
+    assert proj["transformers 5.0.0"]["node_gb_8_ranks"] is None
+    rows = releases_report.projection_rows(releases_section())
+    assert rows[2][2:] == ["481", "962", "8.0x", "16.0x"]
+    assert rows[4] == ["transformers 5.0.0", "n/a", "-", "-", "-", "-"]
+
+
+def test_node_summary_sums_every_rank():
+    data = [{"rank": r, "load_peak_mib": 300.0 + (900 if r else 0), "rss_after_load_mib": 1100.0,
+             "rss_before_mib": 250.0, "load_rise_mib": 900.0 if r else 1.0} for r in range(8)]
+    s = releases_report.node_summary(data)
+    assert s["node_peak_mib"] == 8 * 300 + 7 * 900
+    assert s["node_rise_mib"] == 7 * 900 + 1
+    assert (s["rank0_rise_mib"], s["max_other_rank_rise_mib"]) == (1.0, 900.0)
+    section = releases_section()
+    assert releases_report.node_ratio(section) == pytest.approx(8600 / 2100)
+    section["node"]["runs"] = dict(reversed(section["node"]["runs"].items()))  # as JSON with sorted keys has them
+    assert releases_report.node_ratio(section) == pytest.approx(8600 / 2100)
+    assert releases_report.node_rows(section)[1][0] == "transformers 5.6.0"
+    del section["node"]["runs"]["patched"]
+    assert releases_report.node_ratio(section) is None
+
+
+def test_table_has_the_releases_the_node_and_the_projection(results):
+    table = bench.render_table(results)
+    assert "## Fix 2 across transformers releases" in table
+    assert "| transformers 5.23.0 | `abababababab` | 1.1 | 0% | 401.1 | yes | 0.25 | small, aliased |" in table
+    assert "| transformers 5.6.0 | 8 | 8,600 | 6,560 | 937 |" in table
+    assert "Ratio of the node totals: 4.1x here, against the upstream report's 480/60 = 8x" in table
+    assert "of the rises alone: 820x." in table
+    assert "| patched | 0.003 | 61 | 63 | 1.0x | 1.0x |" in table
+    results["releases"]["node"] = {"skipped": "quick mode: not measured (full mode runs it)"}
+    table = bench.render_table(results)
+    assert "### One node\n\nskipped: quick mode" in table
+    broken = copy.deepcopy(results)
+    del broken["releases"]
+    assert bench.validate(broken) == ["missing releases"]
+
+
+def test_bench_modules_stay_small():
+    for module in (bench.DATA.parent / "bench").glob("*.py"):
+        assert len(module.read_text(encoding="utf-8").splitlines()) < 400, module.name
+    assert callable(plots.plot_releases)
+
+
+def test_memory_jobs_of_the_releases_section_are_not_run_twice():
+    section = releases_section()
+    section["rows"][1]["env"] = "pristine"  # the pinned release
+    section["rows"][3]["env"] = "release-5.0.0"  # n/a: nothing to take
+    section["rows"][4]["env"] = "patched"
+    done = releases.done_jobs(section)
+    assert set(done) == {("60M", 2, "pristine"), ("60M", 2, "patched")}
+    assert done[("60M", 2, "pristine")]["summary"]["rank1_load_rise_mib"] == 229.5
+    assert done[("60M", 2, "patched")]["measured_in"] == "releases"

@@ -105,7 +105,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    return bench.run(_root(args), mode=args.mode)
+    return bench.run(_root(args), mode=args.mode, releases_text=args.releases)
 
 
 def _jobs(value: str) -> str:
@@ -157,8 +157,12 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_test)
     bn = sub.add_parser("bench", help="measure the memory fixes (pristine vs patched) and the pipeline's wall time")
     bn.add_argument("--mode", choices=("quick", "full"), default="full",
-                    help="quick: one small model and a no-op pipeline run (~2 min); "
-                    "full: 3 model sizes, 2 and 4 ranks, 3 cold pipeline runs (~15 min)")
+                    help="quick: one small model, releases 5.5.4 + the pin, a no-op pipeline run (~5 min); "
+                    "full: 3 model sizes, 2 and 4 ranks, 4 releases, an 8-rank node, 3 cold pipeline runs (~45 min)")
+    bn.add_argument("--releases", metavar="X,Y,...",
+                    help="official transformers releases to measure fix 2 on, beside the patched build (e.g. "
+                    "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one); default: quick 5.5.4,pin, "
+                    "full 5.5.4,5.6.0,5.22.2,5.23.0")
     bn.set_defaults(func=cmd_bench)
     rebase_mod.add_parsers(sub)  # rebase, rebase-continue, rebase-abort
     pr_mod.add_parser(sub)  # pr

@@ -53,10 +53,11 @@ def _specs(root: Path, env: str, wheels: list[Path]) -> list[str | Path]:
     return specs
 
 
-def ensure(root: Path, env: str, wheels: list[Path]) -> Path:
-    """Create or reuse build/envs/<env>; return its python."""
+def ensure(root: Path, env: str, wheels: list[Path], requirements_file: Path = REQUIREMENTS) -> Path:
+    """Create or reuse build/envs/<env>; return its python. ``requirements_file``: what goes in beside torch and
+    ``wheels`` (the bench's release environments take a smaller set than the test environments)."""
     where = root / ENVS_DIR / env
-    requirements = (root / REQUIREMENTS).read_text(encoding="utf-8")
+    requirements = (root / requirements_file).read_text(encoding="utf-8")
     base_key = sha256_bytes(json.dumps([TORCH, requirements, sys.version]).encode())
     wheels_key = sha256_bytes(json.dumps([(w.name, sha256_file(w)) for w in wheels]).encode())
     stamp = where / STAMP
@@ -77,7 +78,7 @@ def ensure(root: Path, env: str, wheels: list[Path]) -> Path:
         ui.info(f"build/envs/{env}: creating (torch first, then {', '.join(w.name for w in wheels)}; a few minutes)")
         proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
         proc.run([*pip, TORCH], what=f"pip install {TORCH} ({env})")
-        proc.run([*pip, "-r", root / REQUIREMENTS, *_specs(root, env, wheels)], what=f"pip install test requirements ({env})")
+        proc.run([*pip, "-r", root / requirements_file, *_specs(root, env, wheels)], what=f"pip install test requirements ({env})")
     record = {"base": base_key, "wheels_key": wheels_key, "wheels": [w.name for w in wheels]}
     atomic_write(stamp, json.dumps(record, indent=2) + "\n")
     return py

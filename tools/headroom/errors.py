@@ -164,3 +164,9 @@ class ProvenanceMismatch(HeadroomError):
     """``verify``: this checkout's pins or patches are not the ones the SBOM names."""
 
     exit_code = 32
+
+
+class ReleaseNotFound(HeadroomError):
+    """``bench --releases``: the package index has no official wheel (with a sha256) of that release."""
+
+    exit_code = 50

@@ -7,7 +7,10 @@ Run inside build/envs/<env> with ``ACCELERATE_USE_FSDP=true`` and
 ``from_pretrained`` and through Accelerate's FSDP2 ``prepare``, and writes
 ``<out_dir>/rank<N>.json``.
 
-Usage: fsdp_worker.py CHECKPOINT_DIR OUT_DIR
+With a third argument ``load``, each rank stops after ``from_pretrained`` (the one-node
+figure: all ranks of a node, no ``prepare``).
+
+Usage: fsdp_worker.py CHECKPOINT_DIR OUT_DIR [load]
 """
 
 import ctypes
@@ -69,7 +72,7 @@ class PeakSampler:
         self.peak = max(self.peak, rss_anon_mib(trim=False))
 
 
-def main(checkpoint_dir: str, out_dir: str) -> None:
+def main(checkpoint_dir: str, out_dir: str, stop: str = "") -> None:
     import torch
     import torch.distributed as dist
     from accelerate import Accelerator, FullyShardedDataParallelPlugin
@@ -77,8 +80,12 @@ def main(checkpoint_dir: str, out_dir: str) -> None:
     from accelerate.utils import DistributedType
 
     from transformers import AutoModelForCausalLM
-    from transformers.distributed.utils import is_local_dist_rank_0
     from transformers.integrations import is_fsdp_enabled
+
+    try:  # where it lives since 5.6; 5.5 and older have it in modeling_utils
+        from transformers.distributed.utils import is_local_dist_rank_0
+    except ImportError:
+        from transformers.modeling_utils import is_local_dist_rank_0
 
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, cpu_ram_efficient_loading=True)
     # `cpu=True` gives a gloo process group (MULTI_CPU). Accelerate only turns FSDP on for accelerator backends
@@ -128,6 +135,10 @@ def main(checkpoint_dir: str, out_dir: str) -> None:
         dtype=str(next(model.parameters()).dtype),
     )
     dist.barrier()
+    if stop == "load":
+        del model
+        _finish(result, out_dir, rank)
+        return
 
     # 2. Accelerate FSDP2 prepare (model + optimizer, as a training script does)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -143,6 +154,11 @@ def main(checkpoint_dir: str, out_dir: str) -> None:
                 for p in model.parameters())
     result["local_shard_bytes"] = local
     dist.barrier()
+    _finish(result, out_dir, rank)
+
+
+def _finish(result: dict, out_dir: str, rank: int) -> None:
+    import torch.distributed as dist
 
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
         json.dump(result, f)
@@ -151,4 +167,4 @@ def main(checkpoint_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

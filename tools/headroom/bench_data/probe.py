@@ -17,10 +17,30 @@ def fix2_in_source(source: str) -> bool:
     return bool(branch) and "named_non_persistent_buffers" in branch.group(1)
 
 
-def fix2_in_loader() -> bool:
+def fsdp_branch(source: str) -> str:
+    """What the FSDP branch (non-main ranks) of `_move_missing_keys_from_meta_to_device` creates, in words."""
+    branch = re.search(r"if is_fsdp_enabled\(\) and not is_local_dist_rank_0\(\).*?\n(.*?)\breturn\b", source, re.S)
+    if not branch:
+        return "no FSDP branch"
+    body = branch.group(1)
+    if "self.named_parameters()" in body:
+        kind = "zeros_like" if "zeros_like" in body else "empty_like" if "empty_like" in body else "a copy"
+        return f"every parameter and buffer ({kind})"
+    if "missing_keys" in body:
+        return "missing keys + non-persistent buffers"
+    if "named_non_persistent_buffers" in body:
+        return "non-persistent buffers only (missing keys stay on meta)"
+    return "other"
+
+
+def _loader_source() -> str:
     from transformers import PreTrainedModel
 
-    return fix2_in_source(inspect.getsource(PreTrainedModel._move_missing_keys_from_meta_to_device))
+    return inspect.getsource(PreTrainedModel._move_missing_keys_from_meta_to_device)
+
+
+def fix2_in_loader() -> bool:
+    return fix2_in_source(_loader_source())
 
 
 def main() -> None:
@@ -30,7 +50,13 @@ def main() -> None:
             info["packages"][dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             info["packages"][dist] = None
-    info["fix2_in_loader"] = fix2_in_loader()
+    try:
+        source = _loader_source()
+    except (AttributeError, ImportError, OSError, TypeError) as exc:  # an old release without this method
+        source = ""
+        info["fsdp_branch"] = f"n/a: {type(exc).__name__}"
+    info["fix2_in_loader"] = fix2_in_source(source)
+    info.setdefault("fsdp_branch", fsdp_branch(source))
     import torch
 
     info["cuda"] = torch.cuda.is_available()

@@ -1,0 +1,120 @@
+"""bench: what the memory fixes save, measured in the test environments, and what the pipeline costs.
+
+* Fix 2 (CPU, real multi-process, ``fix2``): ``python -m torch.distributed.run`` (gloo) in
+  build/envs/pristine and build/envs/patched with FSDP ``cpu_ram_efficient_loading``;
+  random Llama checkpoints of several sizes; rank 1's anonymous RSS (``RssAnon``) rise
+  across ``from_pretrained`` and its peak through Accelerate's FSDP2 ``prepare``; in
+  ``full`` mode also 2 and 4 ranks at one size (the cost per rank).
+* Fix 2 across official transformers releases (``releases``): each release's wheel fetched
+  by sha256 into its own build/envs/release-<version>, measured beside the patched build on
+  the same model files: the memory figures above, and correctness (optimizer params aliased,
+  largest difference from a single-process run) on a checkpoint missing two parameters; the
+  one-node figure (8 ranks) and its projection to the upstream report's setup.
+* Fix 1 and fix 3 (GPU, ``gpu``): accelerator memory of ``Trainer._load_best_model`` and of
+  ``PeftModel.load_adapter``; "skipped: no CUDA" on a machine without one.
+* The pipeline (``pipeline``): cold ``apply`` + ``build`` on a copy of the repository with an
+  empty cache, a no-op re-run, ``build --force``, next to a plain ``python -m build --wheel``.
+
+The worker scripts under bench_data/ run inside the environments. Results go to
+build/bench/ (results.json, table.md, PNG plots). The pure parts (``stats``, ``report``,
+``releases_report``) are unit-tested in tests/test_bench.py; ``machine`` probes the machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
+
+from .. import envs, proc, ui
+from ..errors import BuildError, NotApplied, UsageError
+from ..fsutil import atomic_write, atomic_write_json
+from .common import (DATA, ENVS, MODES, OUT_DIR, PLAN, SCHEMA, SIZES, SWEEP_RANKS)  # noqa: F401 (re-exported)
+from . import fix2, pipeline, releases
+from .fix2 import estimated_bytes  # noqa: F401
+from .gpu import gpu_fixes
+from .machine import gpu_info, machine_info, probe_env
+from .plots import ensure_matplotlib, plot
+from .report import render_table, terminal_ratios, validate  # noqa: F401
+from .stats import case_ratio, env_summary, format_ratio, ratio, summary  # noqa: F401
+
+
+def replot(root: Path) -> list[Path]:
+    """Re-draw the plots and the table of build/bench/results.json (no measurement)."""
+    out = root / OUT_DIR
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    problems = validate(results)
+    if problems:
+        raise BuildError("build/bench/results.json is incomplete: " + "; ".join(problems))
+    atomic_write(out / "table.md", render_table(results))
+    return plot(results, out, ensure_matplotlib(root))
+
+
+def environment(pythons: dict[str, Path], root: Path) -> dict:
+    head = proc.run(["git", "-C", root, "rev-parse", "HEAD"], quiet=True, check=False, what="git rev-parse")
+    return {
+        "machine": machine_info(),
+        "gpu": gpu_info(),
+        "envs": {env: probe_env(py) for env, py in pythons.items()},
+        "headroom_commit": head.output.strip() if head.returncode == 0 else None,
+    }
+
+
+def run(root: Path, mode: str = "full", releases_text: str | None = None) -> int:
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    start = time.monotonic()
+    out = root / OUT_DIR
+    pythons = {}
+    for env in ENVS:
+        py = envs.python(root, env)
+        if not py.exists():
+            raise NotApplied(f"build/envs/{env} does not exist. Run `make test` first (it creates both environments).")
+        pythons[env] = py
+    plt = ensure_matplotlib(root)
+    ui.step("bench", f"{mode}: transformers releases (sha256 from the index, wheels verified)")
+    recs = releases.prepare(root, mode, releases_text)
+    ui.step("bench", f"{mode}: environments")
+    env_info = environment(pythons, root)
+    for env, info in env_info["envs"].items():
+        ui.info(f"{env}: transformers {info['packages']['transformers']}, peft {info['packages']['peft']}; "
+                f"fix 2 in the loader: {'yes' if info['fix2_in_loader'] else 'no'}")
+    if not env_info["envs"]["patched"]["fix2_in_loader"]:
+        ui.warn("the patched environment's transformers does not carry fix 2: its figures will match pristine")
+    if env_info["envs"]["pristine"]["fix2_in_loader"]:
+        ui.warn("the pristine environment's transformers already carries fix 2")
+    results: dict = {"schema": SCHEMA, "mode": mode,
+                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "environment": env_info}
+    partial = out / "results.partial.json"  # what was measured so far, should a later part fail
+    results["releases"] = releases.releases(root, pythons, mode, recs)
+    atomic_write_json(partial, results)
+    results["fix2"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
+    atomic_write_json(partial, results)
+    results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
+    atomic_write_json(partial, results)
+    results["pipeline"] = pipeline.pipeline(root, mode)
+    after = {env: probe_env(py)["packages"] for env, py in pythons.items()}
+    changed = [env for env in ENVS if after[env] != env_info["envs"][env]["packages"]]
+    if changed:
+        ui.warn(f"build/envs/{', '.join(changed)} changed during the bench: {after}")
+        results["environment"]["changed_during_run"] = after
+    results["seconds"] = round(time.monotonic() - start, 1)
+    problems = validate(results)
+    if problems:
+        raise BuildError("bench results are incomplete: " + "; ".join(problems))
+    atomic_write_json(out / "results.json", results)
+    partial.unlink(missing_ok=True)
+    table = render_table(results)
+    atomic_write(out / "table.md", table)
+    pngs = plot(results, out, plt)
+    for stale in set(out.glob("fix2-*.png")) - set(pngs):  # e.g. the per-rank plot of an earlier full run
+        stale.unlink()
+    ui.step("bench", "results")
+    print(table, flush=True)
+    for line in terminal_ratios(results):
+        ui.info(line)
+    ui.info(f"written: {', '.join(str(p.relative_to(root)) for p in [out / 'results.json', out / 'table.md', *pngs])}")
+    ui.info(f"bench {mode}: {results['seconds']:.0f}s")
+    return 0

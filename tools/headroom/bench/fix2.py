@@ -1,0 +1,122 @@
+"""Fix 2 on CPU: torchrun (gloo) jobs of bench_data/fsdp_worker.py with FSDP ``cpu_ram_efficient_loading``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from .. import proc, ui
+from ..errors import CommandFailed
+from .common import DATA, ENVS, FSDP_ENV, LLAMA, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, PLAN, SIZES, SWEEP_RANKS
+from .machine import available_bytes
+from .stats import case_ratio, env_summary
+
+
+def estimated_bytes(env: str, model_bytes: int, ranks: int) -> int:
+    """RAM a fix 2 job needs at its peak (rank 0 ~0.8x the model, other ranks ~2.2x pristine / ~1.2x patched)."""
+    per_rank = 2.2 if env == "pristine" else 1.2
+    return int((0.8 + (ranks - 1) * per_rank) * model_bytes + ranks * 450 * MIB)
+
+
+def checkpoint(root: Path, size: str, py: Path) -> tuple[Path, dict]:
+    """build/bench/models/<size>-<hash>: made once with the pristine env, reused."""
+    config = {**{k: v for k, v in LLAMA.items() if v is not None}, **SIZES[size]}
+    config["num_key_value_heads"] = config["num_attention_heads"]
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    where = root / MODELS_DIR / f"{size}-{key}"
+    meta = where / "headroom-bench.json"
+    if not meta.exists():
+        ui.info(f"writing a random {size} Llama checkpoint to {where.relative_to(root)}")
+        if where.exists():
+            shutil.rmtree(where)
+        tmp = where.with_name(where.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        proc.run([py, DATA / "make_model.py", where, json.dumps(config)], env=OFFLINE_ENV,
+                 what=f"make the {size} checkpoint")
+    return where, json.loads(meta.read_text(encoding="utf-8"))
+
+
+def failure(log: str) -> str:
+    """Why a job failed, from its output: the last exception line of a traceback, else the last line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        text = re.sub(r"^\[rank\d+\]:\s*", "", line)
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", text):
+            return text[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def torchrun(root: Path, py: Path, env: str, script: str, args: list, ranks: int, tag: str) -> list[dict]:
+    """Run ``script CHECKPOINT OUT_DIR *rest`` on ``ranks`` CPU processes; the per-rank JSON results, in rank order.
+
+    The job's output is kept in build/bench/runs/<tag>-<ranks>ranks-<env>/torchrun.log; a rank without a result
+    raises CommandFailed whose message is the job's own error line."""
+    out = root / OUT_DIR / "runs" / f"{tag}-{ranks}ranks-{env.replace(' ', '-')}"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    result = proc.run(
+        [py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={ranks}",
+         DATA / script, args[0], out, *args[1:]],
+        env={**OFFLINE_ENV, **FSDP_ENV}, cwd=out, what=f"torchrun {ranks} ranks ({env}, {tag})", check=False,
+    )
+    (out / "torchrun.log").write_text(result.output, encoding="utf-8")
+    shutil.rmtree(out / "warmup", ignore_errors=True)
+    missing = [r for r in range(ranks) if not (out / f"rank{r}.json").exists()]
+    if missing:
+        if ui.verbose():
+            sys.stderr.write(result.output[-8000:])
+        raise CommandFailed(f"{failure(result.output)} (torchrun {env}, {tag}: no result from rank {missing[0]}, "
+                            f"exit {result.returncode}; log: {out.relative_to(root)}/torchrun.log)")
+    return [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(ranks)]
+
+
+def run_fsdp(root: Path, py: Path, env: str, ckpt: Path, ranks: int, tag: str) -> dict:
+    with ui.Timer() as t:
+        ranks_data = torchrun(root, py, env, "fsdp_worker.py", [ckpt], ranks, tag)
+    summ = env_summary(ranks_data)
+    if not summ["fsdp_enabled"]:
+        raise CommandFailed(f"torchrun ({env}, {tag}): transformers did not see FSDP enabled; the measurement is void")
+    return {"ranks": ranks_data, "summary": summ, "seconds": round(t.seconds, 1)}
+
+
+def fix2(root: Path, pythons: dict[str, Path], mode: str, done: dict | None = None) -> dict:
+    """The size sweep and the per-rank scaling. ``done``: {(size, ranks, env): entry} already measured in this run
+    (the releases section runs the same job for the pinned release and the patched build): taken, not re-run."""
+    done = done or {}
+    plan = PLAN[mode]
+    cases: list[tuple[str, int]] = [(s, SWEEP_RANKS) for s in plan["sizes"]]
+    if plan["scaling_size"]:
+        cases += [(plan["scaling_size"], n) for n in plan["scaling_ranks"]]
+    out = []
+    for size, ranks in cases:
+        ui.step("bench", f"fix 2: {size} model, {ranks} ranks")
+        ckpt, meta = checkpoint(root, size, pythons["pristine"])
+        case = {"size": size, "params": meta["params"], "model_bytes": meta["bytes"],
+                "shard_bytes": meta["bytes"] // ranks, "ranks": ranks, "dtype": meta["dtype"],
+                "config": SIZES[size], "envs": {}}
+        for env in ENVS:
+            if (size, ranks, env) in done:
+                case["envs"][env] = done[(size, ranks, env)]
+                ui.info(f"{env}: measured in this run's releases section (same model, ranks and environment)")
+                continue
+            need, avail = estimated_bytes(env, meta["bytes"], ranks), available_bytes()
+            if avail and need + 2**30 > avail:
+                reason = f"skipped: needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
+                ui.warn(f"fix 2 {size} x {ranks} ranks ({env}): {reason}")
+                case["envs"][env] = {"skipped": reason}
+                continue
+            entry = run_fsdp(root, pythons[env], env, ckpt, ranks, size)
+            s = entry["summary"]
+            ui.info(f"{env}: rank 1 RssAnon rise {s['rank1_load_rise_mib']:,.1f} MiB across from_pretrained, peak "
+                    f"{s['rank1_prepare_peak_mib']:,.1f} MiB in prepare ({entry['seconds']:.0f}s)")
+            case["envs"][env] = entry
+        case["ratio"] = case_ratio(case)
+        out.append(case)
+    return {"cases": out, "sweep_ranks": SWEEP_RANKS}

@@ -1,0 +1,195 @@
+"""The results: their schema, the markdown table (build/bench/table.md) and the lines printed at the end."""
+
+from __future__ import annotations
+
+from . import releases_report
+from .common import ENVS, MODES, RATIO_FLOOR_MIB, SCHEMA
+from .stats import case_ratio, fmt, format_ratio, mib, ratio
+
+
+REQUIRED = {
+    "schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict,
+    "fix2": dict, "releases": dict, "fix1": dict, "fix3": dict, "pipeline": dict,
+}
+CASE_KEYS = ("size", "params", "model_bytes", "shard_bytes", "ranks", "envs")
+
+
+def validate(results: dict) -> list[str]:
+    """Problems with the shape of a results.json (empty list: fine)."""
+    problems = []
+    for key, kind in REQUIRED.items():
+        if key not in results:
+            problems.append(f"missing {key}")
+        elif not isinstance(results[key], kind):
+            problems.append(f"{key} is {type(results[key]).__name__}")
+    if problems:
+        return problems
+    if results["schema"] != SCHEMA:
+        problems.append(f"schema {results['schema']} != {SCHEMA}")
+    if results["mode"] not in MODES:
+        problems.append(f"mode {results['mode']!r}")
+    for env in ENVS:
+        if env not in results["environment"].get("envs", {}):
+            problems.append(f"environment.envs.{env} missing")
+    cases = results["fix2"].get("cases")
+    if not isinstance(cases, list) or not cases:
+        problems.append("fix2.cases is empty")
+        cases = []
+    for i, case in enumerate(cases):
+        for key in CASE_KEYS:
+            if key not in case:
+                problems.append(f"fix2.cases[{i}].{key} missing")
+        for env in ENVS:
+            entry = case.get("envs", {}).get(env)
+            if not isinstance(entry, dict) or not ("summary" in entry or "skipped" in entry):
+                problems.append(f"fix2.cases[{i}].envs.{env}: neither a summary nor skipped")
+    problems += releases_report.validate(results["releases"])
+    for fix in ("fix1", "fix3"):
+        for env in ENVS:
+            entry = results[fix].get(env)
+            if not isinstance(entry, dict) or not ("results" in entry or "skipped" in entry):
+                problems.append(f"{fix}.{env}: neither results nor skipped")
+    for name, step in results["pipeline"].get("steps", {}).items():
+        for key in ("runs", "median", "min", "max", "spread"):
+            if key not in step:
+                problems.append(f"pipeline.steps.{name}.{key} missing")
+    return problems
+
+
+def _md(rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(rows[0]))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return out
+
+
+def fix2_rows(results: dict) -> list[list[str]]:
+    rows = [["model", "params", "ranks", "model MiB", "shard MiB",
+             "rank-1 load rise: pristine", "patched", "ratio",
+             "rank-1 peak in prepare: pristine", "patched",
+             "ranks>=1 load rise (sum): pristine", "patched", "ratio"]]
+    for case in results["fix2"]["cases"]:
+        row = [case["size"], f"{case['params'] / 1e6:,.0f}M", str(case["ranks"]), fmt(mib(case["model_bytes"])),
+               fmt(mib(case["shard_bytes"]))]
+        envs_ = case["envs"]
+        sums = {e: envs_[e].get("summary") for e in ENVS}
+        r = case_ratio(case)
+
+        def cell(env: str, key: str) -> str:
+            s = sums[env]
+            return fmt(s[key]) if s else envs_[env].get("skipped", "skipped")
+
+        row += [cell("pristine", "rank1_load_rise_mib"), cell("patched", "rank1_load_rise_mib"),
+                format_ratio(r["rank1_load_rise"], r["rank1_load_rise_lower_bound"]) if r else "-",
+                cell("pristine", "rank1_prepare_peak_mib"), cell("patched", "rank1_prepare_peak_mib"),
+                cell("pristine", "nonzero_ranks_load_rise_mib"), cell("patched", "nonzero_ranks_load_rise_mib"),
+                format_ratio(r["nonzero_ranks_load_rise"], r["nonzero_ranks_load_rise_lower_bound"]) if r else "-"]
+        rows.append(row)
+    return rows
+
+
+def gpu_lines(results: dict) -> list[str]:
+    out = []
+    titles = {"fix1": "Fix 1 (GPU): `Trainer._load_best_model`, extra accelerator bytes while reloading the best LoRA adapter",
+              "fix3": "Fix 3 (GPU): `PeftModel.load_adapter`, reserved-but-unallocated bytes left behind"}
+    for fix, title in titles.items():
+        out.append(f"**{title}**")
+        out.append("")
+        section = results[fix]
+        skipped = {section[e]["skipped"] for e in ENVS if "skipped" in section.get(e, {})}
+        if skipped:
+            out.append("skipped: " + "; ".join(sorted(skipped)))
+            out.append("")
+            continue
+        key = "extra_bytes" if fix == "fix1" else "reserved_unallocated_bytes"
+        label = "extra MiB during reload" if fix == "fix1" else "reserved - allocated MiB"
+        rows = [["LoRA rank", "adapter MiB", f"{label}: pristine", "patched", "ratio"]]
+        pristine = {r["lora_rank"]: r for r in section["pristine"]["results"]}
+        for entry in section["patched"]["results"]:
+            p = pristine.get(entry["lora_rank"])
+            if p is None:
+                continue
+            value, clamped = ratio(mib(p[key]), mib(entry[key]))
+            rows.append([str(entry["lora_rank"]), fmt(mib(entry["adapter_bytes"])), fmt(mib(p[key])),
+                         fmt(mib(entry[key])), format_ratio(value, clamped)])
+        out += _md(rows)
+        out.append("")
+    return out
+
+
+PIPELINE_STEPS = {
+    "cold_apply": "cold `apply` (download, extract, patches)",
+    "cold_build": "cold `build`",
+    "cold_total": "cold `apply` + `build`",
+    "noop_apply": "no-op `apply`",
+    "noop_build": "no-op `build`",
+    "noop_total": "no-op `apply` + `build`",
+    "force_build": "`build --force`",
+    "floor": "floor: `python -m build --wheel` of the same trees",
+}
+
+
+def pipeline_rows(results: dict) -> list[list[str]]:
+    steps = results["pipeline"].get("steps", {})
+    floor = steps.get("floor", {}).get("median")
+    rows = [["step", "runs", "median s", "min-max s", "spread s", "x floor"]]
+    for name, label in PIPELINE_STEPS.items():
+        if name not in steps:
+            continue
+        s = steps[name]
+        rows.append([label, str(len(s["runs"])), fmt(s["median"], 2), f"{s['min']:.2f}-{s['max']:.2f}",
+                     fmt(s["spread"], 2), f"{s['median'] / floor:.2f}" if floor else "-"])
+    return rows
+
+
+def render_table(results: dict) -> str:
+    """The markdown report of a results dict (build/bench/table.md)."""
+    env = results["environment"]
+    machine = env.get("machine", {})
+    lines = [f"# headroom bench ({results['mode']}), {results['date']}", ""]
+    lines.append(f"Machine: {machine.get('cpu_model', '?')}, {machine.get('nproc', '?')} CPUs, "
+                 f"{machine.get('ram_gib', '?')} GiB RAM; GPU: {env.get('gpu') or 'none'}.")
+    for name in ENVS:
+        e = env["envs"][name]
+        pk = e.get("packages", {})
+        lines.append(f"- {name}: transformers {pk.get('transformers')}, peft {pk.get('peft')}, torch {pk.get('torch')}, "
+                     f"accelerate {pk.get('accelerate')}; fix 2 in the loader: {'yes' if e.get('fix2_in_loader') else 'no'}")
+    lines += ["", "## Fix 2: FSDP `cpu_ram_efficient_loading` on CPU (torchrun, gloo, Accelerate FSDP2)", ""]
+    lines.append("RssAnon of rank 1 in MiB (anonymous memory: the memory-mapped checkpoint's pages are not counted). "
+                 "*load rise*: across `from_pretrained`; *peak in prepare*: highest RssAnon sampled through "
+                 "`accelerator.prepare` (absolute; the RssAnon before loading is in the note below). "
+                 f"Ratios are pristine / patched, with patched taken as at least {RATIO_FLOOR_MIB:.0f} MiB (then shown as >=).")
+    lines.append("")
+    lines += _md(fix2_rows(results))
+    before = sorted({round(c["envs"][e]["summary"]["rank1_before_mib"]) for c in results["fix2"]["cases"]
+                     for e in ENVS if "summary" in c["envs"][e]})
+    if before:
+        lines += ["", f"Note: rank 1's RssAnon before `from_pretrained` (torch, transformers, accelerate imported; gloo "
+                      f"up): {before[0]}-{before[-1]} MiB."]
+    lines += [""] + releases_report.lines(results["releases"], _md)
+    lines += ["## GPU", ""]
+    lines += gpu_lines(results)
+    lines += ["## Pipeline (wall time)", ""]
+    pipe = results["pipeline"]
+    if pipe.get("note"):
+        lines += [pipe["note"], ""]
+    if pipe.get("steps"):
+        lines += _md(pipeline_rows(results))
+    lines += ["", f"Total bench time: {results['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def terminal_ratios(results: dict) -> list[str]:
+    out = []
+    for case in results["fix2"]["cases"]:
+        r = case_ratio(case)
+        if r is None:
+            out.append(f"fix 2, {case['size']}, {case['ranks']} ranks: incomplete (see the table)")
+            continue
+        p = case["envs"]["pristine"]["summary"]
+        q = case["envs"]["patched"]["summary"]
+        out.append(f"fix 2, {case['size']} ({mib(case['model_bytes']):,.0f} MiB), {case['ranks']} ranks: rank-1 RssAnon "
+                   f"rise {p['rank1_load_rise_mib']:,.1f} -> {q['rank1_load_rise_mib']:,.1f} MiB "
+                   f"({format_ratio(r['rank1_load_rise'], r['rank1_load_rise_lower_bound'])}); ranks>=1 "
+                   f"{p['nonzero_ranks_load_rise_mib']:,.1f} -> {q['nonzero_ranks_load_rise_mib']:,.1f} MiB "
+                   f"({format_ratio(r['nonzero_ranks_load_rise'], r['nonzero_ranks_load_rise_lower_bound'])})")
+    return out
