@@ -14,7 +14,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import checkout, envs, proc, series as series_mod, ui
+from . import checkout, envs, pins as pins_mod, proc, series as series_mod, ui
 from .errors import NotApplied, ProofFailed
 from .fsutil import atomic_write_json
 from .pins import Pin
@@ -150,12 +150,12 @@ def prove(root: Path, pins: list[Pin], pythons: dict[str, Path]) -> list[dict]:
 
 
 def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True) -> int:
-    all_pins = pins
+    all_pins = pins_mod.load(root)  # the environments hold every pinned upstream, `--only` or not
     ui.step("test", "environments")
     pythons = {}
     for env in ("pristine", "patched"):
-        py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env))
-        envs.check_origin(py, env, root / PROOF_DIR)
+        py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env, pins), all_pins)
+        envs.check_origin(py, env, root / PROOF_DIR, all_pins, pins)
         pythons[env] = py
     ui.step("test", "each patch's own tests: red on pristine, green on patched")
     entries = prove(root, pins, pythons)
