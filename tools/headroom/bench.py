@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import envs, proc, ui
+from . import bench_prepare, envs, proc, ui
 from .errors import BuildError, CommandFailed, NotApplied, UsageError
 from .fsutil import atomic_write, atomic_write_json
 
@@ -302,6 +302,8 @@ def render_table(results: dict) -> str:
     if before:
         lines += ["", f"Note: rank 1's RssAnon before `from_pretrained` (torch, transformers, accelerate imported; gloo "
                       f"up): {before[0]}-{before[-1]} MiB."]
+    if "accelerate_prepare" in results:
+        lines += ["", *bench_prepare.table_lines(results["accelerate_prepare"])]
     lines += ["", "## GPU", ""]
     lines += gpu_lines(results)
     lines += ["## Pipeline (wall time)", ""]
@@ -748,6 +750,8 @@ def run(root: Path, mode: str = "full") -> int:
                      "environment": env_info}
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
     results["fix2"] = fix2(root, pythons, mode)
+    atomic_write_json(partial, results)
+    results["accelerate_prepare"] = bench_prepare.run(root, pythons, mode)  # patches/accelerate/0001
     atomic_write_json(partial, results)
     results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
     atomic_write_json(partial, results)

@@ -141,8 +141,11 @@ for name in sys.argv[1:]:
     except ImportError:
         pass
     out["dists"][name] = entry
-import torch
-out["torch"] = torch.__version__
+try:
+    import torch
+    out["torch"] = torch.__version__
+except ImportError:
+    out["torch"] = None
 print(json.dumps(out))
 """
 
