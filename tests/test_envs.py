@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from headroom import build as build_mod, envs, pins as pins_mod
-from headroom.errors import NotApplied, PinsError, ProofFailed
+from headroom.errors import NotApplied, ProofFailed, RequirementsConflict
 
 PINS = """\
 [accelerate]
@@ -51,7 +51,7 @@ def built(root: Path, pin: pins_mod.Pin) -> Path:
 @pytest.mark.parametrize("line", ["accelerate==1.15.0", "Accelerate>=1.0", "peft", "accelerate[torch]==1.15.0  # note"])
 def test_test_requirements_may_not_name_a_pinned_upstream(pins, line):
     text = f"# comment\nsafetensors==0.8.0\n{line}\npytest==9.2.0\n"
-    with pytest.raises(PinsError, match=r"test-env.txt:3: .* pinned in vendor/pins.toml \[(accelerate|peft)\]"):
+    with pytest.raises(RequirementsConflict, match=r"test-env.txt:3: .* pinned in vendor/pins.toml \[(accelerate|peft)\]"):
         envs.check_requirements(text, pins)
 
 

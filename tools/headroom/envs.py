@@ -20,7 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from . import build as build_mod, fetch, proc, ui
-from .errors import NotApplied, PinsError, ProofFailed
+from .errors import NotApplied, ProofFailed, RequirementsConflict
 from .fsutil import atomic_write, sha256_bytes, sha256_file
 from .pins import Pin
 
@@ -72,7 +72,7 @@ def check_requirements(text: str, pins: list[Pin], path: Path = REQUIREMENTS) ->
         except InvalidRequirement:
             continue  # pip reports it with the line
         if name in pinned:
-            raise PinsError(
+            raise RequirementsConflict(
                 f"{path}:{number}: {line!r} names {name}, an upstream pinned in vendor/pins.toml [{pinned[name]}]. "
                 "The environments get it from the pin (the official wheel in pristine, the headroom build in "
                 f"patched); remove the line from {path}."

@@ -92,3 +92,9 @@ class NotApplied(HeadroomError):
     """A step needs ``make apply`` first."""
 
     exit_code = 14
+
+
+class RequirementsConflict(HeadroomError):
+    """requirements/test-env.txt names an upstream that vendor/pins.toml pins (the environments take it from the pin)."""
+
+    exit_code = 35
