@@ -71,7 +71,10 @@ def test_select_unknown_upstream_suggests():
 def test_repository_pins_are_valid():
     root = Path(__file__).resolve().parents[1]
     names = [p.name for p in pins.load(root)]
-    assert names == ["transformers", "peft"]
+    # dependencies first: peft needs accelerate and transformers, transformers uses accelerate for FSDP
+    assert names == ["accelerate", "transformers", "peft"]
+    for name in names:
+        assert (root / "patches" / name / "series").is_file()
 
 
 def test_write_keeps_comments_and_other_pins(tmp_path):

@@ -166,8 +166,10 @@ def test_pins_missing_message_lists_only_required_keys():
 
 
 def test_git_selection_for_transformers_and_peft():
-    sdist = [make_pin("u", tests="sdist"), make_pin("u", name="peft", tests="sdist")]
-    git_tf = [make_pin("u", tests="git"), make_pin("u", name="peft", tests="git")]
+    sdist = [make_pin("u", name="accelerate", tests="sdist"), make_pin("u", tests="sdist"),
+             make_pin("u", name="peft", tests="sdist")]
+    git_tf = [make_pin("u", name="accelerate", tests="sdist"), make_pin("u", tests="git"),
+              make_pin("u", name="peft", tests="git")]
     for selection in upstream.SELECTIONS:
         assert upstream.selected_suites(selection, sdist) == list(upstream.SELECTIONS[selection])
         suites = upstream.selected_suites(selection, git_tf)

@@ -170,3 +170,9 @@ class ReleaseNotFound(HeadroomError):
     """``bench --releases``: the package index has no official wheel (with a sha256) of that release."""
 
     exit_code = 50
+
+
+class RequirementsConflict(HeadroomError):
+    """requirements/test-env.txt names an upstream that vendor/pins.toml pins (the environments take it from the pin)."""
+
+    exit_code = 35

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import checkout, envs, testrun, ui
+from . import checkout, envs, pins as pins_mod, testrun, ui
 from .errors import ProofFailed
 from .pins import Pin
 
@@ -68,13 +68,13 @@ def prove(root: Path, pins: list[Pin], pythons: dict[str, Path]) -> list[dict]:
 
 
 def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True, jobs: str = "auto") -> int:
-    all_pins = pins
+    all_pins = pins_mod.load(root)  # the environments hold every pinned upstream, `--only` or not
     ui.step("test", "environments")
     pythons = {}
     for env in ("pristine", "patched"):
         with ui.leaves(f"build/envs/{env} is unfinished (it has no stamp); the next `make test` makes it again"):
-            py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env))
-        envs.check_origin(py, env, root / PROOF_DIR)
+            py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env, pins), all_pins)
+        envs.check_origin(py, env, root / PROOF_DIR, all_pins, pins)
         pythons[env] = py
     ui.step("test", "each patch's own tests: red on pristine, green on patched")
     entries = prove(root, pins, pythons)

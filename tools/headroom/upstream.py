@@ -71,8 +71,14 @@ TRAINING = "test_headroom_tiny_llama_training.py"  # TrainingTesterMixin with a 
 # (they import tests.utils, tests.pipelines...): only these files are test modules of their own.
 TRANSFORMERS_TEST_FILES = ("tests/test_monkey_patching.py", "tests/test_executorch.py", "tests/test_image_transforms.py")
 
+# accelerate's sdist ships no tests/fsdp (the patched code's own tests are the proof's): a small, fast smoke test of the
+# build (operations, dataclasses, the optimizer wrapper), about 40 s per environment here. Its multi-process and
+# big-model files (test_memory_utils alone takes ~60 s) are left out, in `full` too: they are not triaged yet.
+ACCELERATE_CORE = ("tests/test_utils.py", "tests/test_dataclasses.py", "tests/test_optimizer.py")
+
 SELECTIONS: dict[str, tuple[Suite, ...]] = {
     "default": (
+        Suite("accelerate-core", "accelerate", ACCELERATE_CORE),
         # with random-weight stand-ins for the tiny hub models its tests load (tinyhub.py)
         Suite("peft-core", "peft", tuple(f"tests/{f}.py" for f in PEFT_CORE), tinyhub=True),
         Suite("peft-custom-models", "peft", ("tests/test_custom_models.py",), keyword=CUSTOM_MODELS_K),
@@ -81,6 +87,7 @@ SELECTIONS: dict[str, tuple[Suite, ...]] = {
     # Everything offline. Without the tiny hub: with it, the hub-model files (test_decoder_models.py
     # and the like) would run thousands of tests on random stand-ins that nobody has triaged yet.
     "full": (
+        Suite("accelerate-core", "accelerate", ACCELERATE_CORE),
         Suite("peft-all", "peft", ("tests",)),
         Suite("transformers-all", "transformers", (TRAINING, *TRANSFORMERS_TEST_FILES), ours=(TRAINING,)),
     ),

@@ -31,7 +31,7 @@ from .. import envs, proc, ui
 from ..errors import BuildError, NotApplied, UsageError
 from ..fsutil import atomic_write, atomic_write_json
 from .common import (DATA, ENVS, MODES, OUT_DIR, PLAN, SCHEMA, SIZES, SWEEP_RANKS)  # noqa: F401 (re-exported)
-from . import fix2, pipeline, releases
+from . import fix2, pipeline, prepare, releases
 from .fix2 import estimated_bytes  # noqa: F401
 from .gpu import gpu_fixes
 from .machine import gpu_info, machine_info, probe_env
@@ -91,6 +91,8 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None) -> int
     results["releases"] = releases.releases(root, pythons, mode, recs)
     atomic_write_json(partial, results)
     results["fix2"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
+    atomic_write_json(partial, results)
+    results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     atomic_write_json(partial, results)
     results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
     atomic_write_json(partial, results)

@@ -112,7 +112,7 @@ def environment(root: Path, version: str, sha256: str, path: Path, pin: pins_mod
     if pin is not None and pin.version == version and pin.wheel_sha256 == sha256 and envs.python(root, "pristine").exists():
         return "pristine", envs.python(root, "pristine")
     name = f"release-{version}"  # `headroom bench` holds the build/envs/ lock (lock.py): a second bench waits
-    return name, envs.ensure(root, name, [path], ENV_REQUIREMENTS)
+    return name, envs.ensure(root, name, [path], requirements_file=ENV_REQUIREMENTS)
 
 
 def memory(root: Path, py: Path, label: str, ckpt: Path, size: str) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import releases_report
+from . import prepare, releases_report
 from .common import ENVS, MODES, RATIO_FLOOR_MIB, SCHEMA
 from .stats import case_ratio, fmt, format_ratio, mib, ratio
 
@@ -165,7 +165,10 @@ def render_table(results: dict) -> str:
     if before:
         lines += ["", f"Note: rank 1's RssAnon before `from_pretrained` (torch, transformers, accelerate imported; gloo "
                       f"up): {before[0]}-{before[-1]} MiB."]
-    lines += [""] + releases_report.lines(results["releases"], _md)
+    if results.get("releases"):  # absent from a run stopped before it, and from schema 1 results
+        lines += [""] + releases_report.lines(results["releases"], _md)
+    if "accelerate_prepare" in results:
+        lines += [*prepare.table_lines(results["accelerate_prepare"]), ""]
     lines += ["## GPU", ""]
     lines += gpu_lines(results)
     lines += ["## Pipeline (wall time)", ""]
