@@ -241,5 +241,5 @@ def test_an_empty_patch_is_told_by_git_mailinfo_not_by_its_english(proj: Project
     empty = tmp_path / "0009-empty.patch"
     head, _, _ = full.read_text(encoding="utf-8").partition("\ndiff --git")
     empty.write_text(head + "\n", encoding="utf-8")
-    assert rebase._has_no_diff(repo, empty)
-    assert not rebase._has_no_diff(repo, full)
+    assert rebase.conflict_mod.has_no_diff(repo, empty)
+    assert not rebase.conflict_mod.has_no_diff(repo, full)

@@ -309,13 +309,13 @@ def _make_checkout(root: Path, pin: Pin, series: series_mod.Series, key: str, lo
                     f"checkout (`make export`). vendor/{pin.name} was not changed.",
                 )
             _write_state(repo, {"state": "conflict", "key": key, "patch": patch.name, "commits": commits})
-            failing = _failing_files(repo, patch)
+            failing = failing_files(repo, patch)
             raise PatchConflict(
                 f"{rel} does not apply to {pin.distribution} {pin.version}; vendor/{pin.name} is stopped in `git am`. "
                 f"Resolve it: cd vendor/{pin.name} && git am --show-current-patch=diff; fix the files; git add them; "
                 "git am --continue; then `make export` (or drop the patch: git am --skip). "
                 "See README, 'When a patch does not apply'.",
-                details="files that fail: " + (", ".join(failing) or "(see git's message)") + "\n" + _hunk_lines(err),
+                details="files that fail: " + (", ".join(failing) or "(see git's message)") + "\n" + hunk_lines(err),
             )
         commits.append(repo.head())
     changed_files = version_mod.stamp(new, pin.version, local)
@@ -354,7 +354,7 @@ def _corrupt(repo: Repo, patch: Path, am_output: str) -> str | None:
     return f"git cannot parse it ({first})"
 
 
-def _failing_files(repo: Repo, patch: Path) -> list[str]:
+def failing_files(repo: Repo, patch: Path) -> list[str]:
     """Which of the patch's files do not apply (asked of git per file, nothing parsed)."""
     ok, numstat = repo.try_("apply", "--numstat", str(patch))
     if not ok:
@@ -363,6 +363,6 @@ def _failing_files(repo: Repo, patch: Path) -> list[str]:
     return [f for f in files if not repo.try_("apply", "--check", f"--include={f}", str(patch))[0]]
 
 
-def _hunk_lines(err: str) -> str:
+def hunk_lines(err: str) -> str:
     keep = [line for line in err.splitlines() if re.match(r"^(error|Patch failed|hint: Use)", line)]
     return "\n".join(keep[:20])

@@ -108,6 +108,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(_root(args), mode=args.mode, releases_text=args.releases)
 
 
+def _first_only(args: argparse.Namespace) -> str | None:
+    return args.only[0] if args.only else None
+
+
+def cmd_rebase(args: argparse.Namespace) -> int:
+    factory = rebase_mod.source_env if args.landed_env == "source" else rebase_mod.wheel_env
+    return rebase_mod.start(_root(args), args.requirement, drop=args.drop, env_factory=factory)
+
+
+def cmd_rebase_continue(args: argparse.Namespace) -> int:
+    return rebase_mod.resume(_root(args), _first_only(args), drop=args.drop)
+
+
+def cmd_rebase_abort(args: argparse.Namespace) -> int:
+    return rebase_mod.abort(_root(args), _first_only(args))
+
+
+def cmd_pr(args: argparse.Namespace) -> int:
+    pr_mod.make(_root(args), args.patch, bench=args.bench)
+    return 0
+
+
 def _jobs(value: str) -> str:
     if value == "auto" or value.isdigit() and int(value) > 0:
         return value
@@ -164,8 +186,22 @@ def parser() -> argparse.ArgumentParser:
                     "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one); default: quick 5.5.4,pin, "
                     "full 5.5.4,5.6.0,5.22.2,5.23.0")
     bn.set_defaults(func=cmd_bench)
-    rebase_mod.add_parsers(sub)  # rebase, rebase-continue, rebase-abort
-    pr_mod.add_parser(sub)  # pr
+    r = sub.add_parser("rebase", help="move one upstream's series to a new release (NAME==VERSION)")
+    r.add_argument("requirement", help="e.g. transformers==5.23.0")
+    r.add_argument("--drop", action="append", metavar="P1,P2", help="drop these patches if found landed/empty (0002, file name)")
+    r.add_argument("--landed-env", choices=["wheel", "source"], default="wheel",
+                   help="where a patch's tests run for the landed check: the official wheel over build/envs/pristine "
+                        "(default) or the pristine source tree on PYTHONPATH")
+    r.set_defaults(func=cmd_rebase)
+    c = sub.add_parser("rebase-continue", help="go on with a rebase stopped on a conflict")
+    c.add_argument("--drop", action="append", metavar="P1,P2", help="drop these patches (e.g. the conflicting one)")
+    c.set_defaults(func=cmd_rebase_continue)
+    sub.add_parser("rebase-abort", help="undo a rebase: pins, patches and checkout as before").set_defaults(func=cmd_rebase_abort)
+    pr = sub.add_parser("pr", help="prepare one patch as an upstream pull request (branch, PR.md, checks; never pushes)")
+    pr.add_argument("patch", help="UPSTREAM/NUMBER, e.g. transformers/0001")
+    pr.add_argument("--bench", metavar="SECTION", help="the build/bench/*.json section with this patch's figures "
+                    "(e.g. fix2); default: from the commit that added the patch, '(fix N)'")
+    pr.set_defaults(func=cmd_pr)
     inspect_mod.add_parser(sub)  # inspect (sbom.py writes what it reads)
     verify_mod.add_parser(sub)  # verify
     return p

@@ -16,7 +16,6 @@ upstream's own configuration (when ruff is installed; it is not a dependency).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -405,15 +404,15 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             wt = Repo(alone)
             ok, err = wt.try_(*checkout.AM, "--no-3way", str(patch))
             if not ok:
-                failing = checkout._failing_files(wt, patch)
+                failing = checkout.failing_files(wt, patch)
                 wt.try_("am", "--abort")
-                checks["applies_alone"] = {"status": "failed", "files": failing, "git": checkout._hunk_lines(err)}
+                checks["applies_alone"] = {"status": "failed", "files": failing, "git": checkout.hunk_lines(err)}
                 atomic_write_json(out_dir / "checks.json", checks)
                 raise PatchConflict(
                     f"{patch.relative_to(root)} does not apply alone on {tag}: it depends on an earlier patch of the "
                     "series. Make it self-contained (move the shared change into it, or propose the earlier patch "
                     "first), then `make pr` again.",
-                    details="files that fail: " + (", ".join(failing) or "(see git)") + "\n" + checkout._hunk_lines(err),
+                    details="files that fail: " + (", ".join(failing) or "(see git)") + "\n" + checkout.hunk_lines(err),
                 )
             commit = wt.head()
             checks["applies_alone"] = {"status": "passed"}
@@ -461,16 +460,3 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
         raise ProofFailed(f"{patch.name} is not ready to propose: {'; '.join(problems)}. Fix the patch in vendor/{pin.name}, "
                           f"`make export`, then `make pr PATCH={spec}` again. PR.md was written for review.")
     return checks
-
-
-def cmd_pr(args: argparse.Namespace) -> int:
-    make(Path(args.root).resolve(), args.patch, bench=args.bench)
-    return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("pr", help="prepare one patch as an upstream pull request (branch, PR.md, checks; never pushes)")
-    p.add_argument("patch", help="UPSTREAM/NUMBER, e.g. transformers/0001")
-    p.add_argument("--bench", metavar="SECTION", help="the build/bench/*.json section with this patch's figures "
-                   "(e.g. fix2); default: from the commit that added the patch, '(fix N)'")
-    p.set_defaults(func=cmd_pr)

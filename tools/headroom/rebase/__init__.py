@@ -23,76 +23,30 @@ prompt when stdin is a terminal); ``empty`` ones leave no commit, so they are dr
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import re
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from . import archive, checkout, fetch, proc, testrun, ui
-from . import export as export_mod
-from . import pins as pins_mod
-from . import series as series_mod
-from .errors import NotApplied, PatchConflict, UnsavedWork, UsageError
-from .fsutil import atomic_write, atomic_write_json
-from .pins import Pin
-from .testrun import TestEnv, run_in_env
-from .vcs import Repo
+from .. import archive, checkout, fetch, ui
+from .. import export as export_mod
+from .. import pins as pins_mod
+from .. import series as series_mod
+from ..errors import NotApplied, PatchConflict, UnsavedWork, UsageError
+from ..fsutil import atomic_write_json
+from ..pins import Pin
+from ..testrun import run_in_env
+from ..vcs import Repo
+from . import conflict as conflict_mod, landed as landed_mod, state as state_mod
+from .landed import EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the command line picks one)
+from .state import REBASE_DIR, STATE
 
-REBASE_DIR = Path("build") / "rebase"
 BRANCH = "headroom-rebase"
-STATE = "state.json"
 AM = checkout.AM
 
 
-# --------------------------------------------------------------------------- landed check
-
-# (root, new pin, pristine new tree, official new wheel) -> an environment, or None: "not run"
-EnvFactory = Callable[[Path, Pin, Path, Path], "TestEnv | None"]
-# (folder holding the test files, the files relative to it, environment) -> {test id: outcome}
-Runner = Callable[[Path, list[str], TestEnv], dict[str, str]]
-
-
-def source_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv:
-    """The pristine source tree on PYTHONPATH (src layout or flat); for pure-Python upstreams."""
-    src = tree / "src"
-    return TestEnv(Path(sys.executable), (src if src.is_dir() else tree,), f"{pin.name} {pin.version} source tree")
-
-
-def wheel_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv | None:
-    """build/envs/pristine (made by `make test`) with the new official wheel installed over it."""
-    from . import envs
-
-    py = envs.python(root, "pristine")
-    if not py.exists():
-        ui.warn("no build/envs/pristine (run `make test` once): the landed check is not run")
-        return None
-    overlay = root / REBASE_DIR / pin.name / f"overlay-{pin.version}"
-    if not overlay.exists():
-        proc.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target",
-                  overlay, wheel], what=f"pip install {wheel.name} (overlay)")
-    return TestEnv(py, (overlay,), f"official {wheel.name} over build/envs/pristine")
-
-
 # --------------------------------------------------------------------------- helpers
-
-def rebase_dir(root: Path, name: str) -> Path:
-    return root / REBASE_DIR / name
-
-
-def _load_state(root: Path, name: str) -> dict | None:
-    path = rebase_dir(root, name) / STATE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _save_state(root: Path, state: dict) -> None:
-    atomic_write_json(rebase_dir(root, state["name"]) / STATE, state)
-
 
 def parse_requirement(text: str) -> tuple[str, str]:
     m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([0-9][A-Za-z0-9.+!_-]*)\s*", text or "")
@@ -110,58 +64,6 @@ def _find_pin(pins: list[Pin], name: str) -> Pin:
 
 def _split(values: list[str] | None) -> list[str]:
     return [t for v in values or [] for t in v.split(",") if t.strip()]
-
-
-# --------------------------------------------------------------------------- save / restore
-
-def _refs(repo: Repo) -> dict[str, str]:
-    out = repo("for-each-ref", "--format=%(objectname) %(refname)")
-    return {ref: sha for sha, ref in (line.split(" ", 1) for line in out.splitlines() if line.strip())}
-
-
-def _save(root: Path, pin: Pin, repo: Repo) -> dict:
-    where = rebase_dir(root, pin.name) / "saved"
-    if where.exists():
-        shutil.rmtree(where)
-    where.mkdir(parents=True)
-    shutil.copyfile(root / pins_mod.PINS_FILE, where / "pins.toml")
-    patches = root / series_mod.PATCHES_DIR / pin.name
-    if patches.exists():
-        shutil.copytree(patches, where / "patches", symlinks=True)
-    shutil.copyfile(repo.git_dir / checkout.STATE_FILE, where / checkout.STATE_FILE)
-    ok, branch = repo.try_("symbolic-ref", "-q", "HEAD")
-    return {"head": repo.head(), "branch": branch.strip() if ok else "", "refs": _refs(repo),
-            "patches_existed": patches.exists()}
-
-
-def _restore(root: Path, state: dict) -> None:
-    name = state["name"]
-    saved = state["saved"]
-    where = rebase_dir(root, name) / "saved"
-    dest = root / "vendor" / name
-    repo = Repo(dest)
-    if repo.am_in_progress():
-        repo.try_("am", "--abort")
-    if saved["branch"]:
-        repo("symbolic-ref", "HEAD", saved["branch"])
-    else:
-        repo("update-ref", "--no-deref", "HEAD", saved["head"])
-    current = _refs(repo)
-    for ref in current:
-        if ref not in saved["refs"]:
-            repo("update-ref", "-d", ref)
-    for ref, sha in saved["refs"].items():
-        if current.get(ref) != sha:
-            repo("update-ref", ref, sha)
-    repo("reset", "-q", "--hard", saved["head"])
-    repo("clean", "-q", "-f", "-d")  # files the replay created (ignored build outputs are left alone)
-    atomic_write(repo.git_dir / checkout.STATE_FILE, (where / checkout.STATE_FILE).read_bytes())
-    atomic_write(root / pins_mod.PINS_FILE, (where / "pins.toml").read_bytes())
-    patches = root / series_mod.PATCHES_DIR / name
-    if patches.exists():
-        shutil.rmtree(patches)
-    if saved["patches_existed"]:
-        shutil.copytree(where / "patches", patches, symlinks=True)
 
 
 # --------------------------------------------------------------------------- start
@@ -191,57 +93,11 @@ def _require_clean_checkout(root: Path, pin: Pin, series: series_mod.Series) -> 
 def _import_pristine(root: Path, repo: Repo, new: Pin) -> tuple[str, Path]:
     """The new sdist extracted under build/rebase/ and committed as apply would (checkout.import_pristine)."""
     sdist = fetch.fetch(new, "sdist")
-    tree = rebase_dir(root, new.name) / f"pristine-{new.version}"
+    tree = state_mod.rebase_dir(root, new.name) / f"pristine-{new.version}"
     if tree.exists():
         shutil.rmtree(tree)
     epoch = archive.extract(sdist, tree, strip_top=True)
     return checkout.import_pristine(repo, new, tree, epoch), tree
-
-
-def _old_pristine_outcomes(root: Path, name: str) -> dict[str, dict[str, str]]:
-    """{patch file name: outcomes on the old pristine} from build/report.json's proof section, when present."""
-    entries = testrun.read_report(root).get("proof", [])
-    return {Path(e["patch"]).name: e.get("pristine", {}).get("outcomes", {}) for e in entries
-            if e.get("upstream") == name and "patch" in e}
-
-
-def _landed_checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, env_factory: EnvFactory,
-                   runner: Runner) -> dict[str, dict]:
-    wheel = fetch.fetch(new, "wheel")
-    old_pristine = _old_pristine_outcomes(root, state["name"])
-    env: TestEnv | None = None
-    made = False
-    out: dict[str, dict] = {}
-    for name, commit in zip(state["patches"], state["old_commits"]):
-        files = testrun.added_tests(repo, commit)
-        if not files:
-            out[name] = {"verdict": "no tests", "tests": []}
-            continue
-        if not made:
-            env, made = env_factory(root, new, tree, wheel), True
-        if env is None:
-            out[name] = {"verdict": "not run", "tests": files}
-            continue
-        work = testrun.copy_tests(testrun.from_commit(repo, commit), files,
-                                  rebase_dir(root, new.name) / "landed" / Path(name).stem)
-        outcomes = runner(work, files, env)
-        verdict = "landed" if testrun.is_landed(outcomes) else "not landed"
-        entry = {"verdict": verdict, "tests": files, "outcomes": outcomes, "summary": testrun.summarize(outcomes),
-                 "env": env.label}
-        if verdict == "not landed" and "passed" in outcomes.values():
-            # Some of its tests pass upstream now: part of the fix landed (those that were red on the old pristine).
-            before = old_pristine.get(name, {})
-            now_green = sorted(t for t, o in outcomes.items() if o == "passed" and before.get(t, "failed") == "failed")
-            if now_green:
-                entry.update(verdict="partly landed", now_passing=now_green,
-                             still_failing=sorted(t for t, o in outcomes.items() if o == "failed"))
-        out[name] = entry
-        ui.info(f"{name}: its tests on pristine {new.version}: {testrun.summarize(outcomes)} -> {entry['verdict']}")
-        for t in entry.get("now_passing", []):
-            ui.info(f"    now passes upstream: {t}")
-        for t in entry.get("still_failing", []):
-            ui.info(f"    still fails upstream: {t}")
-    return out
 
 
 def _confirm(names: list[str], question: str) -> list[str]:
@@ -260,7 +116,7 @@ def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_fa
     name, version = parse_requirement(requirement)
     all_pins = pins_mod.load(root)
     pin = _find_pin(all_pins, name)
-    if _load_state(root, pin.name):
+    if state_mod.load(root, pin.name):
         raise UsageError(f"a rebase of {pin.name} is already in progress. Go on with `make rebase-continue` "
                          "or undo it with `make rebase-abort`.")
     if version == pin.version:
@@ -277,17 +133,17 @@ def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_fa
         "old_commits": old_state["commits"][1 : 1 + len(names)], "next": 0, "results": [], "drop": drops,
         "phase": "starting",
     }
-    state["saved"] = _save(root, pin, repo)
-    _save_state(root, state)
+    state["saved"] = state_mod.save(root, pin, repo)
+    state_mod.save_state(root, state)
     ui.step("rebase", f"pristine {new.version} -> tag {checkout.upstream_tag(new)} in vendor/{pin.name}")
     _, tree = _import_pristine(root, repo, new)
     ui.step("rebase", f"each patch's own tests on pristine {new.version} (landed?)")
-    state["landed"] = _landed_checks(root, repo, state, new, tree, env_factory, runner)
+    state["landed"] = landed_mod.checks(root, repo, state, new, tree, env_factory, runner)
     landed = [n for n in names if state["landed"][n]["verdict"] == "landed" and n not in drops]
     state["drop"] = drops + _confirm(landed, "its tests pass on the pristine new upstream: drop")
     repo("checkout", "-q", "-f", "-B", BRANCH, checkout.upstream_tag(new))
     state["phase"] = "replaying"
-    _save_state(root, state)
+    state_mod.save_state(root, state)
     return _replay(root, state)
 
 
@@ -298,80 +154,11 @@ def _row(result: dict) -> None:
     ui.info(f"{result['patch']:<60} {result['status']}{extra}")
 
 
-def _has_no_diff(repo: Repo, patch: Path) -> bool:
-    """The patch file carries a message but no diff (what `git am` calls an empty patch), asked of git's own mail
-    splitter rather than read from its English messages."""
-    tmp = repo.git_dir / "headroom-mailinfo"
-    tmp.mkdir(exist_ok=True)
-    try:
-        repo("mailinfo", str(tmp / "msg"), str(tmp / "diff"), stdin_path=patch)
-        return (tmp / "diff").stat().st_size == 0
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _unmerged(repo: Repo) -> list[str]:
-    return [f for f in repo("diff", "--name-only", "--diff-filter=U").splitlines() if f.strip()]
-
-
-def _patch_hunks(patch: Path) -> dict[str, list[str]]:
-    hunks: dict[str, list[str]] = {}
-    current = None
-    for line in patch.read_text(encoding="utf-8", errors="replace").splitlines():
-        m = re.match(r"^diff --git a/(\S+) b/(\S+)", line)
-        if m:
-            current = m.group(2)
-            hunks.setdefault(current, [])
-        elif current and line.startswith("@@ "):
-            hunks[current].append(line)
-    return hunks
-
-
-def _markers(path: Path) -> list[str]:
-    regions, begin = [], None
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return regions
-    for i, line in enumerate(lines, 1):
-        if line.startswith("<<<<<<< "):
-            begin = i
-        elif line.startswith(">>>>>>> ") and begin is not None:
-            regions.append(f"lines {begin}-{i}")
-            begin = None
-    return regions
-
-
-def conflict_report(repo: Repo, patch: Path, err: str) -> tuple[list[str], str]:
-    files = _unmerged(repo)
-    hunks = _patch_hunks(patch)
-    lines = []
-    if files:
-        for f in files:
-            where = ", ".join(_markers(repo.path / f)) or "no markers (deleted or binary on one side)"
-            lines.append(f"  {f}: conflict markers at {where}")
-            for h in hunks.get(f, []):
-                lines.append(f"      patch hunk {h}")
-    else:
-        files = checkout._failing_files(repo, patch) or sorted(hunks)
-        for f in files:
-            lines.append(f"  {f}: does not apply")
-            for h in hunks.get(f, []):
-                lines.append(f"      patch hunk {h}")
-        lines.append(checkout._hunk_lines(err))
-    return files, "\n".join(lines).rstrip()
-
-
-def _range_diff(repo: Repo, old: str, new: str) -> str:
-    ok, out = repo.try_("range-diff", "--no-color", f"{old}^..{old}", f"{new}^..{new}")
-    return out if ok else f"(range-diff failed: {out.strip()})"
-
-
 def _replay(root: Path, state: dict) -> int:
     name = state["name"]
     new = Pin(**state["new"])
     repo = Repo(root / "vendor" / name)
-    saved_patches = rebase_dir(root, name) / "saved" / "patches"
+    saved_patches = state_mod.rebase_dir(root, name) / "saved" / "patches"
     ui.step("rebase", f"replay patches/{name}/ on {checkout.upstream_tag(new)} (git am -3)")
     while state["next"] < len(state["patches"]):
         i = state["next"]
@@ -398,15 +185,15 @@ def _replay(root: Path, state: dict) -> int:
                 result["status"] = "clean" if clean else "3-way"
                 result["commit"] = repo.head()
                 if not clean:
-                    result["range_diff"] = _range_diff(repo, state["old_commits"][i], repo.head())
-            elif _has_no_diff(repo, patch):
+                    result["range_diff"] = conflict_mod.range_diff(repo, state["old_commits"][i], repo.head())
+            elif conflict_mod.has_no_diff(repo, patch):
                 repo("am", "--skip")
                 result.update(status="empty", detail="git am: the patch is empty")
             else:
-                files, report = conflict_report(repo, patch, out)
+                files, report = conflict_mod.conflict_report(repo, patch, out)
                 state["phase"] = "conflict"
                 state["conflict"] = {"patch": pname, "before": before, "files": files}
-                _save_state(root, state)
+                state_mod.save_state(root, state)
                 result.update(status="conflict", detail=", ".join(files))
                 _row(result)
                 num = pname[:4]
@@ -439,7 +226,7 @@ def _replay(root: Path, state: dict) -> int:
         state["next"] = i + 1
         state["phase"] = "replaying"
         state.pop("conflict", None)
-        _save_state(root, state)
+        state_mod.save_state(root, state)
     return _finish(root, state)
 
 
@@ -471,7 +258,7 @@ def _finish(root: Path, state: dict) -> int:
               "results": [{k: v for k, v in r.items()} for r in results], "landed": state["landed"]}
     atomic_write_json(root / REBASE_DIR / f"{name}-{new.version}.json", report)
     checkout.apply(root, new)
-    shutil.rmtree(rebase_dir(root, name))
+    shutil.rmtree(state_mod.rebase_dir(root, name))
     ui.info(f"done: report in {REBASE_DIR}/{name}-{new.version}.json; review and commit vendor/pins.toml and patches/{name}/")
     return 0
 
@@ -487,17 +274,9 @@ def _in_progress(root: Path, name: str | None) -> dict:
         raise UsageError("no rebase in progress. Start one with `make rebase PIN=name==version`.")
     if len(found) > 1:
         raise UsageError(f"rebases of {', '.join(found)} are in progress: choose one with --only NAME (ONLY=NAME).")
-    state = _load_state(root, found[0])
+    state = state_mod.load(root, found[0])
     assert state is not None
     return state
-
-
-def _staged_markers(repo: Repo) -> list[str]:
-    bad = []
-    for f in repo("diff", "--cached", "--name-only").splitlines():
-        if f.strip() and _markers(repo.path / f):
-            bad.append(f)
-    return bad
 
 
 def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None) -> int:
@@ -522,8 +301,8 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
             result.update(status="landed" if is_l else "dropped",
                           detail="conflicted; dropped as confirmed" + (f"; tests on pristine: {landed['summary']}" if is_l else ""))
         elif repo.am_in_progress():
-            left = _unmerged(repo)
-            marked = _staged_markers(repo)
+            left = conflict_mod.unmerged(repo)
+            marked = conflict_mod.staged_markers(repo)
             if left or marked:
                 raise PatchConflict(
                     f"{pname} is not resolved yet in vendor/{name}. Fix the files, `git add` them, then "
@@ -545,7 +324,7 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
             else:
                 result.update(status="conflict", detail="resolved by hand", commit=repo.head())
         if result["status"] == "conflict":
-            result["range_diff"] = _range_diff(repo, state["old_commits"][state["next"]], repo.head())
+            result["range_diff"] = conflict_mod.range_diff(repo, state["old_commits"][state["next"]], repo.head())
         _row(result)
         for line in result.get("range_diff", "").splitlines():
             ui.info(f"    {line}")
@@ -553,7 +332,7 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
         state["next"] += 1
         state["phase"] = "replaying"
         state.pop("conflict", None)
-        _save_state(root, state)
+        state_mod.save_state(root, state)
     elif repo.am_in_progress():
         raise UnsavedWork(f"vendor/{name} is in `git am` but the rebase did not stop there; finish or abort it "
                           "(git am --abort), then `make rebase-continue`.")
@@ -564,49 +343,10 @@ def abort(root: Path, name: str | None = None) -> int:
     state = _in_progress(root, name)
     name = state["name"]
     ui.step("rebase-abort", f"{name}: restoring vendor/pins.toml, patches/{name}/ and vendor/{name}")
-    _restore(root, state)
-    shutil.rmtree(rebase_dir(root, name))
+    state_mod.restore(root, state)
+    shutil.rmtree(state_mod.rebase_dir(root, name))
     old = Pin(**state["old"])
     ui.info(f"{name} is back on {old.version}: pins, patches and checkout as before the rebase")
     return 0
 
-
-# --------------------------------------------------------------------------- command line
-
-def _root(args: argparse.Namespace) -> Path:
-    return Path(args.root).resolve()
-
-
-def _only(args: argparse.Namespace) -> str | None:
-    return args.only[0] if getattr(args, "only", None) else None
-
-
-def _factory(args: argparse.Namespace) -> EnvFactory:
-    return source_env if getattr(args, "landed_env", "wheel") == "source" else wheel_env
-
-
-def cmd_rebase(args: argparse.Namespace) -> int:
-    return start(_root(args), args.requirement, drop=args.drop, env_factory=_factory(args))
-
-
-def cmd_rebase_continue(args: argparse.Namespace) -> int:
-    return resume(_root(args), _only(args), drop=args.drop)
-
-
-def cmd_rebase_abort(args: argparse.Namespace) -> int:
-    return abort(_root(args), _only(args))
-
-
-def add_parsers(sub) -> None:
-    r = sub.add_parser("rebase", help="move one upstream's series to a new release (NAME==VERSION)")
-    r.add_argument("requirement", help="e.g. transformers==5.23.0")
-    r.add_argument("--drop", action="append", metavar="P1,P2", help="drop these patches if found landed/empty (0002, file name)")
-    r.add_argument("--landed-env", choices=["wheel", "source"], default="wheel",
-                   help="where a patch's tests run for the landed check: the official wheel over build/envs/pristine "
-                        "(default) or the pristine source tree on PYTHONPATH")
-    r.set_defaults(func=cmd_rebase)
-    c = sub.add_parser("rebase-continue", help="go on with a rebase stopped on a conflict")
-    c.add_argument("--drop", action="append", metavar="P1,P2", help="drop these patches (e.g. the conflicting one)")
-    c.set_defaults(func=cmd_rebase_continue)
-    sub.add_parser("rebase-abort", help="undo a rebase: pins, patches and checkout as before").set_defaults(func=cmd_rebase_abort)
 
