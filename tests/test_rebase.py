@@ -217,8 +217,12 @@ def test_write_pin_keeps_comments_and_other_pins(tmp_path):
     assert pins_mod.load(tmp_path) == [new, b]
 
 
-def test_command_line_rebase_conflict_continue_and_abort(proj: Project, capsys):
+def test_command_line_rebase_conflict_continue_and_abort(proj: Project, capsys, monkeypatch, tmp_path):
     from headroom.cli import main as cli_with_rebase
+
+    gitconfig = tmp_path / "gitconfig"  # `pr` commits as the person running it
+    gitconfig.write_text("[user]\n\tname = Jo Person\n\temail = jo@example.org\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
 
     root = ["--root", str(proj.root)]
     assert cli_with_rebase([*root, "rebase", "toypkg==1.1.0", "--landed-env", "source"]) == errors.PatchConflict.exit_code

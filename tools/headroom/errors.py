@@ -92,3 +92,9 @@ class NotApplied(HeadroomError):
     """A step needs ``make apply`` first."""
 
     exit_code = 14
+
+
+class IdentityMissing(HeadroomError):
+    """``make pr`` needs the person's git identity (git config user.name / user.email) for the PR commit."""
+
+    exit_code = 20
