@@ -248,3 +248,29 @@ def test_partly_landed_patch_is_named_in_the_conflict(proj: Project):
     assert "Part of it landed upstream" in msg and "now passing: test_memory" in msg and "still failing: test_aliasing" in msg
     assert "DROP=0002" in msg  # dropping stays possible, but is not recommended
     assert rebase.abort(proj.root) == 0
+
+
+def test_summary_says_what_landed_and_what_was_resolved_by_hand(proj: Project, capsys, monkeypatch):
+    """The summary after a conflict resolved by hand still says what the landed check found, and asks for a review."""
+    def runner(where, files, env):
+        return {"tests.t::test_memory": "passed", "tests.t::test_aliasing": "failed"}
+
+    monkeypatch.setattr(rebase, "RANGE_DIFF_LINES", 3)
+    with pytest.raises(errors.PatchConflict):
+        rebase.start(proj.root, "toypkg==1.1.0", env_factory=rebase.source_env, runner=runner)
+    git(proj.vendor, "checkout", "--ours", "src/toypkg/memory.py")  # keep upstream's code, carry the test
+    git(proj.vendor, "add", "src/toypkg/memory.py")
+    capsys.readouterr()
+    with pytest.raises(errors.PatchConflict):  # 0005 conflicts on 1.1.0
+        rebase.resume(proj.root)
+    out = capsys.readouterr().out
+    assert "0002-memory-stage-loads-on-the-CPU.patch" in out and "conflict  (resolved by hand)" in out
+    assert "more lines: the whole range-diff is in build/rebase/toypkg-1.1.0.json" in out
+    assert rebase.resume(proj.root, drop=["0005"]) == 0
+    captured = capsys.readouterr()
+    summary = captured.out.split(": summary", 1)[1]
+    assert "its tests on pristine 1.1.0: 1 passed, 1 failed -> partly landed" in summary
+    assert "still fails upstream: test_aliasing" in summary and "now passes upstream: test_memory" in summary
+    assert "0002-memory-stage-loads-on-the-CPU.patch was resolved by hand" in captured.err
+    assert "still describe 1.0.0" in captured.err
+    assert report(proj, "1.1.0")["results"][1]["range_diff"].count("\n") > 3  # the report keeps all of it
