@@ -204,6 +204,9 @@ def test_selection_errors(proj: Project):
         pr.select(proj.root, "toypkg/0042")
     assert pr.slug(Path("0001-Trainer-reload-the-best-PEFT-adapter-on-CPU-in-_load.patch")) == \
         "trainer-reload-the-best-peft-adapter-on-cpu-in-load"
+    # Reproduction scripts are named after the whole subject (a patch's file name cuts it).
+    assert pr.subject_slug("Release the temporary adapter state dict in load_adapter") == \
+        "release-the-temporary-adapter-state-dict-in-load-adapter"
 
 
 def test_fixes_line_and_trailers():

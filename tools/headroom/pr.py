@@ -84,6 +84,11 @@ def select(root: Path, spec: str) -> tuple[Pin, Path]:
     return pin, series.folder / chosen
 
 
+def subject_slug(subject: str) -> str:
+    """The whole subject as a file name (patch file names cut it): names the patch's reproduction script."""
+    return re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-") or "patch"
+
+
 def slug(patch: Path) -> str:
     stem = re.sub(r"^\d{4}-", "", patch.stem)
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:60] or "patch"
@@ -433,7 +438,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             test_files = {f: (alone / f).read_text(encoding="utf-8") for f in checks["tests"].get("tests", [])}
             source_diff = repo("diff", tag, commit, "--", *[f for f in files if not f.startswith("tests/")], strip=False)
             issue_needed = not prdraft.upstream_issues(message, pin.repository)
-            script = config.repro_script(slug(patch))
+            script = config.repro_script(subject_slug(message["subject"]))
             if issue_needed and script.exists():
                 envs = envs_factory(root, pin, pristine, alone) if checks["tests"].get("status") == "run" else None
                 runs = _repro_runs(script, envs, tmpdir / "repro")

@@ -24,8 +24,8 @@ warning), never an error. Layout::
     paths = ["src/transformers/trainer*.py"]      # fnmatch patterns of the changed source files
     handles = ["@SunMarc"]
 
-Reproduction scripts for ``ISSUE.md`` live in ``pr_data/<name>/repro/<slug>.py`` (the slug of the
-patch's subject, as in the ``pr/<slug>`` branch name).
+Reproduction scripts for ``ISSUE.md`` live in ``pr_data/<name>/repro/<slug>.py``: the patch's whole
+subject, lowercased, every run of other characters a ``-``.
 """
 
 from __future__ import annotations
