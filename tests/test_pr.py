@@ -97,6 +97,7 @@ def test_pr_for_one_patch(proj: Project, capsys):
     assert "| `test_load_stages_on_cpu` | failed | passed |" in body
     assert "| peak accelerator (MiB) | 812 | 64 |" in body
     assert "Reviewers for this change: @memkeeper (memory)" in body
+    assert "load() staged on the accelerator by default.\n\nThe new test" in body  # paragraphs stay paragraphs
     assert body.index("Reviewers for this change") > body.index("## Who can review?")
     assert "Upstream-" not in body and "ISSUE.md" not in body
     assert checks["applies_alone"]["status"] == "passed"
@@ -145,7 +146,7 @@ def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Projec
     assert "Save as `repro.py` and run `python repro.py`" in issue
     assert "Output with toypkg 1.0.0:\n\n```\ngreet('x') -> 'hello x'" in issue
     assert "greet('x') -> 'hello, x'" in issue.split("### Expected behavior")[1]
-    assert 'a comma between the greeting and the name ("hello, x").' in issue
+    assert 'A comma between the greeting and the name ("hello, x").' in issue
     # The branch proposed upstream carries no bookkeeping trailer.
     message = git(proj.vendor, "log", "-1", "--format=%B", "pr/greet-separate-the-name-with-a-comma")
     assert "Upstream-" not in message
@@ -213,7 +214,7 @@ def test_fixes_line_and_trailers():
     repo = "https://github.com/huggingface/transformers"
     assert prdraft.fixes_line([f"{repo}/issues/44637"], repo) == "Fixes #44637"
     assert prdraft.fixes_line([f"{repo}/pull/45649"], repo) == "Follows up on #45649"
-    assert prdraft.fixes_line(["https://elsewhere/x/1"], repo) == "Fixes https://elsewhere/x/1"
+    assert prdraft.fixes_line(["https://elsewhere/x/1"], repo) == "Related: https://elsewhere/x/1"
     msg = prdraft.parse_message(f"Subject\n\nBody.\n\nFixes: {repo}/issues/44637\nUpstream-PR: {repo}/pull/44660 (open)\n")
     assert msg["body"] == "Body." and prdraft.open_pr(msg)["number"] == "44660"
     assert prdraft.upstream_issues(msg, repo) == [f"{repo}/issues/44637"]

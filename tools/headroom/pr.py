@@ -341,7 +341,8 @@ def _repro_runs(script: Path, envs: dict[str, TestEnv] | None, work: Path) -> di
         cmd = [str(target) if c == "repro.py" else c for c in cmd]
         ui.info(f"running the reproduction on {label} ({env.label})")
         result = proc.run(cmd, cwd=work, check=False, what=f"reproduction ({label})",
-                          env={**OFFLINE_ENV, "PYTHONPATH": os.pathsep.join(str(p) for p in env.pythonpath)})
+                          env={**OFFLINE_ENV, "PYTHONWARNINGS": "ignore",  # upstream's deprecation noise, with our paths
+                               "PYTHONPATH": os.pathsep.join(str(p) for p in env.pythonpath)})
         kept = [line for line in result.output.splitlines() if not _NOISE.match(line)]
         runs[label] = "\n".join(kept[-40:]) + (f"\n(exit status {result.returncode})" if result.returncode else "")
     return runs

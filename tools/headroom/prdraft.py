@@ -92,13 +92,16 @@ def fixes_line(fixes: list[str], repository: str) -> str:
     if not fixes:
         return ""
     base = _base(repository)
-    issues = [_ref(f, repository) for f in fixes if re.fullmatch(re.escape(base) + r"/issues/\d+/?", f) or not f.startswith(base)]
+    issues = [_ref(f, repository) for f in fixes if re.fullmatch(re.escape(base) + r"/issues/\d+/?", f)]
     pulls = [_ref(f, repository) for f in fixes if re.fullmatch(re.escape(base) + r"/pull/\d+/?", f)]
+    others = [f for f in fixes if not f.startswith(base + "/")]
     lines = []
     if issues:
         lines.append("Fixes " + ", ".join(issues))
     if pulls:
         lines.append("Follows up on " + ", ".join(pulls))
+    if others:  # "Fixes" would make GitHub link or close something in another repository
+        lines.append("Related: " + ", ".join(others))
     return "\n".join(lines)
 
 
@@ -230,11 +233,11 @@ def plain_template(heading: str = "# What does this PR do?") -> str:
 
 def render_pr(config: PrConfig, pin: Pin, message: dict, checks: dict, bench: list[str], areas: list,
               issue_file: bool) -> str:
-    description = paragraphs(message["body"])
+    description = [line for p in paragraphs(message["body"]) for line in (p, "")]
     if issue_file:
-        description.append("There is no issue for this yet: the bug report drafted with this PR (ISSUE.md) has a "
-                           "standalone reproduction; open it first and link it here.")
-    description += ["", *_evidence(pin, checks, bench, "with this PR")]
+        description += ["There is no issue for this yet: the bug report drafted with this PR (ISSUE.md) has a "
+                        "standalone reproduction; open it first and link it here.", ""]
+    description += _evidence(pin, checks, bench, "with this PR")
     template = config.template.read_text(encoding="utf-8") if config.template else plain_template()
     if config.template is None:
         config = PrConfig(name=config.name, description_after="# What does this PR do?")
@@ -303,7 +306,7 @@ def render_issue(config: PrConfig, pin: Pin, message: dict, areas: list, script:
                               runs["pristine"].rstrip("\n"), "```"]
         elif s.fill == "expected":
             expected = _docstring_part(script, "Expected") if script else ""
-            lines.append(expected or "(say what should happen)")
+            lines.append(expected[:1].upper() + expected[1:] if expected else "(say what should happen)")
             if runs.get("alone"):
                 lines += ["", "Output with the fix (the pull request drafted with this report):", "", "```",
                           runs["alone"].rstrip("\n"), "```"]
