@@ -10,9 +10,11 @@ parameter equals what a single process computes on the same batch.
 import os
 import tempfile
 
+
 # What `accelerate launch --use_fsdp --fsdp_cpu_ram_efficient_loading true` sets
 os.environ["ACCELERATE_USE_FSDP"] = "true"
 os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "true"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 import torch
 import torch.distributed as dist
@@ -21,6 +23,11 @@ from accelerate.state import PartialState
 from accelerate.utils import DistributedType
 
 from transformers import BertConfig, BertForSequenceClassification, BertModel
+from transformers.utils import logging
+
+
+logging.set_verbosity_error()  # the load reports say "classifier.weight, classifier.bias: MISSING", as expected
+logging.disable_progress_bar()
 
 
 STEPS = 2
