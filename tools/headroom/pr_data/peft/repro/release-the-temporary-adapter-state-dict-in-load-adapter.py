@@ -21,7 +21,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 torch.manual_seed(0)
 adapter_dir = tempfile.mkdtemp()
-get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter_dir)
+lora = LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
+get_peft_model(LlamaForCausalLM(config), lora).save_pretrained(adapter_dir)
 
 torch.manual_seed(0)
 model = PeftModel.from_pretrained(LlamaForCausalLM(config), adapter_dir)
