@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Project, git, toy_pin
-from headroom import errors, pr
+from headroom import errors, pr, prdraft
 
 SERIES = FIXTURES / "series-rebase"
+PR_DATA = FIXTURES / "pr_data"
+ME = ("Jane Doe", "jane@example.org")
 
 
 @pytest.fixture
@@ -22,9 +24,34 @@ def proj(tmp_path, offline_pip) -> Project:
     return p
 
 
+class FakeRuff:
+    """Stands in for pip-installing ruff: a script that logs its arguments and exits with ``code``."""
+
+    def __init__(self, tmp_path: Path, code: int = 0):
+        self.asked: list[str] = []
+        self.exe = tmp_path / f"fake-ruff-{code}"
+        self.exe.write_text(f"#!/bin/sh\necho \"ruff $*\"\nexit {code}\n")
+        self.exe.chmod(0o755)
+
+    def __call__(self, root: Path, version: str) -> list[str]:
+        self.asked.append(version)
+        return [str(self.exe)]
+
+
 def make(p: Project, spec: str, **kw) -> dict:
     kw.setdefault("envs_factory", pr.source_envs)
+    kw.setdefault("identity", ME)
+    kw.setdefault("data", PR_DATA)
+    if "ruff_installer" not in kw:
+        kw["ruff_installer"] = FakeRuff(p.root.parent)
     return pr.make(p.root, spec, **kw)
+
+
+def retrail(p: Project, number: str, old: str, new: str) -> None:
+    """Change the trailers of one patch of the project's series, then re-apply."""
+    (patch,) = p.patches.glob(f"{number}-*.patch")
+    patch.write_text(patch.read_text().replace(old, new))
+    assert p.run("apply") == 0
 
 
 def test_pr_for_one_patch(proj: Project, capsys):
@@ -40,35 +67,89 @@ def test_pr_for_one_patch(proj: Project, capsys):
     (proj.root / "build" / "bench" / "toypkg-load.json").write_text(json.dumps(
         {"patch": "0002-memory-stage-loads-on-the-CPU", "pristine": {"peak_accelerator_mib": 812},
          "patched": {"peak_accelerator_mib": 64}}))
-    checks = make(proj, "toypkg/0002")
+    ruff = FakeRuff(proj.root.parent)
+    checks = make(proj, "toypkg/0002", ruff_installer=ruff)
     out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "0001-memory-stage-loads-on-the-CPU.patch", "PR.md", "checks.json", "pytest-alone.log", "pytest-pristine.log"]
-    # The branch: the pristine tag + this patch alone; the checkout's HEAD is untouched.
+    # The branch: the pristine tag + this patch alone, committed as the person running make pr; HEAD untouched.
     branch = "pr/memory-stage-loads-on-the-cpu"
     assert git(proj.vendor, "rev-parse", f"{branch}~1") == git(proj.vendor, "rev-parse", "upstream/1.0.0")
-    assert git(proj.vendor, "log", "-1", "--format=%s", branch).strip() == "memory: stage loads on the CPU"
+    assert git(proj.vendor, "log", "-1", "--format=%s|%an <%ae>|%cn <%ce>", branch).strip() == \
+        "memory: stage loads on the CPU|Jane Doe <jane@example.org>|Jane Doe <jane@example.org>"
     assert git(proj.vendor, "rev-parse", "HEAD") == head_before
     assert git(proj.vendor, "worktree", "list").count("\n") == 1
-    # The format-patch file is the series' patch (it applies alone, so the same bytes).
-    assert (out_dir / "0001-memory-stage-loads-on-the-CPU.patch").read_bytes().replace(b"[PATCH] ", b"") == \
-        (proj.patches / "0002-memory-stage-loads-on-the-CPU.patch").read_bytes()
+    # The format-patch file: the series' change, under the person's name.
+    proposed = (out_dir / "0001-memory-stage-loads-on-the-CPU.patch").read_text()
+    series_patch = (proj.patches / "0002-memory-stage-loads-on-the-CPU.patch").read_text()
+    assert "From: Jane Doe <jane@example.org>" in proposed
+    assert proposed.split("\ndiff --git", 1)[1] == series_patch.split("\ndiff --git", 1)[1]
     body = (out_dir / "PR.md").read_text()
-    for heading in ("# What does this PR do?", "## Before submitting", "## Who can review?"):
-        assert heading in body
-    assert "load() staged on the accelerator by default." in body
-    assert "Fixes #1" in body
-    assert "| `tests.test_memory_cpu::test_load_stages_on_cpu` | failed | passed |" in body
-    assert "- [x] Did you write any new necessary tests?" in body
-    assert "RssAnon rise 12 MiB" in body and "| peak_accelerator_mib | 812 | 64 |" in body
-    assert "toypkg/memory" in body  # the area to tag reviewers for
+    # The upstream's template, whole and in order, with our text in it and its boxes unticked.
+    template = (PR_DATA / "toypkg" / "PULL_REQUEST_TEMPLATE.md").read_text()
+    kept = [line for line in template.splitlines() if line.strip() and line != "Fixes # (issue)"]
+    positions = [body.splitlines().index(line) for line in kept]
+    assert positions == sorted(positions)
+    assert "- [ ] I confirm that this is not a pure code agent PR." in body and "- [x]" not in body
+    assert body.index("load() staged on the accelerator by default.") > body.index("-->")
+    assert body.index("load() staged on the accelerator by default.") < body.index("## Agent policy")
+    assert "Fixes #1" in body and "Fixes # (issue)" not in body
+    assert "| `test_load_stages_on_cpu` | failed | passed |" in body
+    assert "| peak accelerator (MiB) | 812 | 64 |" in body
+    assert "Reviewers for this change: @memkeeper (memory)" in body
+    assert "load() staged on the accelerator by default.\n\nThe new test" in body  # paragraphs stay paragraphs
+    assert body.index("Reviewers for this change") > body.index("## Who can review?")
+    assert "Upstream-" not in body and "ISSUE.md" not in body
     assert checks["applies_alone"]["status"] == "passed"
     assert checks["tests"]["verdict"] == "red->green"
     assert checks["tests"]["pristine"]["summary"] == "1 failed" and checks["tests"]["alone"]["summary"] == "1 passed"
-    assert checks["ruff"]["status"] in ("ruff not installed", "passed", "failed")
+    # ruff: the version the upstream's tree pins, check and format --check on the changed Python files.
+    assert ruff.asked == ["1.0.0"]
+    assert checks["ruff"]["status"] == "passed" and checks["ruff"]["config"] == "pyproject.toml"
+    assert "ruff check --no-cache src/toypkg/memory.py tests/test_memory_cpu.py" in checks["ruff"]["check"]["output"]
+    assert "ruff format --check --no-cache src/toypkg/memory.py" in checks["ruff"]["format"]["output"]
+    assert checks["reviewers"] == {"memory": ["@memkeeper"]}
     assert json.loads((out_dir / "checks.json").read_text())["branch"] == branch
     out = capsys.readouterr().out
     assert "no git remote" in out and "push" not in out.split("no git remote")[0]
+
+
+def test_pr_needs_the_persons_git_identity(proj: Project, monkeypatch, tmp_path):
+    empty = tmp_path / "gitconfig"
+    empty.write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    with pytest.raises(errors.IdentityMissing, match="git config --global user.name"):
+        make(proj, "toypkg/0002", identity=None)
+    empty.write_text("[user]\n\tname = Jo Person\n\temail = jo@example.org\n")
+    assert pr.user_identity(proj.root) == ("Jo Person", "jo@example.org")
+
+
+def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Project):
+    retrail(proj, "0005", "Fixes: https://example.invalid/toypkg/issues/5",
+            "Upstream-Issue: none\nUpstream-PR: https://example.invalid/toypkg/pull/7 (open, the same fix)")
+    checks = make(proj, "toypkg/0005")
+    out_dir = proj.root / "build" / "pr" / "0005-greet-separate-the-name-with-a-comma"
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "0001-greet-separate-the-name-with-a-comma.patch", "COMMENT.md", "ISSUE.md", "checks.json",
+        "pytest-alone.log", "pytest-pristine.log", "repro.py"]
+    comment = (out_dir / "COMMENT.md").read_text()
+    assert "https://example.invalid/toypkg/pull/7" in comment
+    assert "| `test_greet_comma` | failed | passed |" in comment
+    assert '+    return "hello, " + name' in comment and "def test_greet_comma" in comment
+    assert checks["upstream"]["pull_requests"][0]["state"] == "open" and checks["drafts"][0] == "COMMENT.md"
+    # The bug report: the form's sections in order, boxes unticked, the script and its real output on both trees.
+    issue = (out_dir / "ISSUE.md").read_text()
+    titles = [line for line in issue.splitlines() if line.startswith("### ")]
+    assert titles == ["### System Info", "### Who can help?", "### Information", "### Reproduction", "### Expected behavior"]
+    assert "- [ ] My own modified scripts" in issue and "@corekeeper @other-keeper (core)" in issue
+    assert "Save as `repro.py` and run `python repro.py`" in issue
+    assert "Output with toypkg 1.0.0:\n\n```\ngreet('x') -> 'hello x'" in issue
+    assert "greet('x') -> 'hello, x'" in issue.split("### Expected behavior")[1]
+    assert 'A comma between the greeting and the name ("hello, x").' in issue
+    # The branch proposed upstream carries no bookkeeping trailer.
+    message = git(proj.vendor, "log", "-1", "--format=%B", "pr/greet-separate-the-name-with-a-comma")
+    assert "Upstream-" not in message
 
 
 def test_pr_without_a_test_environment_reports_not_run(proj: Project):
@@ -76,8 +157,10 @@ def test_pr_without_a_test_environment_reports_not_run(proj: Project):
     assert checks["tests"]["status"] == "no tests"
     checks = make(proj, "toypkg/0001", envs_factory=lambda *a: None)
     assert checks["tests"]["status"] == "not run"
-    body = (proj.root / "build" / "pr" / "0001-util-add-a-clamp-helper" / "PR.md").read_text()
-    assert "With this patch alone: not run" in body and "Fixes # (no upstream issue" in body
+    out_dir = proj.root / "build" / "pr" / "0001-util-add-a-clamp-helper"
+    body = (out_dir / "PR.md").read_text()
+    assert "Tests: not run" in body and "Fixes # (issue)" in body  # no upstream issue named: the placeholder stays
+    assert (out_dir / "ISSUE.md").exists() and "(no standalone script in pr_data" in (out_dir / "ISSUE.md").read_text()
 
 
 def test_pr_refuses_a_patch_that_depends_on_an_earlier_one(proj: Project):
@@ -122,27 +205,59 @@ def test_selection_errors(proj: Project):
         pr.select(proj.root, "toypkg/0042")
     assert pr.slug(Path("0001-Trainer-reload-the-best-PEFT-adapter-on-CPU-in-_load.patch")) == \
         "trainer-reload-the-best-peft-adapter-on-cpu-in-load"
+    # Reproduction scripts are named after the whole subject (a patch's file name cuts it).
+    assert pr.subject_slug("Release the temporary adapter state dict in load_adapter") == \
+        "release-the-temporary-adapter-state-dict-in-load-adapter"
 
 
-def test_fixes_line():
+def test_fixes_line_and_trailers():
     repo = "https://github.com/huggingface/transformers"
-    assert pr.fixes_line([f"{repo}/issues/44637"], repo) == "Fixes #44637"
-    assert "follows up on #45649" in pr.fixes_line([f"{repo}/pull/45649"], repo)
-    assert pr.fixes_line(["https://elsewhere/x/1"], repo) == "Fixes https://elsewhere/x/1"
+    assert prdraft.fixes_line([f"{repo}/issues/44637"], repo) == "Fixes #44637"
+    assert prdraft.fixes_line([f"{repo}/pull/45649"], repo) == "Follows up on #45649"
+    assert prdraft.fixes_line(["https://elsewhere/x/1"], repo) == "Related: https://elsewhere/x/1"
+    msg = prdraft.parse_message(f"Subject\n\nBody.\n\nFixes: {repo}/issues/44637\nUpstream-PR: {repo}/pull/44660 (open)\n")
+    assert msg["body"] == "Body." and prdraft.open_pr(msg)["number"] == "44660"
+    assert prdraft.upstream_issues(msg, repo) == [f"{repo}/issues/44637"]
+    msg = prdraft.parse_message("S\n\nB\n\nUpstream-Issue: none (ISSUE.md)\nFixes: https://github.com/o/other/pull/1\n")
+    assert msg["upstream_issue_none"] and prdraft.upstream_issues(msg, repo) == [] and prdraft.open_pr(msg) is None
+    assert prdraft.strip_trailers("S\n\nB\n\nFixes: x\nUpstream-PR: y (open)\n") == "S\n\nB\n\nFixes: x\n"
 
 
-def test_pr_runs_ruff_when_installed_and_reports_its_failure(proj: Project, tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "ruff"
-    fake.write_text("#!/bin/sh\necho \"ruff $*\"\necho 'src/toypkg/util.py:1:1: E999 pretend'\nexit 1\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
-    with pytest.raises(errors.ProofFailed, match="ruff check failed"):
-        make(proj, "toypkg/0001")
+def test_pr_settings_are_validated(tmp_path):
+    from headroom import prconfig
+
+    for name in ("transformers", "peft"):  # the real settings parse, and name the reviewers the task expects
+        config = prconfig.load(name)
+        assert config.template is not None and config.ruff_pin_file == "setup.py"
+    tf = prconfig.load("transformers")
+    assert [a.handles for a in tf.areas_for(["src/transformers/trainer.py"])] == [("@SunMarc",)]
+    assert [a.handles for a in tf.areas_for(["src/transformers/modeling_utils.py"])] == [("@Cyrilvallez",)]
+    assert prconfig.load("peft").areas_for(["src/peft/peft_model.py"])[0].handles == ("@BenjaminBossan", "@githubnemo")
+    assert prconfig.load("no-such-upstream", tmp_path).path is None  # no file: a plain draft, not an error
+    (tmp_path / "x.toml").write_text('[lint]\nruff_pin_fle = "setup.py"\n')
+    with pytest.raises(errors.PinsError, match="Did you mean 'ruff_pin_file'"):
+        prconfig.load("x", tmp_path)
+    (tmp_path / "x.toml").write_text('[[reviewers]]\narea = "a"\npaths = ["src/*"]\nhandles = ["SunMarc"]\n')
+    with pytest.raises(errors.PinsError, match="GitHub handles"):
+        prconfig.load("x", tmp_path)
+
+
+def test_pr_reports_a_ruff_failure(proj: Project):
+    with pytest.raises(errors.ProofFailed, match="ruff failed"):
+        make(proj, "toypkg/0001", ruff_installer=FakeRuff(proj.root.parent, code=1))
     checks = json.loads((proj.root / "build" / "pr" / "0001-util-add-a-clamp-helper" / "checks.json").read_text())
-    assert checks["ruff"]["status"] == "failed" and checks["ruff"]["config"] == "pyproject.toml"
-    assert "ruff check --no-cache src/toypkg/util.py tests/test_util.py" in checks["ruff"]["output"]
+    assert checks["ruff"]["status"] == "failed" and checks["ruff"]["check"]["status"] == "failed"
+    assert "ruff check --no-cache src/toypkg/util.py tests/test_util.py" in checks["ruff"]["check"]["output"]
+
+
+def test_ruff_version_comes_from_the_upstream_tree(tmp_path):
+    from headroom import lint, prconfig
+
+    (tmp_path / "setup.py").write_text('_deps = [\n    "pytest",\n    "ruff==0.14.10",\n]\n')
+    assert lint.pinned_version(prconfig.load("transformers"), tmp_path) == ("0.14.10", 'setup.py: "ruff==0.14.10"')
+    (tmp_path / "setup.py").write_text("_deps = []\n")
+    assert lint.pinned_version(prconfig.load("transformers"), tmp_path)[0] is None
+    assert lint.run(tmp_path, prconfig.load("transformers"), tmp_path, ["setup.py"])["status"].startswith("not run: no match")
 
 
 def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project):
@@ -158,6 +273,6 @@ def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project)
     patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
     assert pr.fix_section(proj.root, patch) == "fix2"
     lines = pr.bench_figures(proj.root, proj.pin, patch)
-    assert "| rank1_load_rise_mib | 229.7 | 0.7 |" in lines
-    assert any("fix2.cases[0].envs" in line and "size=60M" in line and "ranks=2" in line for line in lines)
-    assert pr.bench_figures(proj.root, proj.pin, patch, "fix1") == ["- `build/bench/results.json, fix1`: skipped (no CUDA)"]
+    assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in lines
+    assert any(line.startswith("Memory (") and "size=60M" in line and "ranks=2" in line for line in lines)
+    assert pr.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure

@@ -202,8 +202,12 @@ def test_drop_names_and_requirement_parsing():
         rebase.parse_requirement("transformers")
 
 
-def test_command_line_rebase_conflict_continue_and_abort(proj: Project, capsys):
+def test_command_line_rebase_conflict_continue_and_abort(proj: Project, capsys, monkeypatch, tmp_path):
     from headroom.cli import main as cli_with_rebase
+
+    gitconfig = tmp_path / "gitconfig"  # `pr` commits as the person running it
+    gitconfig.write_text("[user]\n\tname = Jo Person\n\temail = jo@example.org\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
 
     root = ["--root", str(proj.root)]
     assert cli_with_rebase([*root, "rebase", "toypkg==1.1.0", "--landed-env", "source"]) == errors.PatchConflict.exit_code
@@ -243,3 +247,29 @@ def test_an_empty_patch_is_told_by_git_mailinfo_not_by_its_english(proj: Project
     empty.write_text(head + "\n", encoding="utf-8")
     assert rebase.conflict_mod.has_no_diff(repo, empty)
     assert not rebase.conflict_mod.has_no_diff(repo, full)
+
+
+def test_summary_says_what_landed_and_what_was_resolved_by_hand(proj: Project, capsys, monkeypatch):
+    """The summary after a conflict resolved by hand still says what the landed check found, and asks for a review."""
+    def runner(where, files, env):
+        return {"tests.t::test_memory": "passed", "tests.t::test_aliasing": "failed"}
+
+    monkeypatch.setattr(rebase, "RANGE_DIFF_LINES", 3)
+    with pytest.raises(errors.PatchConflict):
+        rebase.start(proj.root, "toypkg==1.1.0", env_factory=rebase.source_env, runner=runner)
+    git(proj.vendor, "checkout", "--ours", "src/toypkg/memory.py")  # keep upstream's code, carry the test
+    git(proj.vendor, "add", "src/toypkg/memory.py")
+    capsys.readouterr()
+    with pytest.raises(errors.PatchConflict):  # 0005 conflicts on 1.1.0
+        rebase.resume(proj.root)
+    out = capsys.readouterr().out
+    assert "0002-memory-stage-loads-on-the-CPU.patch" in out and "conflict  (resolved by hand)" in out
+    assert "more lines: the whole range-diff is in build/rebase/toypkg-1.1.0.json" in out
+    assert rebase.resume(proj.root, drop=["0005"]) == 0
+    captured = capsys.readouterr()
+    summary = captured.out.split(": summary", 1)[1]
+    assert "its tests on pristine 1.1.0: 1 passed, 1 failed -> partly landed" in summary
+    assert "still fails upstream: test_aliasing" in summary and "now passes upstream: test_memory" in summary
+    assert "0002-memory-stage-loads-on-the-CPU.patch was resolved by hand" in captured.err
+    assert "still describe 1.0.0" in captured.err
+    assert report(proj, "1.1.0")["results"][1]["range_diff"].count("\n") > 3  # the report keeps all of it

@@ -100,6 +100,12 @@ class DataError(HeadroomError):
     exit_code = 15
 
 
+class IdentityMissing(HeadroomError):
+    """``make pr`` needs the person's git identity (git config user.name / user.email) for the PR commit."""
+
+    exit_code = 20
+
+
 class PublishConflict(HeadroomError):
     """The index already holds a file of the same name with other bytes (``publish``); nothing is overwritten."""
 

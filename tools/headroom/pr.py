@@ -24,11 +24,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import checkout, proc, testrun, ui
+from . import checkout, lint, prconfig, prdraft, prpush, proc, repro, testrun, ui
 from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
-from .errors import CommandFailed, NotApplied, PatchConflict, ProofFailed, UsageError
+from .errors import CommandFailed, IdentityMissing, NotApplied, PatchConflict, ProofFailed, UsageError
 from .fsutil import atomic_write, atomic_write_json
 from .pins import Pin
 from .testrun import TestEnv, run_in_env
@@ -82,46 +82,29 @@ def select(root: Path, spec: str) -> tuple[Pin, Path]:
     return pin, series.folder / chosen
 
 
+def subject_slug(subject: str) -> str:
+    """The whole subject as a file name (patch file names cut it): names the patch's reproduction script."""
+    return re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-") or "patch"
+
+
 def slug(patch: Path) -> str:
     stem = re.sub(r"^\d{4}-", "", patch.stem)
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:60] or "patch"
 
 
-# --------------------------------------------------------------------------- message
+# --------------------------------------------------------------------------- identity
 
-def parse_message(text: str) -> dict:
-    """Subject, body paragraphs (trailers removed) and the ``Fixes:`` references of a commit message."""
-    lines = text.strip("\n").splitlines()
-    subject = lines[0] if lines else ""
-    body_lines = lines[1:]
-    fixes, keep = [], []
-    for line in body_lines:
-        m = re.match(r"^(Fixes|Closes|Resolves)\s*:\s*(.+)$", line.strip(), re.IGNORECASE)
-        if m:
-            fixes.append(m.group(2).strip())
-        else:
-            keep.append(line)
-    body = "\n".join(keep).strip("\n")
-    return {"subject": subject, "body": body, "fixes": fixes}
-
-
-def fixes_line(fixes: list[str], repository: str) -> str:
-    if not fixes:
-        return "Fixes # (no upstream issue is named in the patch: add one, or remove this line)"
-    base = repository.rstrip("/").removesuffix(".git")
-    issues, pulls = [], []
-    for f in fixes:
-        m = re.fullmatch(re.escape(base) + r"/(issues|pull)/(\d+)/?", f)
-        if m and m.group(1) == "pull":
-            pulls.append(f"#{m.group(2)}")
-        else:
-            issues.append(f"#{m.group(2)}" if m else f)
-    lines = []
-    if issues:
-        lines.append("Fixes " + ", ".join(issues))
-    if pulls:
-        lines.append("Fixes # (the patch names a pull request, not an issue: follows up on " + ", ".join(pulls) + ")")
-    return "\n".join(lines)
+def user_identity(root: Path) -> tuple[str, str]:
+    """``git config user.name`` and ``user.email`` of the person running make pr (their own git config)."""
+    values = []
+    for key in ("user.name", "user.email"):
+        result = proc.run(["git", "config", "--get", key], cwd=root, check=False, quiet=True, what=f"git config {key}")
+        values.append(result.output.strip() if result.returncode == 0 else "")
+    if not all(values):
+        raise IdentityMissing("the pull request branch's commit carries your git identity, and git has none: set it "
+                              "with `git config --global user.name \"Your Name\"` and `git config --global user.email "
+                              "you@example.org`, then `make pr` again.")
+    return values[0], values[1]
 
 
 # --------------------------------------------------------------------------- evidence
@@ -148,7 +131,7 @@ def fix_section(root: Path, patch: Path) -> str | None:
     try:
         repo = Repo(root)
         subjects = repo("log", "--diff-filter=A", "--format=%s", "--", str(patch.relative_to(root)))
-    except (CommandFailed, NotApplied, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
+    except (CommandFailed, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
         return None
     for subject in reversed(subjects.splitlines()):
         m = re.search(r"\(fix (\d+)\)", subject)
@@ -183,6 +166,20 @@ def _memory_leaves(side: dict) -> dict[str, object]:
     return {k: v for k, v in _leaves(base) if isinstance(v, (int, float)) and not isinstance(v, bool) and _MEMORY_KEY.search(k)}
 
 
+_WORDS = {"mib": "(MiB)", "gib": "(GiB)", "bytes": "(bytes)", "rss": "RSS", "rssanon": "RssAnon", "pct": "(%)"}
+
+
+def human(key: str) -> str:
+    """rank1_load_rise_mib -> "rank 1 load rise (MiB)": a figure's JSON key as a person reads it."""
+    last = key.rsplit(".", 1)[-1]
+    words = [_WORDS.get(w.lower(), w) for w in re.split(r"[_\s]+", re.sub(r"(rank)(\d+)", r"\1 \2", last)) if w]
+    return " ".join(words)
+
+
+def _num(value: object) -> str:
+    return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None) -> list[str]:
     """Markdown lines with the memory figures of build/bench/*.json for this patch: pristine vs patched."""
     folder = root / BENCH_DIR
@@ -204,38 +201,20 @@ def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None)
         else:
             continue
         for path, label, pristine, patched in _pairs(node):
-            title = f"`build/bench/{where}{'.' + path if path else ''}`" + (f" ({label})" if label else "")
             if "skipped" in pristine or "skipped" in patched:
-                lines.append(f"- {title}: skipped ({pristine.get('skipped') or patched.get('skipped')})")
-                continue
+                continue  # e.g. a GPU part on a machine without CUDA: no figure to show
             a, b = _memory_leaves(pristine), _memory_leaves(patched)
-            keys = [k for k in a if k in b][:15]
+            keys = [k for k in a if k in b][:6]
             if not keys:
                 continue
-            lines += ["", title, "", "| figure | pristine | patched |", "| --- | ---: | ---: |"]
-            lines += [f"| {k} | {a[k]} | {b[k]} |" for k in keys]
+            lines += ["", f"Memory ({label or where}):", "", f"| | {pin.distribution} {pin.version} | with this change |",
+                      "| --- | ---: | ---: |"]
+            lines += [f"| {human(k)} | {_num(a[k])} | {_num(b[k])} |" for k in keys]
             lines.append("")
     return lines
 
 
 # --------------------------------------------------------------------------- checks
-
-def _ruff(alone: Path, files: list[str]) -> dict:
-    py_files = [f for f in files if f.endswith(".py") and (alone / f).exists()]
-    if not py_files:
-        return {"status": "no Python files changed"}
-    exe = shutil.which("ruff")
-    argv: list[str] | None = [exe] if exe else None
-    if argv is None:
-        probe = proc.run([sys.executable, "-m", "ruff", "--version"], check=False, quiet=True, what="ruff --version")
-        argv = [sys.executable, "-m", "ruff"] if probe.returncode == 0 else None
-    if argv is None:
-        return {"status": "ruff not installed"}
-    config = [c for c in ("ruff.toml", ".ruff.toml", "pyproject.toml") if (alone / c).exists()]
-    result = proc.run([*argv, "check", "--no-cache", *py_files], cwd=alone, check=False, what="ruff check")
-    return {"status": "passed" if result.returncode == 0 else "failed", "config": config[0] if config else "(ruff defaults)",
-            "files": py_files, "output": result.output[-6000:]}
-
 
 def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, alone: Path,
                  envs_factory: EnvsFactory, runner: Runner, work: Path, keep_logs: Path | None = None) -> dict:
@@ -262,125 +241,20 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
     return out
 
 
-# --------------------------------------------------------------------------- body
-
-def _outcome_table(pristine: dict[str, str], patched: dict[str, str], right: str) -> list[str]:
-    rows = [f"| test | pristine | {right} |", "| --- | --- | --- |"]
-    for t in sorted(set(pristine) | set(patched)):
-        rows.append(f"| `{t}` | {pristine.get(t, '-')} | {patched.get(t, '-')} |")
-    return rows
-
-
-def render_body(pin: Pin, patch: Path, message: dict, files: list[str], checks: dict, proof: dict | None,
-                figures: list) -> str:
-    repo_url = pin.repository.rstrip("/").removesuffix(".git")
-    tests_added = bool(checks["tests"].get("tests"))
-    lines = ["# What does this PR do?", ""]
-    lines += [f"**{message['subject']}**", ""]
-    if message["body"]:
-        lines += [message["body"], ""]
-    lines += [fixes_line(message["fixes"], pin.repository), ""]
-    lines += ["### Evidence: the new tests fail before this change and pass with it", ""]
-    t = checks["tests"]
-    if t.get("status") == "run":
-        lines += [f"With this patch alone on `{pin.tag}` ({pin.distribution} {pin.version}): **{t['verdict']}**", ""]
-        lines += _outcome_table(t["pristine"]["outcomes"], t["alone"]["outcomes"], "with this PR")
-        lines.append("")
-        for label, right in (("pristine", "pristine"), ("alone", "with this PR")):
-            for fig in t[label].get("figures", []):
-                lines.append(f"- {right}: {fig}")
-        if any(t[label].get("figures") for label in ("pristine", "alone")):
-            lines.append("")
-    else:
-        lines += [f"With this patch alone: {t.get('status')} ({t.get('reason', t.get('verdict', ''))})", ""]
-    if proof and proof.get("pristine", {}).get("outcomes"):
-        lines += [(f"In the full series (`{proof['patch']}`, build/report.json): **{proof.get('verdict')}**, "
-                   f"pristine {proof['pristine'].get('summary')}, patched {proof['patched'].get('summary')}"), ""]
-        lines += _outcome_table(proof["pristine"]["outcomes"], proof["patched"].get("outcomes", {}), "patched")
-        lines.append("")
-        for f in proof.get("figures", []):
-            lines.append(f"- {f}")
-        if proof.get("figures"):
-            lines.append("")
-    if figures:
-        lines += ["### Memory (build/bench)", ""] + figures + [""]
-    lines += ["Files changed: " + ", ".join(f"`{f}`" for f in files), ""]
-    lines += [
-        "## Before submitting",
-        "- [ ] This PR fixes a typo or improves the docs (you can dismiss the other checks if that's the case).",
-        f"- [ ] Did you read the [contributor guideline]({repo_url}/blob/main/CONTRIBUTING.md), Pull Request section?",
-        "- [ ] Was this discussed/approved via a GitHub issue or the forum? Please add a link to it if that's the case."
-        + (" (see the Fixes line above)" if message["fixes"] else ""),
-        "- [ ] Did you make sure to update the documentation with your changes?",
-        f"- [{'x' if tests_added else ' '}] Did you write any new necessary tests?",
-        "",
-        "## Who can review?",
-        "",
-        "Anyone in the community is free to review the PR once the tests have passed. "
-        "Tag the maintainers of: " + ", ".join(sorted({_area(f) for f in files if not f.startswith("tests/")}) or ["(tests only)"]),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _area(path: str) -> str:
-    parts = Path(path).parts
-    if len(parts) >= 3 and parts[0] == "src":
-        return "/".join(parts[1:3]).removesuffix(".py")
-    return parts[0] if parts else path
-
-
-# --------------------------------------------------------------------------- push commands
-
-def _norm_url(url: str) -> str:
-    """https://host/owner/repo(.git), git@host:owner/repo.git, ssh://git@host/owner/repo -> host/owner/repo."""
-    u = url.strip().rstrip("/").removesuffix(".git")
-    u = re.sub(r"^[a-z+]+://", "", u)
-    u = re.sub(r"^[^@/]+@", "", u)
-    if ":" in u.split("/", 1)[0]:
-        u = u.replace(":", "/", 1)
-    return u.lower()
-
-
-def push_commands(repo: Repo, pin: Pin, branch: str, out_dir: Path, root: Path, subject: str) -> list[str]:
-    """The commands that would propose the patch; empty when no remote is configured."""
-    remotes = {}
-    for line in repo("remote", "-v").splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            remotes.setdefault(parts[0], parts[1])
-    if not remotes or not pin.tag:
-        return []
-    base = _norm_url(pin.repository)
-    norm = {n: _norm_url(u) for n, u in remotes.items()}
-    upstream = next((n for n, u in norm.items() if u == base), None)
-    fork = next((n for n in remotes if n != upstream), None)
-    owner_repo = "/".join(base.split("/")[-2:])
-    repo_url = pin.repository.rstrip("/").removesuffix(".git")
-    vendor = f"vendor/{pin.name}"
-    patch_files = sorted(out_dir.glob("*.patch"))
-    patch_rel = patch_files[0].relative_to(root) if patch_files else out_dir / "*.patch"
-    cmds = []
-    if upstream:
-        cmds.append(f"git -C {vendor} fetch {upstream} tag {pin.tag} --no-tags")
-    else:
-        cmds.append(f"git -C {vendor} fetch {repo_url}.git tag {pin.tag} --no-tags")
-    cmds.append(f"git -C {vendor} switch -c {branch}-on-{pin.tag} {pin.tag}   # the upstream git tag, not the sdist import")
-    cmds.append(f"git -C {vendor} am --3way {Path('../..') / patch_rel}")
-    target = fork or "<your-fork-remote>"
-    cmds.append(f"git -C {vendor} push {target} {branch}-on-{pin.tag}:{branch}")
-    fork_owner = norm[fork].split("/")[-2] if fork and norm[fork].count("/") >= 2 else "<you>"
-    title = subject.replace('"', '\\"')
-    cmds.append(f'gh pr create --repo {owner_repo} --base main --head {fork_owner}:{branch} '
-                f'--title "{title}" --body-file {out_dir.relative_to(root)}/PR.md')
-    return cmds
-
-
 # --------------------------------------------------------------------------- main
 
+def _identity_env(identity: tuple[str, str]) -> dict[str, str]:
+    name, email = identity
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
 def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = run_in_env,
-         bench: str | None = None) -> dict:
+         bench: str | None = None, ruff_installer: lint.Installer = lint.pip_install,
+         identity: tuple[str, str] | None = None, data: Path = prconfig.DATA) -> dict:
     pin, patch = select(root, spec)
+    config = prconfig.load(pin.name, data)
+    if config.path is None:
+        ui.warn(f"no pr_data/{pin.name}.toml: a plain draft (no upstream template, no reviewers, no pinned ruff)")
     dest = checkout.vendor_dir(root, pin)
     if not (dest / ".git").exists():
         raise NotApplied(f"vendor/{pin.name} does not exist. Run `make apply` first.")
@@ -388,13 +262,17 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
     tag = checkout.upstream_tag(pin)
     if not repo.try_("rev-parse", "--verify", "-q", f"refs/tags/{tag}")[0]:
         raise NotApplied(f"vendor/{pin.name} has no tag {tag}. Run `make apply` first.")
+    identity = identity or user_identity(root)
     branch = f"pr/{slug(patch)}"
     out_dir = root / PR_DIR / patch.stem
     ui.step("pr", f"{pin.name}/{patch.name} alone on {tag} -> branch {branch}, {out_dir.relative_to(root)}/")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    checks: dict = {"patch": str(patch.relative_to(root)), "base": tag, "branch": branch}
+    checks: dict = {"patch": str(patch.relative_to(root)), "base": tag, "branch": branch,
+                    "author": f"{identity[0]} <{identity[1]}>"}
+    runs: dict[str, str] = {}
+    versions = ""
     with tempfile.TemporaryDirectory(prefix="headroom-pr-") as tmp:
         tmpdir = Path(tmp)
         alone, pristine = tmpdir / "alone", tmpdir / "pristine"
@@ -402,7 +280,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
         repo("worktree", "add", "-q", "--detach", str(pristine), tag)
         try:
             wt = Repo(alone)
-            ok, err = wt.try_(*checkout.AM, "--no-3way", str(patch))
+            ok, err = wt.try_("am", "--no-3way", "--keep-non-patch", str(patch))
             if not ok:
                 failing = checkout.failing_files(wt, patch)
                 wt.try_("am", "--abort")
@@ -414,10 +292,15 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
                     "first), then `make pr` again.",
                     details="files that fail: " + (", ".join(failing) or "(see git)") + "\n" + checkout.hunk_lines(err),
                 )
+            message = prdraft.parse_message(wt("log", "-1", "--format=%B"))
+            # The branch proposed upstream: the person's identity, without our bookkeeping trailers.
+            msg_file = tmpdir / "message.txt"
+            msg_file.write_text(prdraft.strip_trailers(wt("log", "-1", "--format=%B")), encoding="utf-8")
+            wt("commit", "-q", "--amend", "--no-verify", "--reset-author", "-F", str(msg_file), env=_identity_env(identity))
             commit = wt.head()
             checks["applies_alone"] = {"status": "passed"}
             repo("branch", "-f", branch, commit)
-            ui.info(f"branch {branch} -> {commit[:12]} ({tag} + this patch)")
+            ui.info(f"branch {branch} -> {commit[:12]} ({tag} + this patch, author {checks['author']})")
             files = [f for f in repo("diff-tree", "--no-commit-id", "--name-only", "-r", commit).split() if f]
             fp_dir = tmpdir / "fp"
             repo(*export_mod.FORMAT_PATCH, "--start-number=1", "-o", str(fp_dir), "-1", commit)
@@ -425,27 +308,58 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             atomic_write(out_dir / produced.name, produced.read_bytes())
             checks["tests"] = _tests_alone(root, pin, repo, commit, pristine, alone, envs_factory, runner, tmpdir,
                                            keep_logs=out_dir)
-            checks["ruff"] = _ruff(alone, files)
+            checks["ruff"] = lint.run(root, config, alone, files, ruff_installer)
+            test_files = {f: (alone / f).read_text(encoding="utf-8") for f in checks["tests"].get("tests", [])}
+            source_diff = repo("diff", tag, commit, "--", *[f for f in files if not f.startswith("tests/")], strip=False)
+            issue_needed = not prdraft.upstream_issues(message, pin.repository)
+            script = config.repro_script(subject_slug(message["subject"]))
+            if issue_needed and script.exists():
+                envs = envs_factory(root, pin, pristine, alone) if checks["tests"].get("status") == "run" else None
+                runs = repro.runs(script, envs, tmpdir / "repro")
+                versions = repro.versions(pin, envs)
         finally:
             repo("worktree", "remove", "--force", str(alone))
             repo("worktree", "remove", "--force", str(pristine))
-    message = parse_message(repo("log", "-1", "--format=%B", commit))
+    checks["upstream"] = {"issues": prdraft.upstream_issues(message, pin.repository),
+                          "issue_none_recorded": message["upstream_issue_none"], "pull_requests": message["upstream_prs"]}
     proof = proof_entry(root, pin, patch)
     checks["proof_in_series"] = {"verdict": proof.get("verdict")} if proof else {"status": "no build/report.json entry"}
-    figures = bench_figures(root, pin, patch, bench)
-    body = render_body(pin, patch, message, files, checks, proof, figures)
-    atomic_write(out_dir / "PR.md", body)
-    cmds = push_commands(repo, pin, branch, out_dir, root, message["subject"])
+    areas = config.areas_for([f for f in files if not f.startswith("tests/")])
+    checks["reviewers"] = {a.area: list(a.handles) for a in areas}
+    written = []
+    open_pr = prdraft.open_pr(message)
+    if open_pr:
+        ui.info(f"upstream PR {open_pr['url']} is open and proposes this fix: COMMENT.md for it instead of a new PR")
+        atomic_write(out_dir / "COMMENT.md", prdraft.render_comment(pin, message, checks, open_pr, test_files, source_diff))
+        written.append("COMMENT.md")
+    else:
+        figures = bench_figures(root, pin, patch, bench)
+        atomic_write(out_dir / "PR.md", prdraft.render_pr(config, pin, message, checks, figures, areas, issue_needed))
+        written.append("PR.md")
+    if issue_needed:
+        text = script.read_text(encoding="utf-8") if script.exists() else None
+        if text is None:
+            ui.warn(f"no reproduction script {script}: ISSUE.md asks for one")
+        else:
+            atomic_write(out_dir / "repro.py", text)
+            written.append("repro.py")
+        atomic_write(out_dir / "ISSUE.md", prdraft.render_issue(config, pin, message, areas, text, runs, versions))
+        written.append("ISSUE.md")
+    checks["drafts"] = written
+    cmds = prpush.commands(repo, pin, branch, out_dir, root, message["subject"], open_pr, issue_needed)
     checks["push_commands"] = cmds
     atomic_write_json(out_dir / "checks.json", checks)
     t = checks["tests"]
     ui.info(f"applies alone on {tag}: passed")
     ui.info(f"tests alone: {t.get('verdict') if t.get('status') == 'run' else t.get('status')}"
             + (f" (pristine {t['pristine']['summary']}; alone {t['alone']['summary']})" if t.get("status") == "run" else ""))
-    ui.info(f"ruff: {checks['ruff']['status']}")
-    ui.info(f"wrote {out_dir.relative_to(root)}/PR.md, {produced.name}, checks.json")
+    r = checks["ruff"]
+    ui.info(f"ruff {r['version']} (pinned in {r['pinned_in']}): check {r['check']['status']}, format --check "
+            f"{r['format']['status']}" if "version" in r else f"ruff: {r['status']}")
+    ui.info(f"reviewers: {prdraft.reviewers_line(areas, config)}")
+    ui.info(f"wrote {out_dir.relative_to(root)}/: {', '.join(written)}, {produced.name}, checks.json")
     if cmds:
-        ui.info("to propose it (nothing was pushed):")
+        ui.info("to propose it (nothing was pushed or posted):")
         for c in cmds:
             print(f"    {c}", flush=True)
     else:
@@ -454,9 +368,9 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
     problems = []
     if t.get("status") == "run" and t["verdict"] != "red->green":
         problems.append(f"its tests alone: {t['verdict']}")
-    if checks["ruff"]["status"] == "failed":
-        problems.append("ruff check failed (see checks.json)")
+    if r["status"] == "failed":
+        problems.append("ruff failed (see checks.json)")
     if problems:
         raise ProofFailed(f"{patch.name} is not ready to propose: {'; '.join(problems)}. Fix the patch in vendor/{pin.name}, "
-                          f"`make export`, then `make pr PATCH={spec}` again. PR.md was written for review.")
+                          f"`make export`, then `make pr PATCH={spec}` again. The drafts were written for review.")
     return checks

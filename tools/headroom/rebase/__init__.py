@@ -154,6 +154,24 @@ def _row(result: dict) -> None:
     ui.info(f"{result['patch']:<60} {result['status']}{extra}")
 
 
+RANGE_DIFF_LINES = 40
+
+
+def _verdict_text(ev: dict) -> str:
+    return {"not landed": "still needed", "partly landed": "partly landed (carry only what is still missing)",
+            "landed": "landed"}.get(ev.get("verdict", ""), ev.get("verdict", ""))
+
+
+def _show_range_diff(result: dict, new: Pin) -> None:
+    """The range-diff of old and new patch, at most RANGE_DIFF_LINES lines (all of it is in the JSON report)."""
+    lines = result.get("range_diff", "").splitlines()
+    for line in lines[:RANGE_DIFF_LINES]:
+        ui.info(f"    {line}")
+    if len(lines) > RANGE_DIFF_LINES:
+        ui.info(f"    ... {len(lines) - RANGE_DIFF_LINES} more lines: the whole range-diff is in "
+                f"{REBASE_DIR}/{new.name}-{new.version}.json")
+
+
 def _replay(root: Path, state: dict) -> int:
     name = state["name"]
     new = Pin(**state["new"])
@@ -219,9 +237,7 @@ def _replay(root: Path, state: dict) -> int:
                 result["textual"] = result["status"]
                 result["status"] = "landed"
         _row(result)
-        if result.get("range_diff"):
-            for line in result["range_diff"].splitlines():
-                ui.info(f"    {line}")
+        _show_range_diff(result, new)
         state["results"].append(result)
         state["next"] = i + 1
         state["phase"] = "replaying"
@@ -238,6 +254,13 @@ def _finish(root: Path, state: dict) -> int:
     ui.step("rebase", f"{name} {old.version} -> {new.version}: summary")
     for r in results:
         _row(r)
+        ev = state["landed"].get(r["patch"], {})
+        if ev.get("summary"):
+            ui.info(f"    its tests on pristine {new.version}: {ev['summary']} -> {_verdict_text(ev)}")
+        for t in ev.get("now_passing", []):
+            ui.info(f"      now passes upstream: {t.rsplit('::', 1)[-1]}")
+        for t in ev.get("still_failing", []):
+            ui.info(f"      still fails upstream: {t.rsplit('::', 1)[-1]}")
     kept_landed = [r for r in results if r["status"] == "landed" and r.get("commit")]
     for r in results:
         ev = state["landed"].get(r["patch"], {})
@@ -249,6 +272,11 @@ def _finish(root: Path, state: dict) -> int:
         ui.warn(f"{r['patch']} looks landed ({r['detail']}) but was kept (not confirmed). To drop it later: "
                 f"`make rebase-abort` now and `make rebase PIN={new.distribution}=={new.version} DROP={r['patch'][:4]}`, "
                 f"or remove it from patches/{name}/ after this rebase and `make apply`.")
+    by_hand = [r["patch"] for r in results if r["status"] == "conflict" and r.get("commit")]
+    for pname in by_hand:
+        ui.warn(f"{pname} was resolved by hand: its commit message and tests still describe {old.version}. Review "
+                f"them on {new.version} (cd vendor/{name}; git rebase -i {checkout.upstream_tag(new)}; make export), "
+                "then `make build test`.")
     # The replay commits become the series (a patch dropped as confirmed was never committed).
     ui.step("rebase", f"export patches/{name}/, pin {new.requirement}, apply")
     export_mod.export(root, new)
@@ -326,8 +354,7 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
         if result["status"] == "conflict":
             result["range_diff"] = conflict_mod.range_diff(repo, state["old_commits"][state["next"]], repo.head())
         _row(result)
-        for line in result.get("range_diff", "").splitlines():
-            ui.info(f"    {line}")
+        _show_range_diff(result, Pin(**state["new"]))
         state["results"].append(result)
         state["next"] += 1
         state["phase"] = "replaying"
