@@ -131,7 +131,7 @@ def fix_section(root: Path, patch: Path) -> str | None:
     try:
         repo = Repo(root)
         subjects = repo("log", "--diff-filter=A", "--format=%s", "--", str(patch.relative_to(root)))
-    except (CommandFailed, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
+    except (CommandFailed, NotApplied, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
         return None
     for subject in reversed(subjects.splitlines()):
         m = re.search(r"\(fix (\d+)\)", subject)
