@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import testrun
+
 SCHEMA = 2  # 2: the releases section
 MODES = ("quick", "full")
 ENVS = ("pristine", "patched")
@@ -40,16 +42,6 @@ PLAN = {
 }
 GPU_LORA_RANKS = {"quick": [64], "full": [16, 256, 1024]}
 SWEEP_RANKS = 2
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_ENDPOINT": "http://127.0.0.1:9",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONPATH": "",
-    "PYTHONNOUSERSITE": "1",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "OMP_NUM_THREADS": "1",
-}
+# The offline environment of every test run (testrun), quiet progress bars, one thread per rank.
+OFFLINE_ENV = {**testrun.OFFLINE_ENV, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_NUM_THREADS": "1"}
 FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}

@@ -24,35 +24,14 @@ from pathlib import Path
 from .. import proc, ui
 from ..errors import CommandFailed
 from ..fsutil import atomic_write
+from .common import ENVS, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES
+from .machine import available_bytes
 
-ENVS = ("pristine", "patched")
-OUT_DIR = Path("build") / "bench"
-MODELS_DIR = OUT_DIR / "models"
 WORKER = Path(__file__).parent.parent / "bench_data" / "prepare_worker.py"
-MIB = 2**20
 GOAL_PEAK_OVER_FINAL = 1.05  # the patch's goal: rank 1's peak in prepare within 5% of what it keeps
 _LLAMA = {"tie_word_embeddings": False, "max_position_embeddings": 2048}
-# Random Llama-style float32 models: ~245M and ~953M parameters (the sizes of the fix 2 bench).
-SIZES = {
-    "60M": {"vocab_size": 32000, "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8,
-            "num_attention_heads": 8},
-    "250M": {"vocab_size": 32000, "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 14,
-             "num_attention_heads": 16},
-    "1B": {"vocab_size": 32000, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 16,
-           "num_attention_heads": 16},
-}
 PLAN = {"quick": {"sizes": ["60M"], "ranks": [2]}, "full": {"sizes": ["250M", "1B"], "ranks": [2, 4]}}
-ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_ENDPOINT": "http://127.0.0.1:9",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONPATH": "",
-    "PYTHONNOUSERSITE": "1",
-    "PYTHONDONTWRITEBYTECODE": "1",
-    "OMP_NUM_THREADS": "1",
-}
+ENV = OFFLINE_ENV  # the bench's offline environment (one thread per rank)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -155,17 +134,6 @@ def terminal_lines(section: dict) -> list[str]:
 # Measurement
 
 
-def _meminfo_available() -> int:
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def estimated_bytes(env: str, meta: dict, ranks: int) -> int:
     """RAM a job needs at its peak: per rank the process (~600 MiB) and its shard, plus the largest full parameter on
     the ranks other than 0 on pristine; the checkpoint's pages (page cache, read by rank 0) once."""
@@ -221,7 +189,7 @@ def run(root: Path, pythons: dict[str, Path], mode: str) -> dict:
             case = {"size": size, "params": meta["params"], "model_bytes": meta["bytes"], "ranks": ranks,
                     "largest_param_bytes": meta["largest_param_bytes"], "config": SIZES[size], "envs": {}}
             for env in ENVS:
-                need, avail = estimated_bytes(env, meta, ranks), _meminfo_available()
+                need, avail = estimated_bytes(env, meta, ranks), available_bytes()
                 if avail and need + 2**30 > avail:
                     reason = f"skipped: needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
                     ui.warn(f"accelerate prepare {size} x {ranks} ranks ({env}): {reason}")
