@@ -244,3 +244,30 @@ def test_tinyhub_switch_picks_the_cache_each_suite_runs_with(tmp_path, monkeypat
     else:
         assert built == [] and homes["junit-peft-hub-patched.xml"] == str(out / "hf-home")
         assert "tinyhub" not in report["suites"]["peft-hub"]["patched"]
+
+
+@pytest.mark.parametrize(("jobs", "expected"), [("1", None), ("2", "2"), ("auto", "auto")])
+def test_jobs_spread_a_suite_over_xdist_workers_unless_it_is_serial_only(tmp_path, monkeypatch, jobs, expected):
+    """--jobs N gives the suites that may run in parallel `-n N` (pytest-xdist); --jobs 1 and a serial-only suite
+    run in one process."""
+    from headroom import proc
+
+    (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
+    suites = (upstream.Suite("peft-par", "peft", ("tests",)), upstream.Suite("peft-ser", "peft", ("tests",), parallel=False))
+    monkeypatch.setitem(upstream.SELECTIONS, "default", suites)
+    monkeypatch.setattr(upstream, "load_known", lambda: [])
+    monkeypatch.setattr(upstream, "_patch_added_tests", lambda root, pin: [])
+    workers = {}
+
+    def fake_run(args, **kwargs):
+        junit = _junit_of(args)
+        argv = [str(a) for a in args]
+        workers[junit.name] = argv[argv.index("-n") + 1] if "-n" in argv else None
+        junit.write_text(PRISTINE, encoding="utf-8")
+        return proc.Result(argv, 0, "output\n")
+
+    monkeypatch.setattr(proc, "run", fake_run)
+    upstream.run(tmp_path, [PEFT_PIN], {"patched": Path("py")}, selection="default", use_tinyhub=False, jobs=jobs)
+    assert workers == {"junit-peft-par-patched.xml": expected, "junit-peft-ser-patched.xml": None}
+    report = json.loads((tmp_path / "build" / "report.json").read_text())["upstream"]
+    assert report["jobs"] == jobs

@@ -67,7 +67,7 @@ def prove(root: Path, pins: list[Pin], pythons: dict[str, Path]) -> list[dict]:
     return entries
 
 
-def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True, jobs: str = "auto") -> int:
+def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True, jobs: str = "1") -> int:
     all_pins = pins_mod.load(root)  # the environments hold every pinned upstream, `--only` or not
     ui.step("test", "environments")
     pythons = {}
