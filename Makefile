@@ -4,7 +4,7 @@
 # Options: V=1 (show everything), NO_WAIT=1 (exit 40 at once if another run holds a lock), FORCE=1 (apply over unsaved work, saved to a bundle first),
 #          ONLY=name (one upstream), UPSTREAM=default|full|none (upstream suite selection),
 #          TINYHUB=0 (upstream suites without the local tiny hub of random-weight stand-ins),
-#          JOBS=1|auto|N (pytest-xdist workers for the upstream suites; default 1: one process, faster on 2 cores).
+#          JOBS=auto|N|1 (pytest-xdist workers for the upstream suites; default auto: one per core, 1: one process).
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
 #   make bench BENCH=quick|full [RELEASES=5.5.4,5.23.0]   memory benchmark + pipeline timing (default full)
@@ -17,7 +17,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 UPSTREAM ?= default
 TINYHUB ?= 1
-JOBS    ?= 1
+JOBS    ?= auto
 BENCH   ?= full
 HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(if $(filter-out 0,$(NO_WAIT)),--no-wait) $(foreach n,$(ONLY),--only $(n))
 TOOL_STAMP = $(VENV)/.installed

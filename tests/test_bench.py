@@ -351,3 +351,16 @@ def test_memory_jobs_of_the_releases_section_are_not_run_twice():
     assert set(done) == {("60M", 2, "pristine"), ("60M", 2, "patched")}
     assert done[("60M", 2, "pristine")]["summary"]["rank1_load_rise_mib"] == 229.5
     assert done[("60M", 2, "patched")]["measured_in"] == "releases"
+
+
+def test_a_case_that_would_leave_under_1_gib_free_is_skipped_with_its_figures(monkeypatch, capsys):
+    from headroom.bench import machine
+
+    monkeypatch.setattr(machine, "_meminfo", lambda: {"MemAvailable": 10 * 2**30})
+    assert machine.too_big(8 * 2**30, "fix 2 1b x 2 ranks (patched)") is None
+    reason = machine.too_big(9 * 2**30 + 1, "fix 2 1b x 4 ranks (pristine)")
+    assert reason == "skipped: needs ~9.0 GiB, 10.0 GiB available"
+    said = capsys.readouterr()
+    assert "fix 2 1b x 4 ranks (pristine): skipped: needs ~9.0 GiB" in said.out + said.err
+    monkeypatch.setattr(machine, "_meminfo", lambda: {})  # no /proc/meminfo: run it, nothing to judge by
+    assert machine.too_big(2**50, "x") is None

@@ -246,28 +246,44 @@ def test_tinyhub_switch_picks_the_cache_each_suite_runs_with(tmp_path, monkeypat
         assert "tinyhub" not in report["suites"]["peft-hub"]["patched"]
 
 
-@pytest.mark.parametrize(("jobs", "expected"), [("1", None), ("2", "2"), ("auto", "auto")])
-def test_jobs_spread_a_suite_over_xdist_workers_unless_it_is_serial_only(tmp_path, monkeypatch, jobs, expected):
-    """--jobs N gives the suites that may run in parallel `-n N` (pytest-xdist); --jobs 1 and a serial-only suite
-    run in one process."""
+@pytest.mark.parametrize(("jobs", "cpus", "n", "threads"), [("1", 2, 1, None), ("auto", 2, 2, 1), ("auto", 16, 16, 1),
+                                                          ("2", 2, 2, 1), ("2", 16, 2, 8), ("3", 16, 3, 5), ("8", 2, 8, 1)])
+def test_each_xdist_worker_gets_its_share_of_the_cores(monkeypatch, jobs, cpus, n, threads):
+    monkeypatch.setattr(upstream.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert (upstream.workers(jobs), upstream.worker_threads(jobs)) == (n, threads)
+
+
+@pytest.mark.parametrize(("jobs", "expected", "threads"), [("1", None, None), ("2", "2", "1"), ("auto", "2", "1")])
+def test_jobs_spread_a_suite_over_xdist_workers_unless_it_is_serial_only(tmp_path, monkeypatch, jobs, expected,
+                                                                          threads):
+    """--jobs N gives the suites that may run in parallel `-n N` (pytest-xdist), each worker one thread per core it
+    has (2 cores here); --jobs 1 and a serial-only suite run in one process with torch's own thread count."""
     from headroom import proc
 
+    monkeypatch.setattr(upstream.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
     suites = (upstream.Suite("peft-par", "peft", ("tests",)), upstream.Suite("peft-ser", "peft", ("tests",), parallel=False))
     monkeypatch.setitem(upstream.SELECTIONS, "default", suites)
     monkeypatch.setattr(upstream, "load_known", lambda: [])
     monkeypatch.setattr(upstream, "_patch_added_tests", lambda root, pin: [])
-    workers = {}
+    workers, omp = {}, {}
 
     def fake_run(args, **kwargs):
         junit = _junit_of(args)
         argv = [str(a) for a in args]
         workers[junit.name] = argv[argv.index("-n") + 1] if "-n" in argv else None
+        omp[junit.name] = kwargs["env"].get("OMP_NUM_THREADS")
         junit.write_text(PRISTINE, encoding="utf-8")
         return proc.Result(argv, 0, "output\n")
 
     monkeypatch.setattr(proc, "run", fake_run)
     upstream.run(tmp_path, [PEFT_PIN], {"patched": Path("py")}, selection="default", use_tinyhub=False, jobs=jobs)
     assert workers == {"junit-peft-par-patched.xml": expected, "junit-peft-ser-patched.xml": None}
+    assert omp == {"junit-peft-par-patched.xml": threads, "junit-peft-ser-patched.xml": None}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins (proc.run passes it through)
+    omp.clear()
+    upstream.run(tmp_path, [PEFT_PIN], {"patched": Path("py")}, selection="default", use_tinyhub=False, jobs=jobs)
+    assert omp == {"junit-peft-par-patched.xml": None, "junit-peft-ser-patched.xml": None}
     report = json.loads((tmp_path / "build" / "report.json").read_text())["upstream"]
     assert report["jobs"] == jobs

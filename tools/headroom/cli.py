@@ -170,9 +170,9 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
     t.add_argument("--upstream", default="default", choices=("default", "full", "none"),
                    help="upstream suite selection: default, full or none")
-    t.add_argument("--jobs", default="1", type=_jobs,
-                   help="pytest-xdist workers for the upstream suites: 1 (the default: one process per suite, the "
-                        "fastest measured on 2 cores, see README), auto (one per core) or a number")
+    t.add_argument("--jobs", default="auto", type=_jobs,
+                   help="pytest-xdist workers for the upstream suites: auto (the default: one per core, each with "
+                        "its share of torch's threads), a number, or 1 (one process per suite)")
     t.add_argument("--no-tinyhub", dest="tinyhub", action="store_false",
                    help="run every suite with an empty Hugging Face cache (default: the suites marked for it "
                         "get the local tiny hub); compare the two to see what the tiny hub brings in")

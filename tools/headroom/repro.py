@@ -36,7 +36,7 @@ def runs(script: Path, envs: dict[str, TestEnv] | None, work: Path) -> dict[str,
                           env={**testrun.OFFLINE_ENV, "PYTHONWARNINGS": "ignore",  # upstream's deprecation noise, with our paths
                                "PYTHONPATH": os.pathsep.join(str(p) for p in env.pythonpath)})
         kept = [line for line in result.output.splitlines() if not _NOISE.match(line)]
-        runs[label] = "\n".join(kept[-40:]) + (f"\n(exit status {result.returncode})" if result.returncode else "")
+        runs[label] = "\n".join(kept[-40:]).strip("\n") + (f"\n(exit status {result.returncode})" if result.returncode else "")
     return runs
 
 

@@ -20,6 +20,7 @@ Results: build/report.json ("upstream"), JUnit XML and logs under build/upstream
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,18 +79,21 @@ ACCELERATE_CORE = ("tests/test_utils.py", "tests/test_dataclasses.py", "tests/te
 
 SELECTIONS: dict[str, tuple[Suite, ...]] = {
     "default": (
-        Suite("accelerate-core", "accelerate", ACCELERATE_CORE),
+        # Too small to gain from workers: starting them cost more than they saved (README: 8 s in one process, 14 s
+        # on 2 workers), and the training suite is one test.
+        Suite("accelerate-core", "accelerate", ACCELERATE_CORE, parallel=False),
         # with random-weight stand-ins for the tiny hub models its tests load (tinyhub.py)
         Suite("peft-core", "peft", tuple(f"tests/{f}.py" for f in PEFT_CORE), tinyhub=True),
         Suite("peft-custom-models", "peft", ("tests/test_custom_models.py",), keyword=CUSTOM_MODELS_K),
-        Suite("transformers-training", "transformers", (TRAINING,), ours=(TRAINING,)),
+        Suite("transformers-training", "transformers", (TRAINING,), ours=(TRAINING,), parallel=False),
     ),
     # Everything offline. Without the tiny hub: with it, the hub-model files (test_decoder_models.py
     # and the like) would run thousands of tests on random stand-ins that nobody has triaged yet.
     "full": (
-        Suite("accelerate-core", "accelerate", ACCELERATE_CORE),
+        Suite("accelerate-core", "accelerate", ACCELERATE_CORE, parallel=False),
         Suite("peft-all", "peft", ("tests",)),
-        Suite("transformers-all", "transformers", (TRAINING, *TRANSFORMERS_TEST_FILES), ours=(TRAINING,)),
+        Suite("transformers-all", "transformers", (TRAINING, *TRANSFORMERS_TEST_FILES), ours=(TRAINING,),
+              parallel=False),
     ),
 }
 
@@ -176,6 +180,23 @@ def _patch_added_tests(root: Path, pin: Pin) -> list[str]:
         return []
 
 
+def cores() -> int:
+    """The cores this process may run on (taskset and cgroup cpusets count; os.cpu_count() would not)."""
+    return len(os.sched_getaffinity(0))
+
+
+def workers(jobs: str) -> int:
+    """pytest-xdist workers for ``--jobs``: ``auto`` is one per core."""
+    return cores() if jobs == "auto" else int(jobs)
+
+
+def worker_threads(jobs: str) -> int | None:
+    """Threads for torch in each pytest-xdist worker: the cores shared out among the workers; None for one process
+    (torch's own default). Without this every worker starts one thread per core: on 2 cores that made ``JOBS=auto``
+    1.3-2.8x slower than one process instead of faster (README)."""
+    return None if jobs == "1" else max(1, cores() // workers(jobs))
+
+
 def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore: list[str],
               known: list[testrun.KnownFailure], selection: str, *,
               use_tinyhub: bool = True, jobs: str = "1") -> tuple[dict, dict[str, tuple[str, str]], list[str]]:
@@ -183,9 +204,9 @@ def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore:
     # --tb=native: pytest's own traceback rendering costs ~0.5 s per failure here, and the
     # hundreds of hub misses made it the bulk of the run; the native one takes milliseconds.
     args = ["-q", "-rfE", "--tb=native", "--continue-on-collection-errors", "-o", "junit_family=xunit2"]
-    # pytest-xdist (requirements/test-env.txt) when asked: on 2 cores it measured slower than one process (README).
+    # pytest-xdist (requirements/test-env.txt) unless --jobs 1; each worker gets its share of the cores (worker_threads).
     if suite.parallel and jobs != "1":
-        args += ["-n", jobs]
+        args += ["-n", str(workers(jobs))]
     if suite.keyword:
         args += ["-k", suite.keyword]
     for path in [*suite.ignore, *ignore]:
@@ -203,7 +224,12 @@ def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore:
     hf_home.mkdir(parents=True, exist_ok=True)
     env_vars = {"HF_HOME": str(hf_home), "HF_DATASETS_OFFLINE": "1", "RUN_TRAINING_TESTS": "1",
                 "CUDA_VISIBLE_DEVICES": ""}
-    ui.info(f"{suite.name} on {env}")
+    threads = worker_threads(jobs) if suite.parallel else None
+    if threads and "OMP_NUM_THREADS" not in os.environ:  # a thread count the user set wins
+        env_vars |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    threads_each = env_vars.get("OMP_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    ui.info(f"{suite.name} on {env}" + (f" ({workers(jobs)} pytest-xdist workers, OMP_NUM_THREADS={threads_each})"
+                                        if "-n" in args else ""))
     result = testrun.pytest(py, args, cwd=layer, env=env_vars, what=f"pytest {suite.name} ({env})",
                             junit=out_dir / f"junit-{suite.name}-{env}.xml", log=out_dir / f"{suite.name}-{env}.log")
     junit, log = result.junit, result.log

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import proc, ui
 from ..errors import CommandFailed
 from .common import DATA, ENVS, FSDP_ENV, LLAMA, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, PLAN, SIZES, SWEEP_RANKS
-from .machine import available_bytes
+from .machine import too_big
 from .stats import case_ratio, env_summary
 
 
@@ -106,10 +106,8 @@ def fix2(root: Path, pythons: dict[str, Path], mode: str, done: dict | None = No
                 case["envs"][env] = done[(size, ranks, env)]
                 ui.info(f"{env}: measured in this run's releases section (same model, ranks and environment)")
                 continue
-            need, avail = estimated_bytes(env, meta["bytes"], ranks), available_bytes()
-            if avail and need + 2**30 > avail:
-                reason = f"skipped: needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
-                ui.warn(f"fix 2 {size} x {ranks} ranks ({env}): {reason}")
+            reason = too_big(estimated_bytes(env, meta["bytes"], ranks), f"fix 2 {size} x {ranks} ranks ({env})")
+            if reason:
                 case["envs"][env] = {"skipped": reason}
                 continue
             entry = run_fsdp(root, pythons[env], env, ckpt, ranks, size)

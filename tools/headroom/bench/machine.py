@@ -8,7 +8,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from .. import proc
+from .. import proc, ui
 from ..errors import CommandFailed
 from .common import DATA, OFFLINE_ENV
 
@@ -74,3 +74,14 @@ def probe_env(py: Path) -> dict:
 
 def available_bytes() -> int:
     return _meminfo().get("MemAvailable", 0)
+
+
+def too_big(need: int, what: str) -> str | None:
+    """Why a case that needs about ``need`` bytes is skipped (it would leave under 1 GiB free), said as a warning
+    naming ``what``; None when it fits (or free memory is unknown)."""
+    avail = available_bytes()
+    if avail and need + 2**30 > avail:
+        reason = f"skipped: needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
+        ui.warn(f"{what}: {reason}")
+        return reason
+    return None

@@ -25,7 +25,7 @@ from .. import proc, ui
 from ..errors import CommandFailed
 from ..fsutil import atomic_write
 from .common import ENVS, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES
-from .machine import available_bytes
+from .machine import too_big
 
 WORKER = Path(__file__).parent.parent / "bench_data" / "prepare_worker.py"
 GOAL_PEAK_OVER_FINAL = 1.05  # the patch's goal: rank 1's peak in prepare within 5% of what it keeps
@@ -189,10 +189,8 @@ def run(root: Path, pythons: dict[str, Path], mode: str) -> dict:
             case = {"size": size, "params": meta["params"], "model_bytes": meta["bytes"], "ranks": ranks,
                     "largest_param_bytes": meta["largest_param_bytes"], "config": SIZES[size], "envs": {}}
             for env in ENVS:
-                need, avail = estimated_bytes(env, meta, ranks), available_bytes()
-                if avail and need + 2**30 > avail:
-                    reason = f"skipped: needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"
-                    ui.warn(f"accelerate prepare {size} x {ranks} ranks ({env}): {reason}")
+                reason = too_big(estimated_bytes(env, meta, ranks), f"accelerate prepare {size} x {ranks} ranks ({env})")
+                if reason:
                     case["envs"][env] = {"skipped": reason}
                     continue
                 entry = run_job(root, pythons[env], env, ckpt, ranks, size)

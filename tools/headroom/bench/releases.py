@@ -32,7 +32,7 @@ from ..errors import CommandFailed, ReleaseNotFound, UsageError
 from ..fsutil import atomic_write_json
 from .common import MIB, OUT_DIR, PLAN, SIZES
 from .fix2 import checkpoint, run_fsdp, torchrun
-from .machine import available_bytes, probe_env
+from .machine import probe_env, too_big
 from .releases_report import node_summary, projection
 
 ENV_REQUIREMENTS = Path("requirements") / "bench-env.txt"
@@ -171,11 +171,10 @@ def node(root: Path, rows: list[dict], pythons: dict[str, Path], mode: str) -> d
     out = {"size": size, "ranks": ranks, "model_bytes": meta["bytes"], "params": meta["params"], "runs": {}}
     for row in (worst, next(r for r in rows if r["kind"] == "patched")):
         need = int(meta["bytes"] * (0.3 + (ranks - 1) * 1.1) + ranks * 450 * MIB)
-        avail = available_bytes()
         ui.step("bench", f"one node: {ranks} ranks, {size} model, {row['label']} (from_pretrained only)")
-        if avail and need + 2**30 > avail:
-            out["runs"][row["label"]] = {"skipped": f"needs ~{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"}
-            ui.warn(f"one node ({row['label']}): {out['runs'][row['label']]['skipped']}")
+        reason = too_big(need, f"one node ({row['label']})")
+        if reason:
+            out["runs"][row["label"]] = {"skipped": reason}
             continue
         try:
             data = torchrun(root, Path(row["python"]), row["label"], "fsdp_worker.py", [ckpt, "load"], ranks, f"node-{size}")

@@ -67,7 +67,7 @@ def main(work_dir: str, ranks_json: str) -> None:
         trainer.train()
         lora_dtypes = sorted({str(p.dtype) for n, p in trainer.model.named_parameters() if "lora_" in n})
         results.append({"lora_rank": rank, "adapter_bytes": adapter_bytes, "lora_dtypes": lora_dtypes, **measured})
-        del trainer, model
+        trainer = model = None  # free both before the next rank (compute_metrics reads trainer)
         torch.cuda.empty_cache()
     print(json.dumps({"gpu": torch.cuda.get_device_name(0), "results": results}))
 
