@@ -287,3 +287,59 @@ def test_jobs_spread_a_suite_over_xdist_workers_unless_it_is_serial_only(tmp_pat
     assert omp == {"junit-peft-par-patched.xml": None, "junit-peft-ser-patched.xml": None}
     report = json.loads((tmp_path / "build" / "report.json").read_text())["upstream"]
     assert report["jobs"] == jobs
+
+
+# 20 failing tests, each with a fixture that prints while tearing down (a "Captured stdout teardown" section), and a
+# spy that counts how often the terminal summary asks for all reports of the session.
+_MANY_FAILURES = '''
+import pytest
+
+@pytest.fixture
+def noisy():
+    yield
+    print("tearing down")
+
+@pytest.mark.parametrize("i", range(20))
+def test_fails(noisy, i):
+    assert i < 0
+'''
+_SPY = '''
+import pytest
+from _pytest.terminal import TerminalReporter
+
+calls = []
+_real = TerminalReporter.getreports
+
+def _counted(self, name):
+    calls.append(name)
+    return _real(self, name)
+
+TerminalReporter.getreports = _counted
+
+def pytest_unconfigure(config):
+    print("getreports('') calls:", calls.count(""))
+'''
+
+
+def test_common_conftest_prints_the_same_summary_with_one_scan_of_the_reports(tmp_path):
+    """pytest scans every report once per failure to find its teardown output (quadratic: 14 of full's 19 minutes);
+    the common conftest layer indexes them once. The FAILURES section must not change."""
+    import subprocess
+    import sys
+
+    runs = {}
+    for name, layer in (("pytest", ""), ("layer", (upstream.DATA / "common_conftest.py").read_text())):
+        where = tmp_path / name
+        where.mkdir()
+        (where / "test_many.py").write_text(_MANY_FAILURES)
+        (where / "spy.py").write_text(_SPY)
+        (where / "conftest.py").write_text("pytest_plugins = ['spy']\n" + layer)
+        result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--tb=native",
+                                 "-o", "pythonpath=.", "test_many.py"], cwd=where, capture_output=True, text=True)
+        assert result.returncode == 1, result.stdout + result.stderr
+        runs[name] = result.stdout.replace(str(where), "<dir>")
+    summary = {k: v[v.index("= FAILURES ="):v.index("short test summary")] for k, v in runs.items()}
+    assert summary["pytest"].count("Captured stdout teardown") == 20
+    assert summary["layer"] == summary["pytest"]
+    scans = {k: int(v.split("getreports('') calls:")[1].split()[0]) for k, v in runs.items()}
+    assert scans["pytest"] >= 20 and scans["layer"] <= 2, scans

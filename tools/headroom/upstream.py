@@ -151,7 +151,7 @@ def load_known(path: Path = KNOWN_FAILURES) -> list[testrun.KnownFailure]:
 
 def _layer(root: Path, pin: Pin, env: str, suites: list[Suite], tests: Path | None = None) -> Path:
     """build/upstream/<name>/<env>: a fresh copy of upstream's tests (``tests``, by default
-    vendor/<name>/tests) plus our config and conftest."""
+    vendor/<name>/tests) plus our config and conftest (the common layer, then the upstream's own)."""
     where = root / UPSTREAM_DIR / pin.name / env
     if where.exists():
         shutil.rmtree(where)
@@ -163,9 +163,9 @@ def _layer(root: Path, pin: Pin, env: str, suites: list[Suite], tests: Path | No
     if not init.exists():  # peft's tests import each other relatively but ship no __init__.py
         init.write_text("# added by headroom: upstream's tests use relative imports\n", encoding="utf-8")
     (where / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
-    conftest = DATA / f"{pin.name}_conftest.py"
-    if conftest.exists():
-        shutil.copyfile(conftest, where / "conftest.py")
+    layers = [DATA / "common_conftest.py", DATA / f"{pin.name}_conftest.py"]  # every suite's, then this upstream's
+    (where / "conftest.py").write_text("\n\n".join(f.read_text(encoding="utf-8") for f in layers if f.exists()),
+                                       encoding="utf-8")
     for suite in suites:
         for f in suite.ours:
             shutil.copyfile(DATA / f, where / f)

@@ -1,6 +1,6 @@
 """headroom's conftest layer for peft's own tests (copied out of vendor/peft/tests; never edited).
 
-Installed as build/upstream/peft/<env>/conftest.py, next to the copied ``tests/`` package. It
+Installed in build/upstream/peft/<env>/conftest.py after common_conftest.py, next to the copied ``tests/`` package. It
 neutralises what would make the suite depend on the network or on test-only packages that
 the test environments do not carry:
 
