@@ -17,9 +17,9 @@ Usage: fsdp_correctness.py CHECKPOINT_DIR OUT_DIR STEPS
 """
 
 import copy
-import json
-import os
 import sys
+
+from rankmem import finish
 
 NUM_LABELS = 4
 LR = 0.1
@@ -88,10 +88,7 @@ def main(checkpoint_dir: str, out_dir: str, steps: str) -> None:
         result["max_abs_diff_param"] = worst
         result["head_max_abs_diff"] = max(diffs.get("score.weight", 0.0), diffs.get("score.bias", 0.0))
     dist.barrier()
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(result, out_dir, rank)
 
 
 if __name__ == "__main__":

@@ -13,63 +13,11 @@ figure: all ranks of a node, no ``prepare``).
 Usage: fsdp_worker.py CHECKPOINT_DIR OUT_DIR [load]
 """
 
-import ctypes
-import gc
-import json
 import os
 import sys
-import threading
 import time
 
-_LIBC = None
-
-
-def _trim() -> None:
-    global _LIBC
-    gc.collect()
-    try:
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def rss_anon_mib(trim: bool = True) -> float:
-    if trim:
-        _trim()
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("RssAnon not found in /proc/self/status")
-
-
-class PeakSampler:
-    """Samples RssAnon in a background thread; ``peak`` is the highest reading."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.peak = 0.0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_anon_mib(trim=False))
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakSampler":
-        self.peak = rss_anon_mib(trim=False)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_anon_mib(trim=False))
+from rankmem import PeakSampler, finish, rss_anon_mib
 
 
 def main(checkpoint_dir: str, out_dir: str, stop: str = "") -> None:
@@ -137,7 +85,7 @@ def main(checkpoint_dir: str, out_dir: str, stop: str = "") -> None:
     dist.barrier()
     if stop == "load":
         del model
-        _finish(result, out_dir, rank)
+        finish(result, out_dir, rank)
         return
 
     # 2. Accelerate FSDP2 prepare (model + optimizer, as a training script does)
@@ -154,16 +102,7 @@ def main(checkpoint_dir: str, out_dir: str, stop: str = "") -> None:
                 for p in model.parameters())
     result["local_shard_bytes"] = local
     dist.barrier()
-    _finish(result, out_dir, rank)
-
-
-def _finish(result: dict, out_dir: str, rank: int) -> None:
-    import torch.distributed as dist
-
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(result, out_dir, rank)
 
 
 if __name__ == "__main__":

@@ -14,71 +14,12 @@ Only Accelerate's ``prepare`` is measured: transformers' ``from_pretrained`` is 
 official accelerate (pristine environment) with the headroom build (patched environment) and nothing else.
 """
 
-import ctypes
-import gc
 import json
 import os
 import sys
-import threading
 import time
 
-_LIBC = None
-
-
-def _trim() -> None:
-    global _LIBC
-    gc.collect()
-    try:
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def status_mib(field: str) -> float:
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False when the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class PeakSampler:
-    """Samples RssAnon in a background thread; ``peak`` is the highest reading."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.peak = 0.0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, status_mib("RssAnon"))
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakSampler":
-        self.peak = status_mib("RssAnon")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, status_mib("RssAnon"))
+from rankmem import PeakSampler, finish, reset_peak_rss, rss_anon_mib, status_mib, trim
 
 
 def _config(config_kwargs: dict):
@@ -155,7 +96,7 @@ def run(checkpoint_dir: str, out_dir: str) -> None:
 
     model = _load(checkpoint_dir, meta["config"])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    _trim()
+    trim()
     dist.barrier()
     before = status_mib("RssAnon")
     rss_before = status_mib("VmRSS")
@@ -165,8 +106,7 @@ def run(checkpoint_dir: str, out_dir: str) -> None:
         model, optimizer = accelerator.prepare(model, optimizer)
     seconds = time.monotonic() - start
     hwm = status_mib("VmHWM")
-    _trim()
-    after = status_mib("RssAnon")
+    after = rss_anon_mib()
     local = sum(p.to_local().numel() * p.element_size() if hasattr(p, "to_local") else p.numel() * p.element_size()
                 for p in model.parameters())
     result = {
@@ -177,10 +117,7 @@ def run(checkpoint_dir: str, out_dir: str) -> None:
         "prepare_seconds": seconds, "local_shard_bytes": local,
     }
     dist.barrier()
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    finish(result, out_dir, rank)
 
 
 if __name__ == "__main__":
