@@ -60,3 +60,36 @@ def test_a_teardown_error_after_a_pass_makes_the_proof_red(tmp_path):
                      '</testsuite></testsuites>', encoding="utf-8")
     assert testrun.outcomes(junit) == {"t.T::n": "failed"}
     assert testrun.verdict({"t.T::n": "failed"}, testrun.outcomes(junit)) == "NOT GREEN on patched"
+
+
+def test_failures_say_why_in_a_line(tmp_path):
+    """A patch not proven in CI, where only the end of the output is shown: the error names each failing test, the first
+    line of its message and, from the workers' combined stderr, the last line that names an error (a rank's, not
+    torchrun's summary)."""
+    junit = tmp_path / "t.xml"
+    message = ("RuntimeError: 'python -m torch.distributed.run t.py memory' failed with returncode 1&#10;&#10;"
+               "The combined stderr from workers follows:&#10;[rank1]: Traceback (most recent call last):&#10;"
+               "[rank1]: AssertionError: rise 250.1 MiB&#10;torch.distributed.elastic.ChildFailedError: t.py FAILED&#10;"
+               "  rank: 1")
+    junit.write_text('<testsuites><testsuite><testcase classname="t.T" name="ok"/>'
+                     '<testcase classname="t.T" name="skip"><skipped message="no cuda"/></testcase>'
+                     f'<testcase classname="t.T" name="dist"><failure message="{message}">trace</failure></testcase>'
+                     '<testcase classname="t.T" name="bare"><error>trace</error></testcase>'
+                     '</testsuite></testsuites>', encoding="utf-8")
+    assert testrun.failures(junit) == {
+        "t.T::dist": "RuntimeError: 'python -m torch.distributed.run t.py memory' failed with returncode 1 ... "
+                     "[rank1]: AssertionError: rise 250.1 MiB",
+        "t.T::bare": "trace",
+    }
+
+
+def test_a_patch_not_green_names_its_failing_tests():
+    from headroom import proof
+
+    entry = {"patch": "patches/t/0002-x.patch", "verdict": "NOT GREEN on patched",
+             "pristine": {"failures": {"t.T::a": "AssertionError: 2 != 1"}},
+             "patched": {"failures": {"t.T::b": "[rank1]: AssertionError: rise 250.1 MiB"}}}
+    assert proof._not_proven(entry) == (
+        "patches/t/0002-x.patch: NOT GREEN on patched (b: [rank1]: AssertionError: rise 250.1 MiB)")
+    entry |= {"verdict": "NOT RED on pristine (the test proves nothing)", "pristine": {"failures": {}}}
+    assert proof._not_proven(entry) == "patches/t/0002-x.patch: NOT RED on pristine (the test proves nothing)"

@@ -36,7 +36,7 @@ def run_patch_tests(root: Path, pin: Pin, patch: Path, files: list[str], pythons
                 f"build/proof/{env}-{pin.name}-{stem}.log"
             )
         entry[env] = {"outcomes": outcomes, "summary": testrun.summarize(outcomes), "exit": run.returncode,
-                      "seconds": run.seconds}
+                      "seconds": run.seconds, "failures": testrun.failures(run.junit)}
         figures += [f"{env}: {line}" for line in testrun.figures(run.output)]
     entry["figures"] = sorted(set(figures))
     entry["verdict"] = testrun.verdict(entry["pristine"]["outcomes"], entry["patched"]["outcomes"])
@@ -52,6 +52,15 @@ def _table(entries: list[dict]) -> None:
         print("  " + " | ".join(c.ljust(w) for c, w in zip(r, widths)), flush=True)
         if i == 0:
             print("  " + "-+-".join("-" * w for w in widths))
+
+
+def _not_proven(entry: dict) -> str:
+    """The patch, its verdict and, when patched fails, which tests and why: CI shows only the end of the output."""
+    text = f"{entry['patch']}: {entry['verdict']}"
+    failed = entry.get("patched", {}).get("failures", {})
+    if entry["verdict"].startswith("NOT GREEN") and failed:
+        text += " (" + "; ".join(f"{node.rsplit('::', 1)[-1]}: {why}" for node, why in failed.items()) + ")"
+    return text
 
 
 def prove(root: Path, pins: list[Pin], pythons: dict[str, Path]) -> list[dict]:
@@ -82,11 +91,14 @@ def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool
     for e in entries:
         for f in e["figures"]:
             ui.info(f"{Path(e['patch']).name[:40]}: {f}")
+        for env in ("pristine", "patched"):
+            for node, why in e.get(env, {}).get("failures", {}).items():
+                ui.info(f"{Path(e['patch']).name[:40]}: {env}: failed {node.rsplit('::', 1)[-1]}: {why}")
     testrun.write_report(root, "proof", entries)
     bad = [e for e in entries if e["verdict"] != "red->green"]
     failures = []
     if bad:
-        failures.append("patches not proven: " + "; ".join(f"{e['patch']}: {e['verdict']}" for e in bad))
+        failures.append("patches not proven: " + "; ".join(_not_proven(e) for e in bad))
     if upstream != "none":
         from . import upstream as upstream_mod
 

@@ -9,7 +9,7 @@ the bench) asks this module; nothing else starts pytest or parses JUnit XML.
 * :func:`read_junit` is the one JUnit reader: every ``<testcase>`` is classified as passed,
   failed, known, skipped or needs_hub, and a test reported twice (a teardown error after a
   pass) keeps its worst outcome. :func:`outcomes` is the plain passed/failed/skipped view
-  the red->green verdict uses.
+  the red->green verdict uses, and :func:`failures` says in a line why each failing one failed.
 * :func:`summarize`, :func:`verdict`, :func:`is_landed`, :func:`counts` and
   :func:`regressions` turn outcomes into words and decisions.
 * :func:`added_tests` names the test files a commit adds; :func:`copy_tests` lays them
@@ -56,6 +56,8 @@ HUB_MISS = re.compile(
     r"|couldn't find them in the cached files|offline mode is enabled",
     re.I,
 )
+# A line of a failure message that names the error (a worker's traceback ends with one, maybe behind "[rank1]: ").
+ERROR_LINE = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Failure)\b")
 OUTCOMES = ("passed", "failed", "known", "skipped", "needs_hub")
 SEVERITY = {"passed": 0, "skipped": 1, "needs_hub": 2, "known": 3, "failed": 4}
 PLAIN_INI = "[pytest]\n"
@@ -147,6 +149,24 @@ def outcomes(path: Path) -> dict[str, str]:
     """{node id: passed|failed|skipped}: a patch's own tests, where anything but a pass or a skip is a failure."""
     plain = {"passed": "passed", "skipped": "skipped"}
     return {node: plain.get(o, "failed") for node, (o, _) in read_junit(path).items()}
+
+
+def failures(path: Path, limit: int = 240) -> dict[str, str]:
+    """{node id: why} for each test of a patch that did not pass or skip: the first line of its message and, when the
+    message goes on (a subprocess's combined stderr), the last line there that names an error, a rank's first."""
+    out = {}
+    for node, (outcome, reason) in read_junit(path).items():
+        if outcome in ("passed", "skipped"):
+            continue
+        lines = [line.strip() for line in reason.strip().splitlines() if line.strip()] or [outcome]
+        why = lines[0][:limit]
+        named = [line for line in lines[1:] if ERROR_LINE.search(line)]
+        # torchrun ends with its own ChildFailedError: the rank's own error line says more
+        named = [line for line in named if line.startswith("[rank")] or named
+        if named and named[-1] != lines[0]:
+            why += f" ... {named[-1][:limit]}"
+        out[node] = why
+    return out
 
 
 # ---------------------------------------------------------------- words and decisions
