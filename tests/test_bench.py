@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
 from headroom import bench
-from headroom.bench import fix2, plots, releases, releases_report
+from headroom.bench import jobs, plots, releases, releases_report
 from headroom.errors import ReleaseNotFound, UsageError
 
 MiB = 2**20
@@ -267,10 +268,10 @@ def test_failure_reason_is_the_jobs_own_error_line():
     log = ("[rank1]: Traceback (most recent call last):\n[rank1]:   File x\n"
            "[rank1]: ImportError: cannot import name 'is_local_dist_rank_0'\nE1129 torch.distributed.elastic ...\n"
            "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n")
-    assert fix2.failure(log) == "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:"
-    assert fix2.failure(log.rsplit("torch.distributed.elastic.multiprocessing", 1)[0]).startswith("ImportError: cannot")
-    assert fix2.failure("") == "no output"
-    assert fix2.failure("just a line\n") == "just a line"
+    assert jobs.failure(log) == "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:"
+    assert jobs.failure(log.rsplit("torch.distributed.elastic.multiprocessing", 1)[0]).startswith("ImportError: cannot")
+    assert jobs.failure("") == "no output"
+    assert jobs.failure("just a line\n") == "just a line"
 
 
 def test_release_table_rows_and_verdicts():
@@ -364,3 +365,33 @@ def test_a_case_that_would_leave_under_1_gib_free_is_skipped_with_its_figures(mo
     assert "fix 2 1b x 4 ranks (pristine): skipped: needs ~9.0 GiB" in said.out + said.err
     monkeypatch.setattr(machine, "_meminfo", lambda: {})  # no /proc/meminfo: run it, nothing to judge by
     assert machine.too_big(2**50, "x") is None
+
+
+def test_torchrun_job_gets_its_run_folder_and_reads_each_ranks_result(tmp_path, monkeypatch):
+    """bench.jobs.torchrun, the one runner of fix 2's, the releases' and prepare's jobs: RUN_DIR in the worker's
+    arguments becomes the job's run folder, the log is kept there, a rank without a result fails with its error line."""
+    from headroom import proc
+    from headroom.errors import CommandFailed
+
+    calls = []
+
+    def fake_run(args, *, cwd, env, what, check):
+        calls.append((args, env))
+        for rank in range(2 if "ok" in args else 1):
+            (cwd / f"rank{rank}.json").write_text(json.dumps({"rank": rank}), encoding="utf-8")
+        return proc.Result([str(a) for a in args], 0 if "ok" in args else 1, "[rank1]: RuntimeError: gloo timed out\n")
+
+    monkeypatch.setattr(jobs.proc, "run", fake_run)
+    ranks = jobs.torchrun(tmp_path, Path("py"), "patched", "w.py", ["run", "ckpt", jobs.RUN_DIR, "ok"], 2, "t",
+                          env_vars={})
+    run_dir = tmp_path / "build" / "bench" / "runs" / "t-2ranks-patched"
+    assert ranks == [{"rank": 0}, {"rank": 1}]
+    args, env = calls[0]
+    assert args[-5:] == [jobs.DATA / "w.py", "run", "ckpt", run_dir, "ok"]
+    assert env["OMP_NUM_THREADS"] == "1" and "ACCELERATE_USE_FSDP" not in env
+    assert (run_dir / "torchrun.log").read_text(encoding="utf-8").startswith("[rank1]: RuntimeError")
+
+    with pytest.raises(CommandFailed, match=r"^RuntimeError: gloo timed out \(torchrun pristine, t: no result from "
+                                            r"rank 1, exit 1; log: build/bench/runs/t-2ranks-pristine/torchrun.log\)"):
+        jobs.torchrun(tmp_path, Path("py"), "pristine", "w.py", ["ckpt", jobs.RUN_DIR], 2, "t")
+    assert calls[1][1]["ACCELERATE_USE_FSDP"] == "true"

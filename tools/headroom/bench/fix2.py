@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
-import sys
 from pathlib import Path
 
 from .. import proc, ui
 from ..errors import CommandFailed
-from .common import DATA, ENVS, FSDP_ENV, LLAMA, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, PLAN, SIZES, SWEEP_RANKS
+from .common import DATA, ENVS, LLAMA, MIB, MODELS_DIR, OFFLINE_ENV, PLAN, SIZES, SWEEP_RANKS
+from .jobs import RUN_DIR, torchrun
 from .machine import too_big
 from .stats import case_ratio, env_summary
 
@@ -42,44 +41,9 @@ def checkpoint(root: Path, size: str, py: Path) -> tuple[Path, dict]:
     return where, json.loads(meta.read_text(encoding="utf-8"))
 
 
-def failure(log: str) -> str:
-    """Why a job failed, from its output: the last exception line of a traceback, else the last line."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in reversed(lines):
-        text = re.sub(r"^\[rank\d+\]:\s*", "", line)
-        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", text):
-            return text[:300]
-    return lines[-1][:300] if lines else "no output"
-
-
-def torchrun(root: Path, py: Path, env: str, script: str, args: list, ranks: int, tag: str) -> list[dict]:
-    """Run ``script CHECKPOINT OUT_DIR *rest`` on ``ranks`` CPU processes; the per-rank JSON results, in rank order.
-
-    The job's output is kept in build/bench/runs/<tag>-<ranks>ranks-<env>/torchrun.log; a rank without a result
-    raises CommandFailed whose message is the job's own error line."""
-    out = root / OUT_DIR / "runs" / f"{tag}-{ranks}ranks-{env.replace(' ', '-')}"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    result = proc.run(
-        [py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={ranks}",
-         DATA / script, args[0], out, *args[1:]],
-        env={**OFFLINE_ENV, **FSDP_ENV}, cwd=out, what=f"torchrun {ranks} ranks ({env}, {tag})", check=False,
-    )
-    (out / "torchrun.log").write_text(result.output, encoding="utf-8")
-    shutil.rmtree(out / "warmup", ignore_errors=True)
-    missing = [r for r in range(ranks) if not (out / f"rank{r}.json").exists()]
-    if missing:
-        if ui.verbose():
-            sys.stderr.write(result.output[-8000:])
-        raise CommandFailed(f"{failure(result.output)} (torchrun {env}, {tag}: no result from rank {missing[0]}, "
-                            f"exit {result.returncode}; log: {out.relative_to(root)}/torchrun.log)")
-    return [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(ranks)]
-
-
 def run_fsdp(root: Path, py: Path, env: str, ckpt: Path, ranks: int, tag: str) -> dict:
     with ui.Timer() as t:
-        ranks_data = torchrun(root, py, env, "fsdp_worker.py", [ckpt], ranks, tag)
+        ranks_data = torchrun(root, py, env, "fsdp_worker.py", [ckpt, RUN_DIR], ranks, tag)
     summ = env_summary(ranks_data)
     if not summ["fsdp_enabled"]:
         raise CommandFailed(f"torchrun ({env}, {tag}): transformers did not see FSDP enabled; the measurement is void")

@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 
 from .. import proc, ui
-from ..errors import CommandFailed
 from ..fsutil import atomic_write
 from .common import ENVS, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES
+from .jobs import RUN_DIR, torchrun
 from .machine import too_big
 
 WORKER = Path(__file__).parent.parent / "bench_data" / "prepare_worker.py"
@@ -158,24 +158,10 @@ def checkpoint(root: Path, size: str, py: Path) -> tuple[Path, dict]:
 
 
 def run_job(root: Path, py: Path, env: str, ckpt: Path, ranks: int, size: str) -> dict:
-    out = root / OUT_DIR / "runs" / f"prepare-{size}-{ranks}ranks-{env}"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     with ui.Timer() as t:
-        result = proc.run([py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={ranks}",
-                           WORKER, "run", ckpt, out],
-                          env=ENV, cwd=out, check=False, what=f"torchrun {ranks} ranks (prepare, {env}, {size})")
-    atomic_write(out / "torchrun.log", result.output)
-    ranks_data = []
-    for r in range(ranks):
-        path = out / f"rank{r}.json"
-        if not path.exists():
-            raise CommandFailed(f"torchrun (prepare, {env}, {size}, {ranks} ranks) wrote no result for rank {r} "
-                                f"(exit {result.returncode}); see {(out / 'torchrun.log').relative_to(root)}",
-                                details=result.output[-4000:])
-        ranks_data.append(json.loads(path.read_text(encoding="utf-8")))
-    shutil.rmtree(out / "warmup", ignore_errors=True)
+        # The worker sets up Accelerate's FSDP2 plugin itself: no FSDP variables
+        ranks_data = torchrun(root, py, env, WORKER.name, ["run", ckpt, RUN_DIR], ranks, f"prepare-{size}",
+                              env_vars={})
     return {"ranks": ranks_data, "summary": env_summary(ranks_data), "seconds": round(t.seconds, 1)}
 
 

@@ -31,7 +31,8 @@ from .. import envs, fetch, pins as pins_mod, proc, ui
 from ..errors import CommandFailed, ReleaseNotFound, UsageError
 from ..fsutil import atomic_write_json
 from .common import MIB, OUT_DIR, PLAN, SIZES
-from .fix2 import checkpoint, run_fsdp, torchrun
+from .fix2 import checkpoint, run_fsdp
+from .jobs import RUN_DIR, torchrun
 from .machine import probe_env, too_big
 from .releases_report import node_summary, projection
 
@@ -125,7 +126,7 @@ def memory(root: Path, py: Path, label: str, ckpt: Path, size: str) -> dict:
 
 def correctness(root: Path, py: Path, label: str, ckpt: Path) -> dict:
     try:
-        ranks = torchrun(root, py, label, "fsdp_correctness.py", [ckpt, str(CORRECTNESS_STEPS)], RANKS, "correctness")
+        ranks = torchrun(root, py, label, "fsdp_correctness.py", [ckpt, RUN_DIR, str(CORRECTNESS_STEPS)], RANKS, "correctness")
     except CommandFailed as exc:
         return {"n/a": exc.message}
     zero = ranks[0]
@@ -177,7 +178,7 @@ def node(root: Path, rows: list[dict], pythons: dict[str, Path], mode: str) -> d
             out["runs"][row["label"]] = {"skipped": reason}
             continue
         try:
-            data = torchrun(root, Path(row["python"]), row["label"], "fsdp_worker.py", [ckpt, "load"], ranks, f"node-{size}")
+            data = torchrun(root, Path(row["python"]), row["label"], "fsdp_worker.py", [ckpt, RUN_DIR, "load"], ranks, f"node-{size}")
         except CommandFailed as exc:
             out["runs"][row["label"]] = {"n/a": exc.message}
             continue
