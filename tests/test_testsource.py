@@ -171,8 +171,9 @@ def test_git_selection_for_transformers_and_peft():
     git_tf = [make_pin("u", name="accelerate", tests="sdist"), make_pin("u", tests="git"),
               make_pin("u", name="peft", tests="git")]
     for selection in upstream.SELECTIONS:
-        assert upstream.selected_suites(selection, sdist) == list(upstream.SELECTIONS[selection])
-        suites = upstream.selected_suites(selection, git_tf)
+        guards = upstream.guard_suites(sdist)
+        assert upstream.selected_suites(selection, sdist) == list(upstream.SELECTIONS[selection]) + guards
+        suites = [s for s in upstream.selected_suites(selection, git_tf) if s not in guards]
         names = [s.name for s in suites]
         assert len(names) == len(set(names))
         tf = [s for s in suites if s.upstream == "transformers"]
@@ -190,6 +191,28 @@ def test_git_selection_for_transformers_and_peft():
             assert (upstream.DATA / f).is_file()
 
 
+def test_guards_are_a_suite_per_upstream_in_every_selection(tmp_path):
+    """The regression guards (upstream_data/guards/<name>/test_*.py): one suite per upstream that has any, run in one
+    process, their files copied into the layer under the same relative path."""
+    pins_ = [make_pin("u", name="accelerate"), make_pin("u"), make_pin("u", name="peft")]
+    for name in ("accelerate", "transformers"):
+        assert upstream.guard_files(name), f"no guard of {name}"
+    guards = upstream.guard_suites(pins_)
+    assert [s.name for s in guards] == [f"{n}-guards" for n in ("accelerate", "transformers", "peft")
+                                        if upstream.guard_files(n)]
+    for suite in guards:
+        assert suite.paths == suite.ours and not suite.parallel
+        assert all((upstream.DATA / f).is_file() and f.startswith(f"guards/{suite.upstream}/") for f in suite.ours)
+    for selection in upstream.SELECTIONS:
+        assert upstream.selected_suites(selection, pins_)[-len(guards):] == guards
+    # a folder of our own: only test_*.py files count, in name order
+    (tmp_path / "toy").mkdir()
+    for f in ("test_b.py", "test_a.py", "helper.py"):
+        (tmp_path / "toy" / f).write_text("")
+    assert upstream.guard_files("toy", tmp_path) == ("guards/toy/test_a.py", "guards/toy/test_b.py")
+    assert upstream.guard_files("none", tmp_path) == ()
+
+
 def test_run_copies_the_git_tests(tmp_path, remote, monkeypatch):
     """upstream.run with tests = "git": the layer holds the tag's tests, vendor/ is not needed."""
     from headroom import proc
@@ -200,6 +223,7 @@ def test_run_copies_the_git_tests(tmp_path, remote, monkeypatch):
     monkeypatch.setitem(upstream.GIT_SUITES, "transformers", (suite,))
     monkeypatch.setattr(upstream, "load_known", lambda: [])
     monkeypatch.setattr(upstream, "_patch_added_tests", lambda root, pin: [])
+    monkeypatch.setattr(upstream, "guard_suites", lambda pins: [])
     seen = []
 
     def fake_run(args, **kwargs):

@@ -110,8 +110,26 @@ GIT_SUITES: dict[str, tuple[Suite, ...]] = {
 }
 
 
+# Regression guards: behaviour that a retired patch fixed and upstream now gets right, one folder per upstream
+# (guards/<name>/test_*.py). They run in every selection, on both environments, and in `make canary` on each new release.
+GUARDS = DATA / "guards"
+
+
+def guard_files(name: str, guards: Path = GUARDS) -> tuple[str, ...]:
+    """The guard test modules of upstream ``name``, relative to upstream_data/ (``guards/<name>/test_x.py``)."""
+    folder = guards / name
+    return tuple(f"guards/{name}/{f.name}" for f in sorted(folder.glob("test_*.py"))) if folder.is_dir() else ()
+
+
+def guard_suites(pins: list[Pin]) -> list[Suite]:
+    """One suite per upstream that has guards, in one process (they start torchrun jobs of their own)."""
+    return [Suite(f"{pin.name}-guards", pin.name, files, ours=files, parallel=False)
+            for pin in pins if (files := guard_files(pin.name))]
+
+
 def selected_suites(selection: str, pins: list[Pin]) -> list[Suite]:
-    """The suites of ``selection`` for ``pins``, with GIT_SUITES for the pins whose tests come from git."""
+    """The suites of ``selection`` for ``pins``, with GIT_SUITES for the pins whose tests come from git, then the
+    regression guards of every pin."""
     by_name = {p.name: p for p in pins}
     out: list[Suite] = []
     for s in SELECTIONS[selection]:
@@ -122,7 +140,7 @@ def selected_suites(selection: str, pins: list[Pin]) -> list[Suite]:
             out += [g for g in GIT_SUITES[s.upstream] if g not in out]
         else:
             out.append(s)
-    return out
+    return out + guard_suites(pins)
 
 
 PYTEST_INI = """\
@@ -168,6 +186,7 @@ def _layer(root: Path, pin: Pin, env: str, suites: list[Suite], tests: Path | No
                                        encoding="utf-8")
     for suite in suites:
         for f in suite.ours:
+            (where / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(DATA / f, where / f)
     return where
 
