@@ -183,18 +183,6 @@ def _row(result: dict) -> None:
 RANGE_DIFF_LINES = 40
 
 
-def _verdict_text(ev: dict) -> str:
-    unknown = (f"unknown: {len(ev.get('could_not_run', {}))} of its tests could not run there, so whether it "
-               "landed is not known (see below)")
-    return {"not landed": "still needed", "partly landed": "partly landed (carry only what is still missing)",
-            "landed": "landed", "unknown": unknown}.get(ev.get("verdict", ""), ev.get("verdict", ""))
-
-
-def _could_not_run(ev: dict) -> str:
-    """'test_x: ImportError: ...; ...' for the row of a patch whose landed check is unknown."""
-    return "; ".join(f"{t.rsplit('::', 1)[-1]}: {why}" for t, why in ev.get("could_not_run", {}).items())
-
-
 def _show_range_diff(result: dict, new: Pin) -> None:
     """The range-diff of old and new patch, at most RANGE_DIFF_LINES lines (all of it is in the JSON report)."""
     lines = result.get("range_diff", "").splitlines()
@@ -256,7 +244,7 @@ def _replay(root: Path, state: dict) -> int:
                             "upstream did and carry only what is still missing.")
                 if landed.get("verdict") == "unknown":
                     hint = (f" Whether it landed upstream is unknown: its tests could not run on pristine {new.version} "
-                            f"({_could_not_run(landed)}).")
+                            f"({landed_mod.could_not_run_text(landed)}).")
                 if is_l:
                     hint = (f" Its own tests already pass on pristine {new.version} ({landed['summary']}): it has "
                             f"landed upstream; dropping it is likely right: `make rebase-continue DROP={num}`.")
@@ -269,7 +257,7 @@ def _replay(root: Path, state: dict) -> int:
                 )
             if landed.get("verdict") == "unknown" and result["status"] in ("clean", "3-way", "empty"):
                 result["detail"] = ", ".join(x for x in (result["detail"], f"landed? unknown: its tests could not "
-                                                         f"run on pristine {new.version} ({_could_not_run(landed)})") if x)
+                                                         f"run on pristine {new.version} ({landed_mod.could_not_run_text(landed)})") if x)
             if is_l and result["status"] in ("clean", "3-way"):
                 result["detail"] = (f"applies {result['status']}, but its tests pass on pristine {new.version} "
                                     f"({landed['summary']})")
@@ -293,15 +281,7 @@ def _finish(root: Path, state: dict) -> int:
     ui.step("rebase", f"{name} {old.version} -> {new.version}: summary")
     for r in results:
         _row(r)
-        ev = state["landed"].get(r["patch"], {})
-        if ev.get("summary"):
-            ui.info(f"    its tests on pristine {new.version}: {ev['summary']} -> {_verdict_text(ev)}")
-        for t in ev.get("now_passing", []):
-            ui.info(f"      now passes upstream: {t.rsplit('::', 1)[-1]}")
-        for t in ev.get("still_failing", []):
-            ui.info(f"      still fails upstream: {t.rsplit('::', 1)[-1]}")
-        for t, why in ev.get("could_not_run", {}).items():
-            ui.info(f"      could not run upstream: {t.rsplit('::', 1)[-1]}: {why}")
+        landed_mod.show_verdict(state["landed"].get(r["patch"], {}), new)
     kept_landed = [r for r in results if r["status"] == "landed" and r.get("commit")]
     for r in results:
         ev = state["landed"].get(r["patch"], {})

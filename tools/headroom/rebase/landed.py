@@ -107,3 +107,27 @@ def checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, env_factor
         for t, why in unknown.items():
             ui.info(f"    could not run upstream: {t}: {why}")
     return out
+
+
+def could_not_run_text(ev: dict) -> str:
+    """'test_x: ImportError: ...; ...' for the row of a patch whose landed check is unknown."""
+    return "; ".join(f"{t.rsplit('::', 1)[-1]}: {why}" for t, why in ev.get("could_not_run", {}).items())
+
+
+def verdict_text(ev: dict) -> str:
+    unknown = (f"unknown: {len(ev.get('could_not_run', {}))} of its tests could not run there, so whether it "
+               "landed is not known (see below)")
+    return {"not landed": "still needed", "partly landed": "partly landed (carry only what is still missing)",
+            "landed": "landed", "unknown": unknown}.get(ev.get("verdict", ""), ev.get("verdict", ""))
+
+
+def show_verdict(ev: dict, new: Pin) -> None:
+    """The summary's lines for one patch's landed check (test names without their module)."""
+    if ev.get("summary"):
+        ui.info(f"    its tests on pristine {new.version}: {ev['summary']} -> {verdict_text(ev)}")
+    for t in ev.get("now_passing", []):
+        ui.info(f"      now passes upstream: {t.rsplit('::', 1)[-1]}")
+    for t in ev.get("still_failing", []):
+        ui.info(f"      still fails upstream: {t.rsplit('::', 1)[-1]}")
+    for t, why in ev.get("could_not_run", {}).items():
+        ui.info(f"      could not run upstream: {t.rsplit('::', 1)[-1]}: {why}")
