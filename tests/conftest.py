@@ -53,16 +53,24 @@ def make_sdist(dest: Path, *, version: str = "1.0.0", tree: Path = TOY, extra: l
     return out
 
 
-def make_wheel(dest: Path, *, version: str = "1.0.0") -> Path:
-    """A minimal official-looking wheel (the pristine build's stand-in)."""
-    out = dest / f"toypkg-{version}-py3-none-any.whl"
+def make_wheel(dest: Path, *, version: str = "1.0.0", name: str = "toypkg", requires: tuple[str, ...] = ()) -> Path:
+    """A minimal official-looking wheel (the pristine build's stand-in); ``requires``: its Requires-Dist lines."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(out, "w") as zf:
-        zf.writestr("toypkg/__init__.py", f'__version__ = "{version}"\n')
-        info = f"toypkg-{version}.dist-info"
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: toypkg\nVersion: {version}\n")
+        zf.writestr(f"{name}/__init__.py", f'__version__ = "{version}"\n')
+        info = f"{name}-{version}.dist-info"
+        metadata = "".join(f"Requires-Dist: {r}\n" for r in requires)
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{metadata}")
         zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         zf.writestr(f"{info}/RECORD", "")
     return out
+
+
+def toy_env_links(dest: Path) -> Path:
+    """A find-links folder for test environments without real torch: a tiny ``torch==2.13.0`` stand-in."""
+    make_wheel(dest, name="torch", version="2.13.0")
+    return dest
 
 
 def toy_pin(index: Path, version: str = "1.0.0", **overrides: str) -> pins_mod.Pin:

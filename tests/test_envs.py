@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_wheel, toy_env_links
+from packaging.requirements import Requirement
 
 from headroom import build as build_mod, envs, pins as pins_mod
-from headroom.errors import NotApplied, ProofFailed, RequirementsConflict
+from headroom.errors import DependencyUnresolved, NotApplied, ProofFailed, RequirementsConflict
 from headroom.fsutil import sha256_file
 
 PINS = """\
@@ -114,3 +118,62 @@ def test_check_origin_probes_every_pin_in_the_environment(tmp_path):
     envs.check_origin(py, "patched", tmp_path, [pin], selected=[])  # not under test: the official build is fine
     with pytest.raises(ProofFailed, match="vendor/pins.toml pins 0.0.1"):
         envs.check_origin(py, "pristine", tmp_path, [tool_pin("packaging", "0.0.1")])
+
+
+# ------------------------------------------------------------------ a swapped environment equals a fresh one
+
+
+def freeze(py: Path) -> str:
+    return subprocess.run([py, "-m", "pip", "freeze", "--disable-pip-version-check"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.fixture
+def toy_envs(tmp_path, monkeypatch) -> tuple[Path, dict[str, Path]]:
+    """A project whose environments hold toypkg and a stand-in torch; releases 1.0.0 (needs olddep), 1.3.0 (adds
+    newdep, drops olddep) and 1.4.0 (needs missingdep, which the index does not have)."""
+    links = toy_env_links(tmp_path / "links")
+    make_wheel(links, name="olddep", version="1.0")
+    make_wheel(links, name="newdep", version="1.0")
+    wheels = {"1.0.0": make_wheel(links, version="1.0.0", requires=("olddep",)),
+              "1.3.0": make_wheel(links, version="1.3.0", requires=("newdep>=1.0",)),
+              "1.4.0": make_wheel(links, version="1.4.0", requires=("missingdep>=2",))}
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    root = tmp_path / "proj"
+    (root / envs.REQUIREMENTS).parent.mkdir(parents=True)
+    (root / envs.REQUIREMENTS).write_text("# the toy environments need nothing more\n", encoding="utf-8")
+    return root, wheels
+
+
+def test_a_swapped_environment_equals_a_fresh_one(toy_envs):
+    """A release that adds a dependency: the swap installs it, drops what only the old release needed, and `pip check`
+    passes; the environment's `pip freeze` is the one of an environment made fresh with the new release. A release
+    whose dependency has no match fails with DependencyUnresolved (exit 36), naming it."""
+    root, wheels = toy_envs
+    old = freeze(envs.ensure(root, "pristine", [wheels["1.0.0"]]))
+    assert "olddep==1.0" in old and "torch==2.13.0" in old
+    py = envs.ensure(root, "pristine", [wheels["1.3.0"]])
+    swapped = freeze(py)
+    assert "newdep==1.0" in swapped and "olddep" not in swapped and "toypkg-1.3.0" in swapped
+    assert subprocess.run([py, "-m", "pip", "check"], capture_output=True).returncode == 0
+    assert freeze(envs.ensure(root, "fresh", [wheels["1.3.0"]])) == swapped
+    assert envs.ensure(root, "pristine", [wheels["1.3.0"]]) == py  # stamped: up to date
+    # A release whose new dependency has no match on the index: named, and the environment is not trusted.
+    with pytest.raises(DependencyUnresolved) as exc:
+        envs.ensure(root, "pristine", [wheels["1.4.0"]])
+    assert exc.value.exit_code == 36
+    assert exc.value.message.startswith("Make every requirement of the wheels installable")
+    assert "no distribution on the package index matches missingdep>=2" in exc.value.message
+    assert "no match: missingdep>=2" in exc.value.details
+    assert not (root / envs.ENVS_DIR / "pristine" / envs.STAMP).exists()  # never trusted: made again next time
+
+
+def test_the_closure_follows_markers_and_extras(tmp_path):
+    """needed(): what the roots need, transitively; a requirement behind an extra only when that extra is asked."""
+    links = tmp_path / "links"
+    for name, requires in {"a": ("b[x]", "c; python_version < '3'"), "b": ("d; extra == 'x'", "e; extra == 'y'"),
+                           "c": (), "d": (), "e": (), "f": ()}.items():
+        with zipfile.ZipFile(make_wheel(links, name=name, requires=requires)) as zf:
+            zf.extractall(tmp_path / "lib" / "python3.x" / "site-packages")
+    assert envs.needed(tmp_path, [Requirement("a")]) == {"a", "b", "d"} | envs.BASE

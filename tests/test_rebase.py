@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, TOY, Project, git, make_sdist, make_wheel, toy_pin
-from headroom import checkout, errors, rebase, series
+from conftest import FIXTURES, TOY, Project, git, make_sdist, make_wheel, toy_env_links, toy_pin
+from headroom import checkout, envs, errors, rebase, series, testrun
 from headroom.fsutil import sha256_file
 
 TREES = {"1.0.0": TOY, "1.1.0": FIXTURES / "toypkg-1.1.0", "1.2.0": FIXTURES / "toypkg-1.2.0"}
@@ -273,3 +274,111 @@ def test_summary_says_what_landed_and_what_was_resolved_by_hand(proj: Project, c
     assert "0002-memory-stage-loads-on-the-CPU.patch was resolved by hand" in captured.err
     assert "still describe 1.0.0" in captured.err
     assert report(proj, "1.1.0")["results"][1]["range_diff"].count("\n") > 3  # the report keeps all of it
+
+
+# ------------------------------------------------------------------ a fresh clone; the landed check's environment
+
+
+def test_rebase_from_a_fresh_clone_applies_the_series_first(proj: Project, capsys):
+    import shutil
+
+    shutil.rmtree(proj.vendor)  # a fresh clone: pins and patches, no vendor/toypkg yet
+    assert start(proj, "1.2.0", drop=["0002"]) == 0
+    assert "vendor/toypkg is not the applied checkout of patches/toypkg/: apply it first" in capsys.readouterr().out
+    assert statuses(proj, "1.2.0") == {"0001": "clean", "0002": "landed", "0003": "clean", "0004": "3-way",
+                                       "0005": "clean"}
+    assert proj.run("export", "--check") == 0
+
+
+@pytest.fixture
+def toy_envs(proj: Project, monkeypatch, tmp_path) -> Project:
+    """The landed check's real environments without real torch: a stand-in torch on the find-links, no test
+    requirements beside it."""
+    torch = toy_env_links(tmp_path / "torch")
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{proj.index} {torch}")
+    (proj.root / envs.REQUIREMENTS).parent.mkdir(parents=True, exist_ok=True)
+    (proj.root / envs.REQUIREMENTS).write_text("# the toy environments need nothing more\n", encoding="utf-8")
+    return proj
+
+
+def test_the_landed_check_makes_its_environment(toy_envs: Project, capsys):
+    """No build/envs at all: the check makes build/envs/landed-toypkg-1.2.0 with the new official wheel (by default)."""
+    proj = toy_envs
+    assert rebase.start(proj.root, "toypkg==1.2.0") == 0
+    where = proj.root / envs.ENVS_DIR / "landed-toypkg-1.2.0"
+    freeze = json.loads((where / envs.STAMP).read_text())["wheels"]
+    assert freeze == ["toypkg-1.2.0-py3-none-any.whl"]
+    landed = report(proj, "1.2.0")["landed"]
+    assert landed["0002-memory-stage-loads-on-the-CPU.patch"]["env"] == \
+        "official toypkg-1.2.0-py3-none-any.whl in build/envs/landed-toypkg-1.2.0"
+    assert "not run" not in capsys.readouterr().out
+
+
+def test_a_landed_check_that_cannot_run_stops_and_undoes_the_rebase(toy_envs: Project, tmp_path, monkeypatch):
+    """toypkg 1.3.0 needs missingdep, which no index has: no 'not run', an error (exit 37) naming it; nothing changed."""
+    proj = toy_envs
+    links = tmp_path / "release-1.3.0"
+    make_sdist(links, version="1.3.0", tree=TOY)  # 1.0.0's code: the check stops before the replay
+    make_wheel(links, version="1.3.0", requires=("missingdep>=2",))
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{os.environ['PIP_FIND_LINKS']} {links}")
+    before = snapshot(proj)
+    with pytest.raises(errors.LandedCheckNotRun) as exc:
+        rebase.start(proj.root, "toypkg==1.3.0")
+    assert exc.value.exit_code == 37
+    assert exc.value.message.startswith("The landed check of toypkg 1.3.0 could not run: build/envs/landed-toypkg-1.3.0")
+    assert "missingdep>=2" in exc.value.message and "The rebase was undone" in exc.value.message
+    assert snapshot(proj) == before
+    assert not (proj.root / "build" / "rebase" / "toypkg").exists()
+
+
+COLLECTION_ERROR = """<testsuites><testsuite><testcase classname="" name="tests.test_fsdp2">
+<error message="collection failure">ImportError while importing test module 'tests/test_fsdp2.py'.
+E   ImportError: cannot import name 'require_fsdp2' from 'accelerate.test_utils.testing'</error>
+</testcase></testsuite></testsuites>"""
+
+
+def test_a_test_that_could_not_run_is_unknown_never_still_needed(proj: Project, capsys):
+    def runner(where, files, env):
+        testrun.junit_in(where).write_text(COLLECTION_ERROR, encoding="utf-8")
+        return testrun.outcomes(testrun.junit_in(where))
+
+    assert rebase.start(proj.root, "toypkg==1.2.0", env_factory=rebase.source_env, runner=runner) == 0
+    out = capsys.readouterr().out
+    why = "collection failure: ImportError: cannot import name 'require_fsdp2' from 'accelerate.test_utils.testing'"
+    assert "its tests on pristine 1.2.0: 1 unknown -> unknown" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("0002-memory-stage-loads-on-the-CPU.patch "))
+    assert row.split()[1] == "3-way"
+    assert row.endswith(f"(landed? unknown: its tests could not run on pristine 1.2.0 (tests.test_fsdp2: {why}))")
+    summary = out.split(": summary", 1)[1]
+    assert "-> unknown: 1 of its tests could not run there" in summary
+    assert f"could not run upstream: tests.test_fsdp2: {why}" in summary
+    assert "still needed" not in out and "landed (" not in out
+    assert len((proj.patches / "series").read_text().splitlines()) == 5  # nothing dropped
+
+
+def test_verdicts_with_tests_that_could_not_run():
+    cannot = {"t::a": "collection failure: ImportError: x"}
+    assert rebase.landed_mod._verdict({"t::a": "unknown", "t::b": "passed"}, cannot, {})["verdict"] == "unknown"
+    assert rebase.landed_mod._verdict({"t::a": "unknown", "t::b": "failed"}, cannot, {})["verdict"] == "not landed"
+    assert rebase.landed_mod._verdict({"t::b": "passed"}, {}, {})["verdict"] == "landed"
+
+
+def test_the_landed_environment_holds_every_pin_with_the_new_release(tmp_path, monkeypatch):
+    pins = [toy_pin_like("accelerate", "1.15.0"), toy_pin_like("transformers", "5.23.0")]
+    new = toy_pin_like("accelerate", "1.16.0")
+    made = {}
+    monkeypatch.setattr(rebase.landed_mod.pins_mod, "load", lambda root: pins)
+    monkeypatch.setattr(rebase.landed_mod.fetch, "fetch", lambda pin, kind: Path(f"/cache/{pin.wheel}"))
+    monkeypatch.setattr(envs, "ensure", lambda root, env, wheels, all_pins: made.update(env=env, wheels=wheels) or
+                        Path("/py"))
+    env = rebase.wheel_env(tmp_path, new, tmp_path, Path("/cache/accelerate-1.16.0-py3-none-any.whl"))
+    assert made == {"env": "landed-accelerate-1.16.0", "wheels": [Path("/cache/accelerate-1.16.0-py3-none-any.whl"),
+                                                                  Path("/cache/transformers-5.23.0-py3-none-any.whl")]}
+    assert env.python == Path("/py") and env.pythonpath == ()
+
+
+def toy_pin_like(name: str, version: str):
+    from headroom.pins import Pin
+
+    return Pin(name=name, distribution=name, version=version, sdist=f"{name}-{version}.tar.gz", sdist_sha256="0" * 64,
+               wheel=f"{name}-{version}-py3-none-any.whl", wheel_sha256="0" * 64, repository="-", tag="-")

@@ -139,7 +139,9 @@ def test_collection_error_without_classname_is_a_failure(tmp_path):
     xml = """<testsuites><testsuite>
       <testcase classname="" name="tests.test_x"><error message="collection failure">ImportError: boom</error></testcase>
     </testsuite></testsuites>"""
-    assert testrun.read_junit(write(tmp_path, "c.xml", xml)) == {"tests.test_x": ("failed", "collection failure")}
+    # pytest's fixed message, and the error that stopped the import (the text's last error line)
+    assert testrun.read_junit(write(tmp_path, "c.xml", xml)) == {
+        "tests.test_x": ("failed", "collection failure: ImportError: boom")}
 
 
 def test_missing_or_broken_junit_reads_as_nothing(tmp_path):

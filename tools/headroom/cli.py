@@ -190,8 +190,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("requirement", help="e.g. transformers==5.23.0")
     r.add_argument("--drop", action="append", metavar="P1,P2", help="drop these patches if found landed/empty (0002, file name)")
     r.add_argument("--landed-env", choices=["wheel", "source"], default="wheel",
-                   help="where a patch's tests run for the landed check: the official wheel over build/envs/pristine "
-                        "(default) or the pristine source tree on PYTHONPATH")
+                   help="where a patch's tests run for the landed check: build/envs/landed-<name>-<version>, made "
+                        "with the official wheels of every pin and the new release (default), or the pristine "
+                        "source tree on PYTHONPATH")
     r.set_defaults(func=cmd_rebase)
     c = sub.add_parser("rebase-continue", help="go on with a rebase stopped on a conflict")
     c.add_argument("--drop", action="append", metavar="P1,P2", help="drop these patches (e.g. the conflicting one)")

@@ -182,3 +182,15 @@ class RequirementsConflict(HeadroomError):
     """requirements/test-env.txt names an upstream that vendor/pins.toml pins (the environments take it from the pin)."""
 
     exit_code = 35
+
+
+class DependencyUnresolved(HeadroomError):
+    """A test environment's dependencies do not resolve (pip finds no match, or ``pip check`` fails afterwards)."""
+
+    exit_code = 36
+
+
+class LandedCheckNotRun(HeadroomError):
+    """``rebase``: the landed check's environment could not be made, so the check could not run; the rebase is undone."""
+
+    exit_code = 37

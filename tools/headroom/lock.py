@@ -44,7 +44,7 @@ COMMAND_LOCKS: dict[str, tuple[str, ...]] = {
     "clean": ("dist", "envs"),
     "test": ("vendor", "dist", "envs"),
     "bench": ("envs",),
-    "rebase": ("vendor",),
+    "rebase": ("vendor", "envs"),  # the landed check makes build/envs/landed-<name>-<version>
     "rebase-continue": ("vendor",),
     "rebase-abort": ("vendor",),
     "pr": ("vendor",),

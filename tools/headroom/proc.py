@@ -20,12 +20,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import ui
-from .errors import CommandFailed, DiskFull
+from .errors import CommandFailed, DiskFull, HeadroomError
 from .fsutil import ENOSPC_TEXT
 
 HEARTBEAT_SECONDS = 20.0
@@ -74,11 +74,14 @@ def run(
     quiet: bool = False,
     what: str = "",
     stdin: str | None = None,
+    diagnose: Callable[[str], HeadroomError | None] | None = None,
 ) -> Result:
     """Run ``args``; return its combined stdout/stderr.
 
     ``env`` entries are added to the current environment. ``quiet`` hides the ``+ cmd``
     line (for internal git plumbing). ``what`` names the command in the error message.
+    ``diagnose`` reads the output of a failed command and returns the project's own error
+    for a failure it recognises (raised instead of :class:`CommandFailed`), or None.
     """
     argv = [str(a) for a in args]
     full_env = dict(os.environ)
@@ -137,6 +140,9 @@ def run(
         if disk_full_in(output):
             raise DiskFull(f"{what or argv[0]} ran out of disk space; its output is above.",
                            details=f"command: {_display(argv, cwd)}")
+        known = diagnose(output) if diagnose else None
+        if known is not None:
+            raise known
         raise CommandFailed(
             f"{what or argv[0]} failed (exit {proc.returncode}); its output is above.",
             details=f"command: {_display(argv, cwd)}",

@@ -9,7 +9,8 @@ the bench) asks this module; nothing else starts pytest or parses JUnit XML.
 * :func:`read_junit` is the one JUnit reader: every ``<testcase>`` is classified as passed,
   failed, known, skipped or needs_hub, and a test reported twice (a teardown error after a
   pass) keeps its worst outcome. :func:`outcomes` is the plain passed/failed/skipped view
-  the red->green verdict uses, and :func:`failures` says in a line why each failing one failed.
+  the red->green verdict uses, and :func:`failures` says in a line why each failing one failed
+  (:func:`not_run`: those that could not run at all, a collection error or an ImportError).
 * :func:`summarize`, :func:`verdict`, :func:`is_landed`, :func:`counts` and
   :func:`regressions` turn outcomes into words and decisions.
 * :func:`added_tests` names the test files a commit adds; :func:`copy_tests` lays them
@@ -58,6 +59,10 @@ HUB_MISS = re.compile(
 )
 # A line of a failure message that names the error (a worker's traceback ends with one, maybe behind "[rank1]: ").
 ERROR_LINE = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Failure)\b")
+# What pytest's JUnit XML says of a test file that could not be imported.
+COLLECTION = "collection failure"
+# A failure that says the test could not run at all (its module or a name it imports is missing), not that it failed.
+COULD_NOT_RUN = re.compile(rf"^{COLLECTION}\b|\b(?:ImportError|ModuleNotFoundError)\b")
 OUTCOMES = ("passed", "failed", "known", "skipped", "needs_hub")
 SEVERITY = {"passed": 0, "skipped": 1, "needs_hub": 2, "known": 3, "failed": 4}
 PLAIN_INI = "[pytest]\n"
@@ -124,7 +129,11 @@ def classify(case: ET.Element, known: Sequence[KnownFailure] = ()) -> tuple[str,
         if k.matches(node, text):
             return "known", k.reason
     lines = (problems[0].text or "").strip().splitlines()
-    return "failed", problems[0].get("message") or (lines[-1] if lines else "")
+    message = problems[0].get("message") or ""
+    if message == COLLECTION:  # pytest's fixed message; the error (an ImportError, mostly) is the text's last one
+        named = [line.strip().removeprefix("E").strip() for line in lines if ERROR_LINE.search(line)]
+        return "failed", f"{message}: {named[-1]}" if named else message
+    return "failed", message or (lines[-1] if lines else "")
 
 
 def read_junit(path: Path, known: Sequence[KnownFailure] = ()) -> dict[str, tuple[str, str]]:
@@ -169,13 +178,19 @@ def failures(path: Path, limit: int = 240) -> dict[str, str]:
     return out
 
 
+def not_run(path: Path) -> dict[str, str]:
+    """{node id: why} for the failures of :func:`failures` that say the test could not run (a collection error, an
+    ImportError): on another release they say nothing of whether the fix is there."""
+    return {node: why for node, why in failures(path).items() if COULD_NOT_RUN.search(why)}
+
+
 # ---------------------------------------------------------------- words and decisions
 
 
 def summarize(results: Mapping[str, str]) -> str:
     if not results:
         return "no tests"
-    n = {k: sum(1 for v in results.values() if v == k) for k in ("passed", "failed", "skipped")}
+    n = {k: sum(1 for v in results.values() if v == k) for k in ("passed", "failed", "unknown", "skipped")}
     return ", ".join(f"{c} {k}" for k, c in n.items() if c)
 
 
@@ -306,8 +321,15 @@ class TestEnv:
     label: str
 
 
+def junit_in(workdir: Path) -> Path:
+    """Where :func:`run_in_env` writes the JUnit XML of a run in ``workdir``."""
+    return workdir / "junit.xml"
+
+
 def run_in_env(workdir: Path, files: list[str], env: TestEnv) -> dict[str, str]:
-    """Run ``files`` (laid out by :func:`copy_tests` in ``workdir``) in ``env``: {test id: outcome}."""
-    result = pytest(env.python, ["-rA", *files], cwd=workdir, junit=workdir / "junit.xml", log=workdir / "pytest.log",
+    """Run ``files`` (laid out by :func:`copy_tests` in ``workdir``) in ``env``: {test id: outcome}. A file that
+    cannot be imported is reported (:func:`not_run`) and does not stop the others."""
+    result = pytest(env.python, ["-rA", "--continue-on-collection-errors", *files], cwd=workdir,
+                    junit=junit_in(workdir), log=workdir / "pytest.log",
                     what=f"pytest ({env.label})", env={"PYTHONPATH": os.pathsep.join(str(p) for p in env.pythonpath)})
     return outcomes(result.junit)

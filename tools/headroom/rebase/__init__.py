@@ -2,13 +2,18 @@
 
 ``headroom rebase transformers==5.23.0``:
 
+0. applies the series first when vendor/<name> is not its applied checkout (a fresh clone);
+   a checkout holding unsaved work is refused, as ``apply`` refuses it;
 1. downloads the new sdist and official wheel with pip (trust on first use: their
    sha256 are printed, and recorded in vendor/pins.toml only when the rebase finishes);
 2. saves what it may change (pins.toml, patches/<name>/, the checkout's HEAD, refs and
    state) under build/rebase/<name>/, so ``rebase-abort`` restores them byte for byte;
 3. commits the new pristine tree in vendor/<name> (tag ``upstream/<new version>``, the
    same commit ``apply`` makes) and runs each patch's own tests against the pristine new
-   upstream: a patch whose tests already pass there has *landed* (semantically);
+   upstream, in build/envs/landed-<name>-<version> (the official wheels of every pin, the
+   new release in place of the old one): a patch whose tests already pass there has
+   *landed* (semantically); when that environment cannot be made the rebase is undone
+   (LandedCheckNotRun);
 4. replays the series with ``git am -3`` on branch ``headroom-rebase``, one patch at a
    time, and prints one row per patch: ``clean``, ``3-way`` (with the range-diff of the
    old and new patch), ``empty`` (the change is already upstream: nothing left to
@@ -33,7 +38,7 @@ from .. import archive, checkout, fetch, ui
 from .. import export as export_mod
 from .. import pins as pins_mod
 from .. import series as series_mod
-from ..errors import NotApplied, PatchConflict, UnsavedWork, UsageError
+from ..errors import LandedCheckNotRun, NotApplied, PatchConflict, UnsavedWork, UsageError
 from ..fsutil import atomic_write_json
 from ..pins import Pin
 from ..testrun import run_in_env
@@ -68,10 +73,24 @@ def _split(values: list[str] | None) -> list[str]:
 
 # --------------------------------------------------------------------------- start
 
+def _applied(root: Path, pin: Pin, series: series_mod.Series) -> bool:
+    state = checkout.read_state(checkout.vendor_dir(root, pin))
+    return state.get("state") == "done" and state.get("key") == checkout.apply_key(pin, series)
+
+
+def _apply_first(root: Path, pin: Pin, series: series_mod.Series) -> None:
+    """A fresh clone (no vendor/<name>) or a checkout of another series: `make apply` first, as the person would.
+    A checkout holding unsaved work is refused by apply itself (UnsavedWork), nothing changed."""
+    if _applied(root, pin, series):
+        return
+    ui.step("rebase", f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/: apply it first")
+    checkout.apply(root, pin)
+
+
 def _require_clean_checkout(root: Path, pin: Pin, series: series_mod.Series) -> Repo:
     dest = checkout.vendor_dir(root, pin)
     state = checkout.read_state(dest)
-    if state.get("state") != "done" or state.get("key") != checkout.apply_key(pin, series):
+    if not _applied(root, pin, series):
         raise NotApplied(f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/. Run `make apply` "
                          "first (and `make export` before it if the checkout holds work you want to keep).")
     repo = Repo(dest)
@@ -124,6 +143,7 @@ def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_fa
     series = series_mod.load(root, pin.name)
     names = [p.name for p in series.patches]
     drops = series_mod.match(_split(drop), names, pin.name)
+    _apply_first(root, pin, series)
     repo = _require_clean_checkout(root, pin, series)
     ui.step("rebase", f"{pin.name} {pin.version} -> {version}: download (trust on first use)")
     new = fetch.download_unpinned(pin, version)
@@ -138,7 +158,13 @@ def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_fa
     ui.step("rebase", f"pristine {new.version} -> tag {checkout.upstream_tag(new)} in vendor/{pin.name}")
     _, tree = _import_pristine(root, repo, new)
     ui.step("rebase", f"each patch's own tests on pristine {new.version} (landed?)")
-    state["landed"] = landed_mod.checks(root, repo, state, new, tree, env_factory, runner)
+    try:
+        state["landed"] = landed_mod.checks(root, repo, state, new, tree, env_factory, runner)
+    except LandedCheckNotRun:
+        state_mod.restore(root, state)  # a rebase without its landed check would not be honest: undo it
+        shutil.rmtree(state_mod.rebase_dir(root, pin.name))
+        ui.info(f"{pin.name} is back on {pin.version}: pins, patches and checkout as before the rebase")
+        raise
     landed = [n for n in names if state["landed"][n]["verdict"] == "landed" and n not in drops]
     state["drop"] = drops + _confirm(landed, "its tests pass on the pristine new upstream: drop")
     repo("checkout", "-q", "-f", "-B", BRANCH, checkout.upstream_tag(new))
@@ -155,11 +181,6 @@ def _row(result: dict) -> None:
 
 
 RANGE_DIFF_LINES = 40
-
-
-def _verdict_text(ev: dict) -> str:
-    return {"not landed": "still needed", "partly landed": "partly landed (carry only what is still missing)",
-            "landed": "landed"}.get(ev.get("verdict", ""), ev.get("verdict", ""))
 
 
 def _show_range_diff(result: dict, new: Pin) -> None:
@@ -221,6 +242,9 @@ def _replay(root: Path, state: dict) -> int:
                             f"(now passing: {', '.join(t.rsplit('::', 1)[-1] for t in landed['now_passing'])}; still "
                             f"failing: {', '.join(t.rsplit('::', 1)[-1] for t in landed['still_failing'])}): keep what "
                             "upstream did and carry only what is still missing.")
+                if landed.get("verdict") == "unknown":
+                    hint = (f" Whether it landed upstream is unknown: its tests could not run on pristine {new.version} "
+                            f"({landed_mod.could_not_run_text(landed)}).")
                 if is_l:
                     hint = (f" Its own tests already pass on pristine {new.version} ({landed['summary']}): it has "
                             f"landed upstream; dropping it is likely right: `make rebase-continue DROP={num}`.")
@@ -231,6 +255,9 @@ def _replay(root: Path, state: dict) -> int:
                     f"`make rebase-continue DROP={num}`. Or undo everything: `make rebase-abort`.",
                     details=report,
                 )
+            if landed.get("verdict") == "unknown" and result["status"] in ("clean", "3-way", "empty"):
+                result["detail"] = ", ".join(x for x in (result["detail"], f"landed? unknown: its tests could not "
+                                                         f"run on pristine {new.version} ({landed_mod.could_not_run_text(landed)})") if x)
             if is_l and result["status"] in ("clean", "3-way"):
                 result["detail"] = (f"applies {result['status']}, but its tests pass on pristine {new.version} "
                                     f"({landed['summary']})")
@@ -254,13 +281,7 @@ def _finish(root: Path, state: dict) -> int:
     ui.step("rebase", f"{name} {old.version} -> {new.version}: summary")
     for r in results:
         _row(r)
-        ev = state["landed"].get(r["patch"], {})
-        if ev.get("summary"):
-            ui.info(f"    its tests on pristine {new.version}: {ev['summary']} -> {_verdict_text(ev)}")
-        for t in ev.get("now_passing", []):
-            ui.info(f"      now passes upstream: {t.rsplit('::', 1)[-1]}")
-        for t in ev.get("still_failing", []):
-            ui.info(f"      still fails upstream: {t.rsplit('::', 1)[-1]}")
+        landed_mod.show_verdict(state["landed"].get(r["patch"], {}), new)
     kept_landed = [r for r in results if r["status"] == "landed" and r.get("commit")]
     for r in results:
         ev = state["landed"].get(r["patch"], {})
