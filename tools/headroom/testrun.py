@@ -43,6 +43,9 @@ OFFLINE_ENV = {
     "HF_ENDPOINT": "http://127.0.0.1:9",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # transformers' hub kernels (`kernels` package, on by default): a CPU test must never fetch a kernel from the hub.
+    # 5.25.0 requires `kernels` and raises in every from_pretrained without it unless this says NO.
+    "USE_HUB_KERNELS": "NO",
     "PYTHONPATH": "",
     "PYTHONNOUSERSITE": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
