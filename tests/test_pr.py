@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Project, git, toy_pin
-from headroom import errors, pr, prdraft
+from headroom import errors, pr, prdraft, prfacts
 
 SERIES = FIXTURES / "series-rebase"
 PR_DATA = FIXTURES / "pr_data"
@@ -71,7 +72,8 @@ def test_pr_for_one_patch(proj: Project, capsys):
     checks = make(proj, "toypkg/0002", ruff_installer=ruff)
     out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "0001-memory-stage-loads-on-the-CPU.patch", "PR.md", "checks.json", "pytest-alone.log", "pytest-pristine.log"]
+        "0001-memory-stage-loads-on-the-CPU.patch", "FACTS.md", "PR.md", "checks.json", "pytest-alone.log",
+        "pytest-pristine.log"]
     # The branch: the pristine tag + this patch alone, committed as the person running make pr; HEAD untouched.
     branch = "pr/memory-stage-loads-on-the-cpu"
     assert git(proj.vendor, "rev-parse", f"{branch}~1") == git(proj.vendor, "rev-parse", "upstream/1.0.0")
@@ -91,15 +93,25 @@ def test_pr_for_one_patch(proj: Project, capsys):
     positions = [body.splitlines().index(line) for line in kept]
     assert positions == sorted(positions)
     assert "- [ ] I confirm that this is not a pure code agent PR." in body and "- [x]" not in body
-    assert body.index("load() staged on the accelerator by default.") > body.index("-->")
-    assert body.index("load() staged on the accelerator by default.") < body.index("## Agent policy")
-    assert "Fixes #1" in body and "Fixes # (issue)" not in body
-    assert "| `test_load_stages_on_cpu` | failed | passed |" in body
-    assert "| peak accelerator (MiB) | 812 | 64 |" in body
+    # The upstream refuses generated descriptions (pr_data's [policy]): the description section is the template's
+    # comment and one line of ours pointing to FACTS.md; nothing of the commit message, no evidence written for them.
+    description = body.split("# What does this PR do?\n", 1)[1].split("## Agent policy", 1)[0]
+    assert [line for line in description.splitlines() if line.strip()] == [
+        "<!--", "Describe the change.", "-->", prdraft.FACTS_POINTER, "Fixes #1"]
+    assert "load() staged" not in body and "| `test_load_stages_on_cpu`" not in body and "812" not in body
     assert "Reviewers for this change: @memkeeper (memory)" in body
-    assert "load() staged on the accelerator by default.\n\nThe new test" in body  # paragraphs stay paragraphs
     assert body.index("Reviewers for this change") > body.index("## Who can review?")
     assert "Upstream-" not in body and "ISSUE.md" not in body
+    # FACTS.md: what the person cites, every figure from this run's checks.json.
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "| failure | `test_load_stages_on_cpu` on toypkg 1.0.0: AssertionError: assert 'accelerator' == 'cpu' |" in facts
+    assert "| `test_load_stages_on_cpu` | failed | passed |" in facts
+    assert "| peak accelerator (MiB) | 812 | 64 |" in facts
+    assert "| `src/toypkg/memory.py` | 1 | 1 | `load` | 3 |" in facts
+    assert "| Fixes | https://example.invalid/toypkg/issues/1 | - |" in facts
+    assert "FAILED tests/test_memory_cpu.py::test_load_stages_on_cpu" in facts and "1 passed in " in facts
+    assert "write the description yourself in build/pr/0002-memory-stage-loads-on-the-CPU/PR.md" in facts
+    assert_facts_match_checks(facts, json.loads((out_dir / "checks.json").read_text()))
     assert checks["applies_alone"]["status"] == "passed"
     assert checks["tests"]["verdict"] == "red->green"
     assert checks["tests"]["pristine"]["summary"] == "1 failed" and checks["tests"]["alone"]["summary"] == "1 passed"
@@ -112,6 +124,36 @@ def test_pr_for_one_patch(proj: Project, capsys):
     assert json.loads((out_dir / "checks.json").read_text())["branch"] == branch
     out = capsys.readouterr().out
     assert "no git remote" in out and "push" not in out.split("no git remote")[0]
+    left = out.split("left to you", 1)[1]
+    assert "write the description yourself" in left and "- [ ] I confirm that this is not a pure code agent PR." in left
+    assert "open the issue first" not in left  # Fixes: names an upstream issue
+
+
+def _figures(text: str) -> list[str]:
+    """Every number in a text as FACTS.md writes it (1,183 -> 1183)."""
+    return [n.replace(",", "") for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)]
+
+
+def assert_facts_match_checks(facts: str, checks: dict) -> None:
+    """Every figure of FACTS.md is one of checks.json's; its tables say what checks.json says, cell by cell."""
+    known = set(_figures(json.dumps(checks))) | {f"{v:.1f}" for v in re.findall(r"-?\d+\.\d+", json.dumps(checks))
+                                                 for v in [float(v)]}
+    assert [n for n in _figures(facts) if n not in known] == []
+    assert prfacts.unsourced(facts, checks) == []
+    for table in checks["figures"]["bench"]:
+        for label, _key, a, b in table["rows"]:
+            assert f"| {label} | {prfacts._num(a)} | {prfacts._num(b)} |" in facts
+    for label, a, b in checks["figures"]["tests"]:
+        assert f"| {label} | {a} | {b} |" in facts
+    t = checks["tests"]
+    if t.get("status") == "run":
+        for node in set(t["pristine"]["outcomes"]) | set(t["alone"]["outcomes"]):
+            row = f"| `{node.rsplit('::', 1)[-1]}` | {t['pristine']['outcomes'].get(node, '-')} | {t['alone']['outcomes'].get(node, '-')} |"
+            assert row in facts
+    for f in checks["diff"]["files"]:
+        assert f"| `{f['path']}` | {f['added']} | {f['removed']} |" in facts
+    for link in checks["upstream"]["links"]:
+        assert link["url"] in facts
 
 
 def test_pr_needs_the_persons_git_identity(proj: Project, monkeypatch, tmp_path):
@@ -131,7 +173,7 @@ def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Projec
     checks = make(proj, "toypkg/0005")
     out_dir = proj.root / "build" / "pr" / "0005-greet-separate-the-name-with-a-comma"
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "0001-greet-separate-the-name-with-a-comma.patch", "COMMENT.md", "ISSUE.md", "checks.json",
+        "0001-greet-separate-the-name-with-a-comma.patch", "COMMENT.md", "FACTS.md", "ISSUE.md", "checks.json",
         "pytest-alone.log", "pytest-pristine.log", "repro.py"]
     comment = (out_dir / "COMMENT.md").read_text()
     assert "https://example.invalid/toypkg/pull/7" in comment
@@ -143,10 +185,23 @@ def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Projec
     titles = [line for line in issue.splitlines() if line.startswith("### ")]
     assert titles == ["### System Info", "### Who can help?", "### Information", "### Reproduction", "### Expected behavior"]
     assert "- [ ] My own modified scripts" in issue and "@corekeeper @other-keeper (core)" in issue
-    assert "Save as `repro.py` and run `python repro.py`" in issue
-    assert "Output with toypkg 1.0.0:\n\n```\ngreet('x') -> 'hello x'" in issue
+    assert "`python repro.py` with the script below (CPU only, no hub access); on toypkg 1.0.0 it ends with:\n\n" \
+        "```\ngreet('x') -> 'hello x'\n```" in issue
     assert "greet('x') -> 'hello, x'" in issue.split("### Expected behavior")[1]
     assert 'A comma between the greeting and the name ("hello, x").' in issue
+    assert "<summary>repro.py</summary>" in issue and re.search(r"\n\ntoypkg 1.0.0, .*, Python 3[.0-9]+\n", issue)
+    # Short where we still write: the symptom, the reproduction, the evidence; the long material folded.
+    assert prdraft.lines_before_details(issue) <= 25 and prdraft.lines_before_details(comment) <= 25
+    assert "<summary>Our change, to compare with this PR's</summary>" in comment
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "| Upstream-PR | https://example.invalid/toypkg/pull/7 | open, the same fix |" in facts
+    assert "`python repro.py` (its last lines)" in facts and "greet('x') -> 'hello, x'" in facts
+    assert checks["left_to_you"][:2] == [
+        "open the issue first: read and edit build/pr/0005-greet-separate-the-name-with-a-comma/ISSUE.md, file it "
+        "yourself, then link it in COMMENT.md",
+        "read and edit build/pr/0005-greet-separate-the-name-with-a-comma/COMMENT.md, then post it yourself on "
+        "https://example.invalid/toypkg/pull/7"]
+    assert_facts_match_checks(facts, checks)
     # The branch proposed upstream carries no bookkeeping trailer.
     message = git(proj.vendor, "log", "-1", "--format=%B", "pr/greet-separate-the-name-with-a-comma")
     assert "Upstream-" not in message
@@ -159,7 +214,13 @@ def test_pr_without_a_test_environment_reports_not_run(proj: Project):
     assert checks["tests"]["status"] == "not run"
     out_dir = proj.root / "build" / "pr" / "0001-util-add-a-clamp-helper"
     body = (out_dir / "PR.md").read_text()
-    assert "Tests: not run" in body and "Fixes # (issue)" in body  # no upstream issue named: the placeholder stays
+    assert "Fixes # (issue)" in body  # no upstream issue named: the placeholder stays
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "The new test: not run (no test environment" in facts and "| failure | not measured in this run" in facts
+    assert_facts_match_checks(facts, checks)
+    left = checks["left_to_you"]
+    assert left[0].startswith("open the issue first: read and edit build/pr/0001-util-add-a-clamp-helper/ISSUE.md")
+    assert left[0].endswith("then link it in PR.md's Fixes line")
     assert (out_dir / "ISSUE.md").exists() and "(no standalone script in pr_data" in (out_dir / "ISSUE.md").read_text()
 
 

@@ -5,8 +5,13 @@
 * branch ``pr/<slug>`` in vendor/<name>, based on ``upstream/<version>`` with only this
   patch (``git am``; made in a temporary worktree, so the checkout's HEAD is untouched);
 * build/pr/<patch>/: the ``git format-patch`` file, ``PR.md`` (the upstream's pull
-  request template filled with the commit message, the red->green evidence and memory
-  figures) and ``checks.json``.
+  request template, whole; its description left to the person unless the upstream's
+  policy in pr_data accepts a generated one), ``FACTS.md`` (what the person cites, every
+  figure from this run) and ``checks.json``; ``COMMENT.md`` / ``ISSUE.md`` when the trailers
+  call for them.
+
+A retired patch (patches/<name>/retired.toml) gets no draft: one line says which release
+made it unnecessary.
 
 Checks: the patch applies alone on the pristine tag (no hidden dependency on an earlier
 patch), its own tests are red on pristine and green with this patch alone (when a test
@@ -24,7 +29,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import checkout, lint, prconfig, prdraft, prpush, proc, repro, testrun, ui
+from . import checkout, lint, prconfig, prdraft, prfacts, prpush, proc, repro, testrun, ui
 from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
@@ -76,6 +81,12 @@ def select(root: Path, spec: str) -> tuple[Pin, Path]:
     pin = pins_mod.select(pins_mod.load(root), [name])[0]
     series = series_mod.load(root, pin.name)
     names = [p.name for p in series.patches]
+    if not series_mod.hits_for(which, names, pin.name):
+        # Not carried: a retired patch gets one line saying why, and no draft
+        retired = series_mod.load_retired(root, pin.name)
+        gone = [r for r in retired if r.patch in series_mod.hits_for(which, [r.patch for r in retired], pin.name)]
+        if len(gone) == 1:
+            raise UsageError(gone[0].line(pin.name))
     if not names:
         raise UsageError(f"patches/{pin.name}/ has no patches.")
     (chosen,) = series_mod.match([which], names, pin.name, flag="PATCH")
@@ -180,13 +191,14 @@ def _num(value: object) -> str:
     return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None) -> list[str]:
-    """Markdown lines with the memory figures of build/bench/*.json for this patch: pristine vs patched."""
+def bench_tables(root: Path, pin: Pin, patch: Path, section: str | None = None) -> list[dict]:
+    """The memory figures of build/bench/*.json for this patch, pristine vs patched: [{title, source, rows:
+    [[label, key, pristine, patched]]}] (kept in checks.json; PR.md and FACTS.md render them)."""
     folder = root / BENCH_DIR
     if not folder.exists():
         return []
     section = section or fix_section(root, patch)
-    lines: list[str] = []
+    tables: list[dict] = []
     for f in sorted(folder.glob("*.json")):
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
@@ -205,13 +217,67 @@ def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None)
                 continue  # e.g. a GPU part on a machine without CUDA: no figure to show
             a, b = _memory_leaves(pristine), _memory_leaves(patched)
             keys = [k for k in a if k in b][:6]
-            if not keys:
-                continue
-            lines += ["", f"Memory ({label or where}):", "", f"| | {pin.distribution} {pin.version} | with this change |",
-                      "| --- | ---: | ---: |"]
-            lines += [f"| {human(k)} | {_num(a[k])} | {_num(b[k])} |" for k in keys]
-            lines.append("")
+            if keys:
+                tables.append({"title": f"Memory ({label or where})", "source": f"build/bench/{where}" + (f", {path}" if path else ""),
+                               "rows": [[human(k), k, a[k], b[k]] for k in keys]})
+    return tables
+
+
+def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None,
+                  tables: list[dict] | None = None) -> list[str]:
+    """Markdown lines with the memory figures of build/bench/*.json for this patch: pristine vs patched."""
+    lines: list[str] = []
+    for t in bench_tables(root, pin, patch, section) if tables is None else tables:
+        lines += ["", f"{t['title']}:", "", f"| | {pin.distribution} {pin.version} | with this change |",
+                  "| --- | ---: | ---: |"]
+        lines += [f"| {label} | {_num(a)} | {_num(b)} |" for label, _key, a, b in t["rows"]]
+        lines.append("")
     return lines
+
+
+# --------------------------------------------------------------------------- the diff
+
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
+_DEF = re.compile(r"^\+\s*(?:async\s+)?(def|class)\s+(\w+)")
+_CONTEXT = re.compile(r"(?:async\s+)?(?:def|class)\s+(\w+)")
+
+
+def diff_facts(repo: Repo, base: str, commit: str, work: Path) -> dict:
+    """Files, functions and lines the commit changes: ``git diff --numstat`` and the hunks of ``-U0`` with git's
+    python function headers (the function each hunk is in, and the functions it adds)."""
+    attributes = work / "diff-attributes"
+    attributes.write_text("*.py diff=python\n", encoding="utf-8")
+    files: dict[str, dict] = {}
+    for line in repo("diff", "--numstat", base, commit).splitlines():
+        added, removed, path = line.split("\t", 2)
+        files[path] = {"path": path, "added": int(added) if added.isdigit() else 0,
+                       "removed": int(removed) if removed.isdigit() else 0, "functions": [], "lines": []}
+    current = None
+    for line in repo("-c", f"core.attributesFile={attributes}", "diff", "-U0", "--no-color", base, commit, strip=False).splitlines():
+        if line.startswith("+++ "):
+            current = files.get(line[6:] if line.startswith("+++ b/") else "")
+        elif current is not None and (m := _HUNK.match(line)):
+            start, count = int(m.group(1)), int(m.group(2) or 1)
+            if count:
+                current["lines"].append(f"{start}-{start + count - 1}" if count > 1 else str(start))
+            ctx = _CONTEXT.search(m.group(3))
+            if ctx and ctx.group(1) not in current["functions"]:
+                current["functions"].append(ctx.group(1))
+        elif current is not None and (m := _DEF.match(line)) and m.group(2) not in current["functions"]:
+            current["functions"].append(m.group(2))
+    source = [f for f in files.values() if not f["path"].startswith("tests/")]
+    tests = [f for f in files.values() if f["path"].startswith("tests/")]
+    return {"files": list(files.values()), "source_files": len(source),
+            "source_added": sum(f["added"] for f in source), "source_removed": sum(f["removed"] for f in source),
+            "test_added": sum(f["added"] for f in tests), "test_removed": sum(f["removed"] for f in tests)}
+
+
+def summary_tail(log: str, limit: int = 8) -> list[str]:
+    """pytest's short summary (``-rA``) and its last line, as a person reads them: a run's real output, short."""
+    lines = log.rstrip("\n").splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if "short test summary info" in line), len(lines) - 1)
+    body = [line.strip().strip("=").strip()[:200] for line in lines[start:] if line.strip()]
+    return body[:limit - 1] + body[-1:] if len(body) > limit else body
 
 
 # --------------------------------------------------------------------------- checks
@@ -231,8 +297,12 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
         ui.info(f"running {len(files)} test file(s) on {label} ({envs[label].label})")
         outcomes = runner(where, files, envs[label])
         out[label] = {"outcomes": outcomes, "summary": testrun.summarize(outcomes), "env": envs[label].label}
+        junit = where / "junit.xml"
+        if junit.exists():
+            out[label]["failures"] = testrun.failures(junit)
         log = where / "pytest.log"
         if log.exists():
+            out[label]["tail"] = summary_tail(log.read_text(encoding="utf-8"))
             if keep_logs is not None:  # the evidence stays next to PR.md
                 keep_logs.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, keep_logs / f"pytest-{label}.log")
@@ -246,6 +316,33 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
 def _identity_env(identity: tuple[str, str]) -> dict[str, str]:
     name, email = identity
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+def left_to_you(config: prconfig.PrConfig, pin: Pin, checks: dict, rel: Path, open_pr: dict | None,
+                issue_needed: bool) -> list[str]:
+    """What only the person can do, per draft, in the order to do it (said on the terminal and in FACTS.md)."""
+    out = []
+    if issue_needed:
+        out.append(f"open the issue first: read and edit {rel}/ISSUE.md, file it yourself, then link it "
+                   + ("in COMMENT.md" if open_pr else "in PR.md's Fixes line"))
+    if open_pr:
+        out.append(f"read and edit {rel}/COMMENT.md, then post it yourself on {open_pr['url']}")
+    else:
+        if config.person_writes_description:
+            heading = config.description_after or "# What does this PR do?"
+            out.append(f"write the description yourself in {rel}/PR.md under \"{heading}\" (a few sentences of yours; "
+                       f"{pin.name}'s policy on generated descriptions: {config.policy})")
+        else:
+            out.append(f"read and edit the description in {rel}/PR.md")
+        if config.policy_confirm:
+            out.append(f"the policy line in PR.md is yours to answer, only if it is true: {config.policy_confirm}")
+        out.append("tick the template's other boxes that are true (none is ticked for you)")
+    if checks.get("push_commands"):
+        out.append("push the branch and open the pull request yourself with the commands below (make pr never runs them)")
+    else:
+        out.append(f"add your fork as a remote of vendor/{pin.name} and run make pr again: it then prints the exact "
+                   "push commands")
+    return out
 
 
 def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = run_in_env,
@@ -311,17 +408,34 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             checks["ruff"] = lint.run(root, config, alone, files, ruff_installer)
             test_files = {f: (alone / f).read_text(encoding="utf-8") for f in checks["tests"].get("tests", [])}
             source_diff = repo("diff", tag, commit, "--", *[f for f in files if not f.startswith("tests/")], strip=False)
+            checks["diff"] = diff_facts(repo, tag, commit, tmpdir)
             issue_needed = not prdraft.upstream_issues(message, pin.repository)
             script = config.repro_script(subject_slug(message["subject"]))
-            if issue_needed and script.exists():
+            if script.exists():  # its real output goes into FACTS.md (and ISSUE.md when one is drafted)
                 envs = envs_factory(root, pin, pristine, alone) if checks["tests"].get("status") == "run" else None
                 runs = repro.runs(script, envs, tmpdir / "repro")
                 versions = repro.versions(pin, envs)
+                command = prdraft.run_command(script.read_text(encoding="utf-8"))
+                checks["repro"] = {"script": str(script.relative_to(script.parents[2])), "command": command, **runs} \
+                    if runs else {"status": f"{script.name}: not run (no test environment)"}
+            else:
+                checks["repro"] = {"status": f"none in pr_data/{pin.name}/repro/ for this subject"}
         finally:
             repo("worktree", "remove", "--force", str(alone))
             repo("worktree", "remove", "--force", str(pristine))
     checks["upstream"] = {"issues": prdraft.upstream_issues(message, pin.repository),
-                          "issue_none_recorded": message["upstream_issue_none"], "pull_requests": message["upstream_prs"]}
+                          "issue_none_recorded": message["upstream_issue_none"], "pull_requests": message["upstream_prs"],
+                          "links": message["links"]}
+    checks["official"] = f"{pin.distribution} {pin.version}"
+    checks["subject"] = message["subject"]
+    checks["commit"] = {"cost_paragraph": prdraft.cost_paragraph(message["body"])}
+    checks["policy"] = {"generated_description": config.policy, "quote": config.policy_quote,
+                        "source": config.policy_source, "confirm": config.policy_confirm}
+    t = checks["tests"]
+    checks["figures"] = {"tests": [list(r) for r in prdraft.figure_rows(t.get("pristine", {}).get("figures", []),
+                                                                        t.get("alone", {}).get("figures", []))]
+                         if t.get("status") == "run" else [],
+                         "bench": bench_tables(root, pin, patch, bench)}
     proof = proof_entry(root, pin, patch)
     checks["proof_in_series"] = {"verdict": proof.get("verdict")} if proof else {"status": "no build/report.json entry"}
     areas = config.areas_for([f for f in files if not f.startswith("tests/")])
@@ -333,7 +447,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
         atomic_write(out_dir / "COMMENT.md", prdraft.render_comment(pin, message, checks, open_pr, test_files, source_diff))
         written.append("COMMENT.md")
     else:
-        figures = bench_figures(root, pin, patch, bench)
+        figures = bench_figures(root, pin, patch, tables=checks["figures"]["bench"])
         atomic_write(out_dir / "PR.md", prdraft.render_pr(config, pin, message, checks, figures, areas, issue_needed))
         written.append("PR.md")
     if issue_needed:
@@ -345,11 +459,17 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             written.append("repro.py")
         atomic_write(out_dir / "ISSUE.md", prdraft.render_issue(config, pin, message, areas, text, runs, versions))
         written.append("ISSUE.md")
-    checks["drafts"] = written
+    checks["drafts"] = [*written, "FACTS.md"]
     cmds = prpush.commands(repo, pin, branch, out_dir, root, message["subject"], open_pr, issue_needed)
     checks["push_commands"] = cmds
+    checks["left_to_you"] = left_to_you(config, pin, checks, out_dir.relative_to(root), open_pr, issue_needed)
+    facts = prfacts.render(checks)
+    stray = prfacts.unsourced(facts, checks)
+    if stray:  # a figure FACTS.md did not take from checks.json: a bug here, said rather than hidden
+        ui.warn(f"FACTS.md holds figures that checks.json does not: {', '.join(stray)}")
     atomic_write_json(out_dir / "checks.json", checks)
-    t = checks["tests"]
+    atomic_write(out_dir / "FACTS.md", facts)
+    written.append("FACTS.md")
     ui.info(f"applies alone on {tag}: passed")
     ui.info(f"tests alone: {t.get('verdict') if t.get('status') == 'run' else t.get('status')}"
             + (f" (pristine {t['pristine']['summary']}; alone {t['alone']['summary']})" if t.get("status") == "run" else ""))
@@ -358,13 +478,16 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             f"{r['format']['status']}" if "version" in r else f"ruff: {r['status']}")
     ui.info(f"reviewers: {prdraft.reviewers_line(areas, config)}")
     ui.info(f"wrote {out_dir.relative_to(root)}/: {', '.join(written)}, {produced.name}, checks.json")
-    if cmds:
-        ui.info("to propose it (nothing was pushed or posted):")
-        for c in cmds:
-            print(f"    {c}", flush=True)
-    else:
+    if not cmds:
         ui.info(f"no git remote in vendor/{pin.name}: add one (git -C vendor/{pin.name} remote add fork <your fork URL>) "
                 "to get the push and pull-request commands")
+    ui.info(f"left to you ({out_dir.relative_to(root)}/FACTS.md has what to cite):")
+    for item in checks["left_to_you"]:
+        print(f"    - {item}", flush=True)
+    if cmds:
+        ui.info("the commands, to type yourself (nothing was pushed or posted):")
+        for c in cmds:
+            print(f"    {c}", flush=True)
     problems = []
     if t.get("status") == "run" and t["verdict"] != "red->green":
         problems.append(f"its tests alone: {t['verdict']}")
