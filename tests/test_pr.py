@@ -12,6 +12,7 @@ from conftest import FIXTURES, Project, git, toy_pin
 from headroom import errors, pr, prdraft, prfacts
 
 SERIES = FIXTURES / "series-rebase"
+RETIRED = FIXTURES / "retired" / "retired.toml"
 PR_DATA = FIXTURES / "pr_data"
 ME = ("Jane Doe", "jane@example.org")
 
@@ -295,6 +296,29 @@ def test_pr_settings_are_validated(tmp_path):
     assert [a.handles for a in tf.areas_for(["src/transformers/modeling_utils.py"])] == [("@Cyrilvallez",)]
     assert prconfig.load("peft").areas_for(["src/peft/peft_model.py"])[0].handles == ("@BenjaminBossan", "@githubnemo")
     assert prconfig.load("no-such-upstream", tmp_path).path is None  # no file: a plain draft, not an error
+    assert prconfig.load("no-such-upstream", tmp_path).person_writes_description  # and the person writes it
+    # Each upstream's policy on generated descriptions, with its source (the template copies beside the files).
+    assert (tf.policy, tf.person_writes_description) == ("refused", True)
+    assert "We will also close PRs with AI-written descriptions." in tf.policy_quote
+    assert tf.policy_source.startswith("transformers/PULL_REQUEST_TEMPLATE.md")
+    assert tf.policy_confirm == "- [ ] I confirm that this is not a pure code agent PR."
+    peft, acc = prconfig.load("peft"), prconfig.load("accelerate")
+    assert (peft.policy, acc.policy) == ("not stated", "not stated")
+    assert peft.person_writes_description and acc.person_writes_description
+    assert peft.policy_confirm == "This PR was authored by a human." and acc.policy_quote == ""
+    assert "sdist holds no CONTRIBUTING.md" in peft.policy_source and "sdist holds no CONTRIBUTING.md" in acc.policy_source
+    (tmp_path / "x.toml").write_text('[policy]\ngenerated_description = "maybe"\nsource = "s"\n')
+    with pytest.raises(errors.PinsError, match="generated_description must be one of"):
+        prconfig.load("x", tmp_path)
+    (tmp_path / "x.toml").write_text('[policy]\ngenerated_description = "refused"\nquote = ""\nsource = "s"\n')
+    with pytest.raises(errors.PinsError, match="quote must give upstream's own words"):
+        prconfig.load("x", tmp_path)
+    shutil.copytree(PR_DATA / "toypkg", tmp_path / "toypkg")
+    (tmp_path / "x.toml").write_text('[pull_request]\ntemplate = "toypkg/PULL_REQUEST_TEMPLATE.md"\n[policy]\n'
+                                     'generated_description = "refused"\nquote = "Words it never says."\n'
+                                     'source = "toypkg/PULL_REQUEST_TEMPLATE.md"\n')
+    with pytest.raises(errors.PinsError, match="is not in"):
+        prconfig.load("x", tmp_path)
     (tmp_path / "x.toml").write_text('[lint]\nruff_pin_fle = "setup.py"\n')
     with pytest.raises(errors.PinsError, match="Did you mean 'ruff_pin_file'"):
         prconfig.load("x", tmp_path)
@@ -337,3 +361,82 @@ def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project)
     assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in lines
     assert any(line.startswith("Memory (") and "size=60M" in line and "ranks=2" in line for line in lines)
     assert pr.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure
+
+
+def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
+    from headroom import series
+
+    assert series.load_retired(proj.root, "toypkg") == ()  # no file: no retired patch
+    shutil.copyfile(RETIRED, proj.patches / "retired.toml")
+    assert proj.run("apply") == 0  # the series folder holds the record, and still applies
+    (gone,) = series.load_retired(proj.root, "toypkg")
+    assert gone.retired_in == "toypkg 1.1.0" and gone.last_commit.startswith("0123456789ab")
+    line = ("toypkg/0006 is retired: toypkg 1.1.0 made it unnecessary (load() frees the staging cache itself); "
+            "last carried in 0123456789ab. Nothing to draft.")
+    for spec in ("toypkg/0006", "toypkg/6", "toypkg/0006-memory-drop-the-cache-after-a-load",
+                 "toypkg/0006-memory-drop-the-cache-after-a-load.patch"):
+        with pytest.raises(errors.UsageError) as exc:
+            pr.select(proj.root, spec)
+        assert str(exc.value) == line
+    capsys.readouterr()
+    assert proj.run("pr", "toypkg/0006") == 2  # UsageError's exit code
+    err = capsys.readouterr().err
+    assert line in err and "Traceback" not in err
+    assert not (proj.root / "build" / "pr").exists()
+    assert pr.select(proj.root, "toypkg/0002")[1].name == "0002-memory-stage-loads-on-the-CPU.patch"  # carried ones still
+
+
+def test_retired_records_are_validated(proj: Project):
+    from headroom import series
+
+    target = proj.patches / "retired.toml"
+    text = RETIRED.read_text()
+    target.write_text(text.replace("how =", "hwo ="))
+    with pytest.raises(errors.SeriesError, match=r"retired\.toml: \[\[retired\]\] #1 has an unknown key 'hwo'. Did you mean 'how'"):
+        series.load_retired(proj.root, "toypkg")
+    target.write_text(text.replace('last_commit = "0123456789abcdef0123456789abcdef01234567"', 'last_commit = "abc"'))
+    with pytest.raises(errors.SeriesError, match="not a 40-hex commit"):
+        series.load_retired(proj.root, "toypkg")
+    target.write_text(text.replace('found_by = "its behaviour test passes on official toypkg 1.1.0"\n', ""))
+    with pytest.raises(errors.SeriesError, match="lacks found_by"):
+        series.load_retired(proj.root, "toypkg")
+    target.write_text(text + "\n[other]\nx = 1\n")
+    with pytest.raises(errors.SeriesError, match="unknown top-level key 'other'"):
+        series.load_retired(proj.root, "toypkg")
+    # A patch cannot be carried and retired at once.
+    target.write_text(text.replace("0006-memory-drop-the-cache-after-a-load.patch", "0002-memory-stage-loads-on-the-CPU.patch"))
+    with pytest.raises(errors.SeriesError, match="says is retired"):
+        series.load(proj.root, "toypkg")
+
+
+def test_upstream_links_from_every_trailer(proj: Project):
+    retrail(proj, "0002", "Fixes: https://example.invalid/toypkg/issues/1",
+            "Fixes: https://elsewhere.invalid/app/issues/43749 (the part in load)\n"
+            "Upstream-Issue: https://example.invalid/toypkg/issues/3968 (open: slow loading)\n"
+            "Related: https://elsewhere.invalid/app/pull/2154 (same life cycle)")
+    checks = make(proj, "toypkg/0002")
+    out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "| Fixes | https://elsewhere.invalid/app/issues/43749 | the part in load |" in facts
+    assert "| Upstream-Issue | https://example.invalid/toypkg/issues/3968 | open: slow loading |" in facts
+    assert "| Related | https://elsewhere.invalid/app/pull/2154 | same life cycle |" in facts
+    body = (out_dir / "PR.md").read_text()
+    assert "Related: https://elsewhere.invalid/app/issues/43749, #3968, https://elsewhere.invalid/app/pull/2154" in body
+    assert "Fixes # (issue)" not in body and "ISSUE.md" not in checks["drafts"]  # upstream tracks it: no bug report
+    message = git(proj.vendor, "log", "-1", "--format=%B", "pr/memory-stage-loads-on-the-cpu")
+    assert "Fixes: https://elsewhere.invalid/app/issues/43749" in message and "Related:" not in message
+    assert_facts_match_checks(facts, checks)
+
+
+def test_an_upstream_that_accepts_generated_descriptions_gets_one(proj: Project, tmp_path):
+    data = tmp_path / "pr_data"
+    shutil.copytree(PR_DATA, data)
+    toml = data / "toypkg.toml"
+    toml.write_text(toml.read_text().replace('generated_description = "refused"', 'generated_description = "accepted"'))
+    make(proj, "toypkg/0002", data=data)
+    out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
+    body = (out_dir / "PR.md").read_text()
+    assert prdraft.FACTS_POINTER not in body
+    assert "load() staged on the accelerator by default.\n\nThe new test" in body  # paragraphs stay paragraphs
+    assert "| `test_load_stages_on_cpu` | failed | passed |" in body
+    assert (out_dir / "FACTS.md").exists()

@@ -50,7 +50,7 @@ def parse_message(text: str) -> dict:
         if key == "related":
             related.append(url)
         elif key in ("fixes", "closes", "resolves"):
-            fixes.append(value)
+            fixes.append(url)  # the note stays in links (FACTS.md)
         elif key == "upstream-issue":
             if value.lower().startswith("none"):
                 issue_none = True
