@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Project, git, toy_pin
-from headroom import errors, pr, prdraft, prfacts
+from headroom import errors, pr, prdraft, previdence, prfacts
 
 SERIES = FIXTURES / "series-rebase"
 RETIRED = FIXTURES / "retired" / "retired.toml"
@@ -356,11 +356,11 @@ def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project)
             "pristine": {"summary": {"rank1_load_rise_mib": 229.7, "fsdp_enabled": True}},
             "patched": {"summary": {"rank1_load_rise_mib": 0.7, "fsdp_enabled": True}}}}]}}))
     patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
-    assert pr.fix_section(proj.root, patch) == "fix2"
-    lines = pr.bench_figures(proj.root, proj.pin, patch)
+    assert previdence.fix_section(proj.root, patch) == "fix2"
+    lines = previdence.bench_figures(proj.root, proj.pin, patch)
     assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in lines
     assert any(line.startswith("Memory (") and "size=60M" in line and "ranks=2" in line for line in lines)
-    assert pr.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure
+    assert previdence.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure
 
 
 def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
