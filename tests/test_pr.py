@@ -440,3 +440,24 @@ def test_an_upstream_that_accepts_generated_descriptions_gets_one(proj: Project,
     assert "load() staged on the accelerator by default.\n\nThe new test" in body  # paragraphs stay paragraphs
     assert "| `test_load_stages_on_cpu` | failed | passed |" in body
     assert (out_dir / "FACTS.md").exists()
+
+
+@pytest.mark.parametrize("name", ["transformers", "peft", "accelerate"])
+def test_real_templates_leave_the_description_to_the_person(name):
+    """With each real upstream's template and policy, PR.md's description section is the template's own text and
+    one line of ours pointing to FACTS.md (plus the Fixes line where the template has no placeholder for it)."""
+    from headroom import pins, prconfig
+
+    config = prconfig.load(name)
+    pin = pins.select(pins.load(Path(__file__).resolve().parents[1]), [name])[0]
+    message = prdraft.parse_message(f"S\n\nA paragraph of the commit message.\n\nFixes: {pin.repository}/issues/12\n")
+    body = prdraft.render_pr(config, pin, message, {"tests": {"status": "not run"}}, [], [], False)
+    template = config.template.read_text()
+    heading = config.description_after
+    section = body.split(heading + "\n", 1)[1]
+    section = section.split("\n## ", 1)[0] if name != "peft" else section
+    ours = [line for line in section.splitlines() if line.strip() and line.strip() not in template]
+    assert ours[0] == prdraft.FACTS_POINTER and "A paragraph" not in body and "Tests:" not in body
+    assert all(line == prdraft.FACTS_POINTER or line.startswith(("Fixes #12", "Reviewers for this change:"))
+               for line in ours), ours
+    assert "- [x]" not in body
