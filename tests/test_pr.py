@@ -128,6 +128,8 @@ def test_pr_for_one_patch(proj: Project, capsys):
     left = out.split("left to you", 1)[1]
     assert "write the description yourself" in left and "- [ ] I confirm that this is not a pure code agent PR." in left
     assert "open the issue first" not in left  # Fixes: names an upstream issue
+    assert "git -C vendor/toypkg push <your-fork-remote> pr/memory-stage-loads-on-the-cpu-on-v1.0.0:" in left
+    assert "gh pr create --repo example.invalid/toypkg --base main --head <you>:pr/memory-stage-loads-on-the-cpu" in left
 
 
 def _figures(text: str) -> list[str]:

@@ -184,11 +184,12 @@ def left_to_you(config: prconfig.PrConfig, pin: Pin, checks: dict, rel: Path, op
         if config.policy_confirm:
             out.append(f"the policy line in PR.md is yours to answer, only if it is true: {config.policy_confirm}")
         out.append("tick the template's other boxes that are true (none is ticked for you)")
-    if checks.get("push_commands"):
+    cmds = checks.get("push_commands", [])
+    if any("<your-fork-remote>" in c or "<you>:" in c for c in cmds):
+        out.append(f"add your fork as a remote of vendor/{pin.name} (git -C vendor/{pin.name} remote add fork <your fork "
+                   "URL>) and run make pr again for the exact commands; until then they name <your-fork-remote>")
+    if cmds:
         out.append("push the branch and open the pull request yourself with the commands below (make pr never runs them)")
-    else:
-        out.append(f"add your fork as a remote of vendor/{pin.name} and run make pr again: it then prints the exact "
-                   "push commands")
     return out
 
 
@@ -325,9 +326,9 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             f"{r['format']['status']}" if "version" in r else f"ruff: {r['status']}")
     ui.info(f"reviewers: {prdraft.reviewers_line(areas, config)}")
     ui.info(f"wrote {out_dir.relative_to(root)}/: {', '.join(written)}, {produced.name}, checks.json")
-    if not cmds:
+    if not repo("remote").strip():
         ui.info(f"no git remote in vendor/{pin.name}: add one (git -C vendor/{pin.name} remote add fork <your fork URL>) "
-                "to get the push and pull-request commands")
+                "to get the exact commands; below they name <your-fork-remote>")
     ui.info(f"left to you ({out_dir.relative_to(root)}/FACTS.md has what to cite):")
     for item in checks["left_to_you"]:
         print(f"    - {item}", flush=True)
