@@ -192,6 +192,7 @@ def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Projec
         "```\ngreet('x') -> 'hello x'\n```" in issue
     assert "greet('x') -> 'hello, x'" in issue.split("### Expected behavior")[1]
     assert 'A comma between the greeting and the name ("hello, x").' in issue
+    assert "### Reproduction\n\ngreet() runs the greeting and the name together.\n" in issue  # the script's symptom
     assert "<summary>repro.py</summary>" in issue and re.search(r"\n\ntoypkg 1.0.0, .*, Python 3[.0-9]+\n", issue)
     # Short where we still write: the symptom, the reproduction, the evidence; the long material folded.
     assert prdraft.lines_before_details(issue) <= 25 and prdraft.lines_before_details(comment) <= 25

@@ -264,7 +264,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
                 runs = repro.runs(script, envs, tmpdir / "repro")
                 versions = repro.versions(pin, envs)
                 command = prdraft.run_command(script.read_text(encoding="utf-8"))
-                checks["repro"] = {"script": str(script.relative_to(script.parents[2])), "command": command, **runs} \
+                checks["repro"] = {"script": str(script.relative_to(script.parents[3])), "command": command, **runs} \
                     if runs else {"status": f"{script.name}: not run (no test environment)"}
             else:
                 checks["repro"] = {"status": f"none in pr_data/{pin.name}/repro/ for this subject"}

@@ -320,6 +320,13 @@ def _docstring_part(script: str, name: str) -> str:
     return " ".join(m.group(1).split()) if m else ""
 
 
+def symptom(script: str) -> str:
+    """The script's module docstring before its first ``Word:`` line: the symptom, in the script's words."""
+    m = re.match(r'\s*(?:#.*\n)*\s*"""(.*?)"""', script, re.S)
+    lead = re.split(r"^\w[\w ]*:", m.group(1), maxsplit=1, flags=re.M)[0] if m else ""
+    return " ".join(lead.split())
+
+
 def run_command(script: str) -> str:
     return _docstring_part(script, "Run") or "python repro.py"
 
@@ -364,7 +371,7 @@ def render_issue(config: PrConfig, pin: Pin, message: dict, areas: list, script:
         elif s.fill == "reviewers":
             lines.append(reviewers_line(areas, config))
         elif s.fill == "reproduction":
-            lines += [paras[0] if paras else message["subject"], ""]
+            lines += [(symptom(script) if script else "") or (paras[0] if paras else message["subject"]), ""]
             if script is None:
                 lines.append("(no standalone script in pr_data: write one and paste it here)")
             else:

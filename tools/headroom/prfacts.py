@@ -101,7 +101,10 @@ def _diff(checks: dict) -> list[str]:
     d = checks.get("diff", {})
     rows = ["| file | + | - | functions | lines (with the fix) |", "| --- | ---: | ---: | --- | --- |"]
     for f in d.get("files", []):
-        rows.append(f"| `{f['path']}` | {f['added']} | {f['removed']} | {', '.join(f'`{x}`' for x in f['functions']) or '-'} "
+        names = f["functions"]
+        if f["path"].startswith("tests/"):  # a new test file: its test cases, not every helper
+            names = [x for x in names if x.startswith("test")] or names
+        rows.append(f"| `{f['path']}` | {f['added']} | {f['removed']} | {', '.join(f'`{x}`' for x in names) or '-'} "
                     f"| {', '.join(f['lines']) or '-'} |")
     return rows
 
