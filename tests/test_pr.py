@@ -204,7 +204,8 @@ def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Projec
         "open the issue first: read and edit build/pr/0005-greet-separate-the-name-with-a-comma/ISSUE.md, file it "
         "yourself, then link it in COMMENT.md",
         "read and edit build/pr/0005-greet-separate-the-name-with-a-comma/COMMENT.md, then post it yourself on "
-        "https://example.invalid/toypkg/pull/7"]
+        "https://example.invalid/toypkg/pull/7 (the command below; make pr never runs it)"]
+    assert len(checks["left_to_you"]) == 2 and checks["push_commands"][-1].startswith("gh pr comment 7 ")
     assert_facts_match_checks(facts, checks)
     # The branch proposed upstream carries no bookkeeping trailer.
     message = git(proj.vendor, "log", "-1", "--format=%B", "pr/greet-separate-the-name-with-a-comma")

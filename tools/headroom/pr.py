@@ -172,18 +172,19 @@ def left_to_you(config: prconfig.PrConfig, pin: Pin, checks: dict, rel: Path, op
     if issue_needed:
         out.append(f"open the issue first: read and edit {rel}/ISSUE.md, file it yourself, then link it "
                    + ("in COMMENT.md" if open_pr else "in PR.md's Fixes line"))
-    if open_pr:
-        out.append(f"read and edit {rel}/COMMENT.md, then post it yourself on {open_pr['url']}")
+    if open_pr:  # a comment on that PR, nothing to push
+        out.append(f"read and edit {rel}/COMMENT.md, then post it yourself on {open_pr['url']}"
+                   + (" (the command below; make pr never runs it)" if checks.get("push_commands") else ""))
+        return out
+    if config.person_writes_description:
+        heading = config.description_after or "# What does this PR do?"
+        out.append(f"write the description yourself in {rel}/PR.md under \"{heading}\" (a few sentences of yours; "
+                   f"{pin.name}'s policy on generated descriptions: {config.policy})")
     else:
-        if config.person_writes_description:
-            heading = config.description_after or "# What does this PR do?"
-            out.append(f"write the description yourself in {rel}/PR.md under \"{heading}\" (a few sentences of yours; "
-                       f"{pin.name}'s policy on generated descriptions: {config.policy})")
-        else:
-            out.append(f"read and edit the description in {rel}/PR.md")
-        if config.policy_confirm:
-            out.append(f"the policy line in PR.md is yours to answer, only if it is true: {config.policy_confirm}")
-        out.append("tick the template's other boxes that are true (none is ticked for you)")
+        out.append(f"read and edit the description in {rel}/PR.md")
+    if config.policy_confirm:
+        out.append(f"the policy line in PR.md is yours to answer, only if it is true: {config.policy_confirm}")
+    out.append("tick the template's other boxes that are true (none is ticked for you)")
     cmds = checks.get("push_commands", [])
     if any("<your-fork-remote>" in c or "<you>:" in c for c in cmds):
         out.append(f"add your fork as a remote of vendor/{pin.name} (git -C vendor/{pin.name} remote add fork <your fork "
