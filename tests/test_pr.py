@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Project, git, toy_pin
-from headroom import errors, pr, prdraft
+from headroom import errors, pr, prdraft, previdence, prfacts
 
 SERIES = FIXTURES / "series-rebase"
+RETIRED = FIXTURES / "retired" / "retired.toml"
 PR_DATA = FIXTURES / "pr_data"
 ME = ("Jane Doe", "jane@example.org")
 
@@ -71,7 +73,8 @@ def test_pr_for_one_patch(proj: Project, capsys):
     checks = make(proj, "toypkg/0002", ruff_installer=ruff)
     out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "0001-memory-stage-loads-on-the-CPU.patch", "PR.md", "checks.json", "pytest-alone.log", "pytest-pristine.log"]
+        "0001-memory-stage-loads-on-the-CPU.patch", "FACTS.md", "PR.md", "checks.json", "pytest-alone.log",
+        "pytest-pristine.log"]
     # The branch: the pristine tag + this patch alone, committed as the person running make pr; HEAD untouched.
     branch = "pr/memory-stage-loads-on-the-cpu"
     assert git(proj.vendor, "rev-parse", f"{branch}~1") == git(proj.vendor, "rev-parse", "upstream/1.0.0")
@@ -91,15 +94,25 @@ def test_pr_for_one_patch(proj: Project, capsys):
     positions = [body.splitlines().index(line) for line in kept]
     assert positions == sorted(positions)
     assert "- [ ] I confirm that this is not a pure code agent PR." in body and "- [x]" not in body
-    assert body.index("load() staged on the accelerator by default.") > body.index("-->")
-    assert body.index("load() staged on the accelerator by default.") < body.index("## Agent policy")
-    assert "Fixes #1" in body and "Fixes # (issue)" not in body
-    assert "| `test_load_stages_on_cpu` | failed | passed |" in body
-    assert "| peak accelerator (MiB) | 812 | 64 |" in body
+    # The upstream refuses generated descriptions (pr_data's [policy]): the description section is the template's
+    # comment and one line of ours pointing to FACTS.md; nothing of the commit message, no evidence written for them.
+    description = body.split("# What does this PR do?\n", 1)[1].split("## Agent policy", 1)[0]
+    assert [line for line in description.splitlines() if line.strip()] == [
+        "<!--", "Describe the change.", "-->", prdraft.FACTS_POINTER, "Fixes #1"]
+    assert "load() staged" not in body and "| `test_load_stages_on_cpu`" not in body and "812" not in body
     assert "Reviewers for this change: @memkeeper (memory)" in body
-    assert "load() staged on the accelerator by default.\n\nThe new test" in body  # paragraphs stay paragraphs
     assert body.index("Reviewers for this change") > body.index("## Who can review?")
     assert "Upstream-" not in body and "ISSUE.md" not in body
+    # FACTS.md: what the person cites, every figure from this run's checks.json.
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "| failure | `test_load_stages_on_cpu` on toypkg 1.0.0: AssertionError: assert 'accelerator' == 'cpu' |" in facts
+    assert "| `test_load_stages_on_cpu` | failed | passed |" in facts
+    assert "| peak accelerator (MiB) | 812 | 64 |" in facts
+    assert "| `src/toypkg/memory.py` | 1 | 1 | `load` | 3 |" in facts
+    assert "| Fixes | https://example.invalid/toypkg/issues/1 | - |" in facts
+    assert "FAILED tests/test_memory_cpu.py::test_load_stages_on_cpu" in facts and "1 passed in " in facts
+    assert "write the description yourself in build/pr/0002-memory-stage-loads-on-the-CPU/PR.md" in facts
+    assert_facts_match_checks(facts, json.loads((out_dir / "checks.json").read_text()))
     assert checks["applies_alone"]["status"] == "passed"
     assert checks["tests"]["verdict"] == "red->green"
     assert checks["tests"]["pristine"]["summary"] == "1 failed" and checks["tests"]["alone"]["summary"] == "1 passed"
@@ -112,6 +125,38 @@ def test_pr_for_one_patch(proj: Project, capsys):
     assert json.loads((out_dir / "checks.json").read_text())["branch"] == branch
     out = capsys.readouterr().out
     assert "no git remote" in out and "push" not in out.split("no git remote")[0]
+    left = out.split("left to you", 1)[1]
+    assert "write the description yourself" in left and "- [ ] I confirm that this is not a pure code agent PR." in left
+    assert "open the issue first" not in left  # Fixes: names an upstream issue
+    assert "git -C vendor/toypkg push <your-fork-remote> pr/memory-stage-loads-on-the-cpu-on-v1.0.0:" in left
+    assert "gh pr create --repo example.invalid/toypkg --base main --head <you>:pr/memory-stage-loads-on-the-cpu" in left
+
+
+def _figures(text: str) -> list[str]:
+    """Every number in a text as FACTS.md writes it (1,183 -> 1183)."""
+    return [n.replace(",", "") for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)]
+
+
+def assert_facts_match_checks(facts: str, checks: dict) -> None:
+    """Every figure of FACTS.md is one of checks.json's; its tables say what checks.json says, cell by cell."""
+    known = set(_figures(json.dumps(checks))) | {f"{v:.1f}" for v in re.findall(r"-?\d+\.\d+", json.dumps(checks))
+                                                 for v in [float(v)]}
+    assert [n for n in _figures(facts) if n not in known] == []
+    assert prfacts.unsourced(facts, checks) == []
+    for table in checks["figures"]["bench"]:
+        for label, _key, a, b in table["rows"]:
+            assert f"| {label} | {prfacts._num(a)} | {prfacts._num(b)} |" in facts
+    for label, a, b in checks["figures"]["tests"]:
+        assert f"| {label} | {a} | {b} |" in facts
+    t = checks["tests"]
+    if t.get("status") == "run":
+        for node in set(t["pristine"]["outcomes"]) | set(t["alone"]["outcomes"]):
+            row = f"| `{node.rsplit('::', 1)[-1]}` | {t['pristine']['outcomes'].get(node, '-')} | {t['alone']['outcomes'].get(node, '-')} |"
+            assert row in facts
+    for f in checks["diff"]["files"]:
+        assert f"| `{f['path']}` | {f['added']} | {f['removed']} |" in facts
+    for link in checks["upstream"]["links"]:
+        assert link["url"] in facts
 
 
 def test_pr_needs_the_persons_git_identity(proj: Project, monkeypatch, tmp_path):
@@ -131,7 +176,7 @@ def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Projec
     checks = make(proj, "toypkg/0005")
     out_dir = proj.root / "build" / "pr" / "0005-greet-separate-the-name-with-a-comma"
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "0001-greet-separate-the-name-with-a-comma.patch", "COMMENT.md", "ISSUE.md", "checks.json",
+        "0001-greet-separate-the-name-with-a-comma.patch", "COMMENT.md", "FACTS.md", "ISSUE.md", "checks.json",
         "pytest-alone.log", "pytest-pristine.log", "repro.py"]
     comment = (out_dir / "COMMENT.md").read_text()
     assert "https://example.invalid/toypkg/pull/7" in comment
@@ -143,10 +188,25 @@ def test_open_upstream_pr_gets_a_comment_and_no_issue_gets_a_report(proj: Projec
     titles = [line for line in issue.splitlines() if line.startswith("### ")]
     assert titles == ["### System Info", "### Who can help?", "### Information", "### Reproduction", "### Expected behavior"]
     assert "- [ ] My own modified scripts" in issue and "@corekeeper @other-keeper (core)" in issue
-    assert "Save as `repro.py` and run `python repro.py`" in issue
-    assert "Output with toypkg 1.0.0:\n\n```\ngreet('x') -> 'hello x'" in issue
+    assert "`python repro.py` with the script below (CPU only, no hub access); on toypkg 1.0.0 it ends with:\n\n" \
+        "```\ngreet('x') -> 'hello x'\n```" in issue
     assert "greet('x') -> 'hello, x'" in issue.split("### Expected behavior")[1]
     assert 'A comma between the greeting and the name ("hello, x").' in issue
+    assert "### Reproduction\n\ngreet() runs the greeting and the name together.\n" in issue  # the script's symptom
+    assert "<summary>repro.py</summary>" in issue and re.search(r"\n\ntoypkg 1.0.0, .*, Python 3[.0-9]+\n", issue)
+    # Short where we still write: the symptom, the reproduction, the evidence; the long material folded.
+    assert prdraft.lines_before_details(issue) <= 25 and prdraft.lines_before_details(comment) <= 25
+    assert "<summary>Our change, to compare with this PR's</summary>" in comment
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "| Upstream-PR | https://example.invalid/toypkg/pull/7 | open, the same fix |" in facts
+    assert "`python repro.py` (its last lines)" in facts and "greet('x') -> 'hello, x'" in facts
+    assert checks["left_to_you"][:2] == [
+        "open the issue first: read and edit build/pr/0005-greet-separate-the-name-with-a-comma/ISSUE.md, file it "
+        "yourself, then link it in COMMENT.md",
+        "read and edit build/pr/0005-greet-separate-the-name-with-a-comma/COMMENT.md, then post it yourself on "
+        "https://example.invalid/toypkg/pull/7 (the command below; make pr never runs it)"]
+    assert len(checks["left_to_you"]) == 2 and checks["push_commands"][-1].startswith("gh pr comment 7 ")
+    assert_facts_match_checks(facts, checks)
     # The branch proposed upstream carries no bookkeeping trailer.
     message = git(proj.vendor, "log", "-1", "--format=%B", "pr/greet-separate-the-name-with-a-comma")
     assert "Upstream-" not in message
@@ -159,7 +219,13 @@ def test_pr_without_a_test_environment_reports_not_run(proj: Project):
     assert checks["tests"]["status"] == "not run"
     out_dir = proj.root / "build" / "pr" / "0001-util-add-a-clamp-helper"
     body = (out_dir / "PR.md").read_text()
-    assert "Tests: not run" in body and "Fixes # (issue)" in body  # no upstream issue named: the placeholder stays
+    assert "Fixes # (issue)" in body  # no upstream issue named: the placeholder stays
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "The new test: not run (no test environment" in facts and "| failure | not measured in this run" in facts
+    assert_facts_match_checks(facts, checks)
+    left = checks["left_to_you"]
+    assert left[0].startswith("open the issue first: read and edit build/pr/0001-util-add-a-clamp-helper/ISSUE.md")
+    assert left[0].endswith("then link it in PR.md's Fixes line")
     assert (out_dir / "ISSUE.md").exists() and "(no standalone script in pr_data" in (out_dir / "ISSUE.md").read_text()
 
 
@@ -234,6 +300,29 @@ def test_pr_settings_are_validated(tmp_path):
     assert [a.handles for a in tf.areas_for(["src/transformers/modeling_utils.py"])] == [("@Cyrilvallez",)]
     assert prconfig.load("peft").areas_for(["src/peft/peft_model.py"])[0].handles == ("@BenjaminBossan", "@githubnemo")
     assert prconfig.load("no-such-upstream", tmp_path).path is None  # no file: a plain draft, not an error
+    assert prconfig.load("no-such-upstream", tmp_path).person_writes_description  # and the person writes it
+    # Each upstream's policy on generated descriptions, with its source (the template copies beside the files).
+    assert (tf.policy, tf.person_writes_description) == ("refused", True)
+    assert "We will also close PRs with AI-written descriptions." in tf.policy_quote
+    assert tf.policy_source.startswith("transformers/PULL_REQUEST_TEMPLATE.md")
+    assert tf.policy_confirm == "- [ ] I confirm that this is not a pure code agent PR."
+    peft, acc = prconfig.load("peft"), prconfig.load("accelerate")
+    assert (peft.policy, acc.policy) == ("not stated", "not stated")
+    assert peft.person_writes_description and acc.person_writes_description
+    assert peft.policy_confirm == "This PR was authored by a human." and acc.policy_quote == ""
+    assert "sdist holds no CONTRIBUTING.md" in peft.policy_source and "sdist holds no CONTRIBUTING.md" in acc.policy_source
+    (tmp_path / "x.toml").write_text('[policy]\ngenerated_description = "maybe"\nsource = "s"\n')
+    with pytest.raises(errors.PinsError, match="generated_description must be one of"):
+        prconfig.load("x", tmp_path)
+    (tmp_path / "x.toml").write_text('[policy]\ngenerated_description = "refused"\nquote = ""\nsource = "s"\n')
+    with pytest.raises(errors.PinsError, match="quote must give upstream's own words"):
+        prconfig.load("x", tmp_path)
+    shutil.copytree(PR_DATA / "toypkg", tmp_path / "toypkg")
+    (tmp_path / "x.toml").write_text('[pull_request]\ntemplate = "toypkg/PULL_REQUEST_TEMPLATE.md"\n[policy]\n'
+                                     'generated_description = "refused"\nquote = "Words it never says."\n'
+                                     'source = "toypkg/PULL_REQUEST_TEMPLATE.md"\n')
+    with pytest.raises(errors.PinsError, match="is not in"):
+        prconfig.load("x", tmp_path)
     (tmp_path / "x.toml").write_text('[lint]\nruff_pin_fle = "setup.py"\n')
     with pytest.raises(errors.PinsError, match="Did you mean 'ruff_pin_file'"):
         prconfig.load("x", tmp_path)
@@ -271,8 +360,108 @@ def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project)
             "pristine": {"summary": {"rank1_load_rise_mib": 229.7, "fsdp_enabled": True}},
             "patched": {"summary": {"rank1_load_rise_mib": 0.7, "fsdp_enabled": True}}}}]}}))
     patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
-    assert pr.fix_section(proj.root, patch) == "fix2"
-    lines = pr.bench_figures(proj.root, proj.pin, patch)
+    assert previdence.fix_section(proj.root, patch) == "fix2"
+    lines = previdence.bench_figures(proj.root, proj.pin, patch)
     assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in lines
     assert any(line.startswith("Memory (") and "size=60M" in line and "ranks=2" in line for line in lines)
-    assert pr.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure
+    assert previdence.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure
+
+
+def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
+    from headroom import series
+
+    assert series.load_retired(proj.root, "toypkg") == ()  # no file: no retired patch
+    shutil.copyfile(RETIRED, proj.patches / "retired.toml")
+    assert proj.run("apply") == 0  # the series folder holds the record, and still applies
+    (gone,) = series.load_retired(proj.root, "toypkg")
+    assert gone.retired_in == "toypkg 1.1.0" and gone.last_commit.startswith("0123456789ab")
+    line = ("toypkg/0006 is retired: toypkg 1.1.0 made it unnecessary (load() frees the staging cache itself); "
+            "last carried in 0123456789ab. Nothing to draft.")
+    for spec in ("toypkg/0006", "toypkg/6", "toypkg/0006-memory-drop-the-cache-after-a-load",
+                 "toypkg/0006-memory-drop-the-cache-after-a-load.patch"):
+        with pytest.raises(errors.UsageError) as exc:
+            pr.select(proj.root, spec)
+        assert str(exc.value) == line
+    capsys.readouterr()
+    assert proj.run("pr", "toypkg/0006") == 2  # UsageError's exit code
+    err = capsys.readouterr().err
+    assert line in err and "Traceback" not in err
+    assert not (proj.root / "build" / "pr").exists()
+    assert pr.select(proj.root, "toypkg/0002")[1].name == "0002-memory-stage-loads-on-the-CPU.patch"  # carried ones still
+
+
+def test_retired_records_are_validated(proj: Project):
+    from headroom import series
+
+    target = proj.patches / "retired.toml"
+    text = RETIRED.read_text()
+    target.write_text(text.replace("how =", "hwo ="))
+    with pytest.raises(errors.SeriesError, match=r"retired\.toml: \[\[retired\]\] #1 has an unknown key 'hwo'. Did you mean 'how'"):
+        series.load_retired(proj.root, "toypkg")
+    target.write_text(text.replace('last_commit = "0123456789abcdef0123456789abcdef01234567"', 'last_commit = "abc"'))
+    with pytest.raises(errors.SeriesError, match="not a 40-hex commit"):
+        series.load_retired(proj.root, "toypkg")
+    target.write_text(text.replace('found_by = "its behaviour test passes on official toypkg 1.1.0"\n', ""))
+    with pytest.raises(errors.SeriesError, match="lacks found_by"):
+        series.load_retired(proj.root, "toypkg")
+    target.write_text(text + "\n[other]\nx = 1\n")
+    with pytest.raises(errors.SeriesError, match="unknown top-level key 'other'"):
+        series.load_retired(proj.root, "toypkg")
+    # A patch cannot be carried and retired at once.
+    target.write_text(text.replace("0006-memory-drop-the-cache-after-a-load.patch", "0002-memory-stage-loads-on-the-CPU.patch"))
+    with pytest.raises(errors.SeriesError, match="says is retired"):
+        series.load(proj.root, "toypkg")
+
+
+def test_upstream_links_from_every_trailer(proj: Project):
+    retrail(proj, "0002", "Fixes: https://example.invalid/toypkg/issues/1",
+            "Fixes: https://elsewhere.invalid/app/issues/43749 (the part in load)\n"
+            "Upstream-Issue: https://example.invalid/toypkg/issues/3968 (open: slow loading)\n"
+            "Related: https://elsewhere.invalid/app/pull/2154 (same life cycle)")
+    checks = make(proj, "toypkg/0002")
+    out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
+    facts = (out_dir / "FACTS.md").read_text()
+    assert "| Fixes | https://elsewhere.invalid/app/issues/43749 | the part in load |" in facts
+    assert "| Upstream-Issue | https://example.invalid/toypkg/issues/3968 | open: slow loading |" in facts
+    assert "| Related | https://elsewhere.invalid/app/pull/2154 | same life cycle |" in facts
+    body = (out_dir / "PR.md").read_text()
+    assert "Related: https://elsewhere.invalid/app/issues/43749, #3968, https://elsewhere.invalid/app/pull/2154" in body
+    assert "Fixes # (issue)" not in body and "ISSUE.md" not in checks["drafts"]  # upstream tracks it: no bug report
+    message = git(proj.vendor, "log", "-1", "--format=%B", "pr/memory-stage-loads-on-the-cpu")
+    assert "Fixes: https://elsewhere.invalid/app/issues/43749" in message and "Related:" not in message
+    assert_facts_match_checks(facts, checks)
+
+
+def test_an_upstream_that_accepts_generated_descriptions_gets_one(proj: Project, tmp_path):
+    data = tmp_path / "pr_data"
+    shutil.copytree(PR_DATA, data)
+    toml = data / "toypkg.toml"
+    toml.write_text(toml.read_text().replace('generated_description = "refused"', 'generated_description = "accepted"'))
+    make(proj, "toypkg/0002", data=data)
+    out_dir = proj.root / "build" / "pr" / "0002-memory-stage-loads-on-the-CPU"
+    body = (out_dir / "PR.md").read_text()
+    assert prdraft.FACTS_POINTER not in body
+    assert "load() staged on the accelerator by default.\n\nThe new test" in body  # paragraphs stay paragraphs
+    assert "| `test_load_stages_on_cpu` | failed | passed |" in body
+    assert (out_dir / "FACTS.md").exists()
+
+
+@pytest.mark.parametrize("name", ["transformers", "peft", "accelerate"])
+def test_real_templates_leave_the_description_to_the_person(name):
+    """With each real upstream's template and policy, PR.md's description section is the template's own text and
+    one line of ours pointing to FACTS.md (plus the Fixes line where the template has no placeholder for it)."""
+    from headroom import pins, prconfig
+
+    config = prconfig.load(name)
+    pin = pins.select(pins.load(Path(__file__).resolve().parents[1]), [name])[0]
+    message = prdraft.parse_message(f"S\n\nA paragraph of the commit message.\n\nFixes: {pin.repository}/issues/12\n")
+    body = prdraft.render_pr(config, pin, message, {"tests": {"status": "not run"}}, [], [], False)
+    template = config.template.read_text()
+    heading = config.description_after
+    section = body.split(heading + "\n", 1)[1]
+    section = section.split("\n## ", 1)[0] if name != "peft" else section
+    ours = [line for line in section.splitlines() if line.strip() and line.strip() not in template]
+    assert ours[0] == prdraft.FACTS_POINTER and "A paragraph" not in body and "Tests:" not in body
+    assert all(line == prdraft.FACTS_POINTER or line.startswith(("Fixes #12", "Reviewers for this change:"))
+               for line in ours), ours
+    assert "- [x]" not in body

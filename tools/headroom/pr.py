@@ -5,8 +5,13 @@
 * branch ``pr/<slug>`` in vendor/<name>, based on ``upstream/<version>`` with only this
   patch (``git am``; made in a temporary worktree, so the checkout's HEAD is untouched);
 * build/pr/<patch>/: the ``git format-patch`` file, ``PR.md`` (the upstream's pull
-  request template filled with the commit message, the red->green evidence and memory
-  figures) and ``checks.json``.
+  request template, whole; its description left to the person unless the upstream's
+  policy in pr_data accepts a generated one), ``FACTS.md`` (what the person cites, every
+  figure from this run) and ``checks.json``; ``COMMENT.md`` / ``ISSUE.md`` when the trailers
+  call for them.
+
+A retired patch (patches/<name>/retired.toml) gets no draft: one line says which release
+made it unnecessary.
 
 Checks: the patch applies alone on the pristine tag (no hidden dependency on an earlier
 patch), its own tests are red on pristine and green with this patch alone (when a test
@@ -24,18 +29,18 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import checkout, lint, prconfig, prdraft, prpush, proc, repro, testrun, ui
+from . import checkout, lint, prconfig, prdraft, prfacts, prpush, proc, repro, testrun, ui
+from .previdence import bench_figures, bench_tables, diff_facts, summary_tail
 from . import export as export_mod
 from . import pins as pins_mod
 from . import series as series_mod
-from .errors import CommandFailed, IdentityMissing, NotApplied, PatchConflict, ProofFailed, UsageError
+from .errors import IdentityMissing, NotApplied, PatchConflict, ProofFailed, UsageError
 from .fsutil import atomic_write, atomic_write_json
 from .pins import Pin
 from .testrun import TestEnv, run_in_env
 from .vcs import Repo
 
 PR_DIR = Path("build") / "pr"
-BENCH_DIR = Path("build") / "bench"
 
 # (root, pin, pristine tree, tree with the patch alone) -> {"pristine": env, "alone": env}, or None: not run
 EnvsFactory = Callable[[Path, Pin, Path, Path], "dict[str, TestEnv] | None"]
@@ -76,6 +81,12 @@ def select(root: Path, spec: str) -> tuple[Pin, Path]:
     pin = pins_mod.select(pins_mod.load(root), [name])[0]
     series = series_mod.load(root, pin.name)
     names = [p.name for p in series.patches]
+    if not series_mod.hits_for(which, names, pin.name):
+        # Not carried: a retired patch gets one line saying why, and no draft
+        retired = series_mod.load_retired(root, pin.name)
+        gone = [r for r in retired if r.patch in series_mod.hits_for(which, [r.patch for r in retired], pin.name)]
+        if len(gone) == 1:
+            raise UsageError(gone[0].line(pin.name))
     if not names:
         raise UsageError(f"patches/{pin.name}/ has no patches.")
     (chosen,) = series_mod.match([which], names, pin.name, flag="PATCH")
@@ -116,104 +127,6 @@ def proof_entry(root: Path, pin: Pin, patch: Path) -> dict | None:
     return None
 
 
-def _leaves(data: object, prefix: str = "") -> list[tuple[str, object]]:
-    if isinstance(data, dict):
-        return [x for k, v in data.items() for x in _leaves(v, f"{prefix}.{k}" if prefix else str(k))]
-    if isinstance(data, list) and all(not isinstance(v, (dict, list)) for v in data):
-        return [(prefix, ", ".join(str(v) for v in data))]
-    if isinstance(data, list):
-        return [x for i, v in enumerate(data) for x in _leaves(v, f"{prefix}[{i}]")]
-    return [(prefix, data)]
-
-
-def fix_section(root: Path, patch: Path) -> str | None:
-    """``fixN`` when the commit that added ``patch`` to this repository says "(fix N)" (how bench results are keyed)."""
-    try:
-        repo = Repo(root)
-        subjects = repo("log", "--diff-filter=A", "--format=%s", "--", str(patch.relative_to(root)))
-    except (CommandFailed, NotApplied, ValueError):  # not a git repository, git failed, or patch outside root: no mapping
-        return None
-    for subject in reversed(subjects.splitlines()):
-        m = re.search(r"\(fix (\d+)\)", subject)
-        if m:
-            return f"fix{m.group(1)}"
-    return None
-
-
-_MEMORY_KEY = re.compile(r"(?i)mem|rss|reserved|alloc|peak|rise|bytes|mib|gib")
-
-
-def _pairs(node: object, path: str = "", ctx: tuple[str, ...] = ()) -> list[tuple[str, str, dict, dict]]:
-    """(path, context, pristine, patched) for every dict holding both a "pristine" and a "patched" dict; the
-    context is the scalar fields of the enclosing dicts (e.g. a benchmark case's size, ranks and dtype)."""
-    out = []
-    if isinstance(node, dict):
-        here = ctx + tuple(f"{k}={v}" for k, v in node.items()
-                           if isinstance(v, (str, int, float)) and not isinstance(v, bool) and len(str(v)) <= 40)
-        if isinstance(node.get("pristine"), dict) and isinstance(node.get("patched"), dict):
-            out.append((path, ", ".join(here), node["pristine"], node["patched"]))
-        for k, v in node.items():
-            if k not in ("pristine", "patched"):
-                out += _pairs(v, f"{path}.{k}" if path else str(k), here)
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += _pairs(v, f"{path}[{i}]", ctx)
-    return out
-
-
-def _memory_leaves(side: dict) -> dict[str, object]:
-    base = side.get("summary") if isinstance(side.get("summary"), dict) else side
-    return {k: v for k, v in _leaves(base) if isinstance(v, (int, float)) and not isinstance(v, bool) and _MEMORY_KEY.search(k)}
-
-
-_WORDS = {"mib": "(MiB)", "gib": "(GiB)", "bytes": "(bytes)", "rss": "RSS", "rssanon": "RssAnon", "pct": "(%)"}
-
-
-def human(key: str) -> str:
-    """rank1_load_rise_mib -> "rank 1 load rise (MiB)": a figure's JSON key as a person reads it."""
-    last = key.rsplit(".", 1)[-1]
-    words = [_WORDS.get(w.lower(), w) for w in re.split(r"[_\s]+", re.sub(r"(rank)(\d+)", r"\1 \2", last)) if w]
-    return " ".join(words)
-
-
-def _num(value: object) -> str:
-    return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None) -> list[str]:
-    """Markdown lines with the memory figures of build/bench/*.json for this patch: pristine vs patched."""
-    folder = root / BENCH_DIR
-    if not folder.exists():
-        return []
-    section = section or fix_section(root, patch)
-    lines: list[str] = []
-    for f in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        if section and section in data:
-            node, where = data[section], f"{f.name}, {section}"
-        elif any(k in json.dumps(data) for k in (patch.stem, patch.name)):
-            node, where = data, f.name
-        else:
-            continue
-        for path, label, pristine, patched in _pairs(node):
-            if "skipped" in pristine or "skipped" in patched:
-                continue  # e.g. a GPU part on a machine without CUDA: no figure to show
-            a, b = _memory_leaves(pristine), _memory_leaves(patched)
-            keys = [k for k in a if k in b][:6]
-            if not keys:
-                continue
-            lines += ["", f"Memory ({label or where}):", "", f"| | {pin.distribution} {pin.version} | with this change |",
-                      "| --- | ---: | ---: |"]
-            lines += [f"| {human(k)} | {_num(a[k])} | {_num(b[k])} |" for k in keys]
-            lines.append("")
-    return lines
-
-
 # --------------------------------------------------------------------------- checks
 
 def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, alone: Path,
@@ -231,8 +144,12 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
         ui.info(f"running {len(files)} test file(s) on {label} ({envs[label].label})")
         outcomes = runner(where, files, envs[label])
         out[label] = {"outcomes": outcomes, "summary": testrun.summarize(outcomes), "env": envs[label].label}
+        junit = where / "junit.xml"
+        if junit.exists():
+            out[label]["failures"] = testrun.failures(junit)
         log = where / "pytest.log"
         if log.exists():
+            out[label]["tail"] = summary_tail(log.read_text(encoding="utf-8"))
             if keep_logs is not None:  # the evidence stays next to PR.md
                 keep_logs.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, keep_logs / f"pytest-{label}.log")
@@ -246,6 +163,35 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
 def _identity_env(identity: tuple[str, str]) -> dict[str, str]:
     name, email = identity
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+
+
+def left_to_you(config: prconfig.PrConfig, pin: Pin, checks: dict, rel: Path, open_pr: dict | None,
+                issue_needed: bool) -> list[str]:
+    """What only the person can do, per draft, in the order to do it (said on the terminal and in FACTS.md)."""
+    out = []
+    if issue_needed:
+        out.append(f"open the issue first: read and edit {rel}/ISSUE.md, file it yourself, then link it "
+                   + ("in COMMENT.md" if open_pr else "in PR.md's Fixes line"))
+    if open_pr:  # a comment on that PR, nothing to push
+        out.append(f"read and edit {rel}/COMMENT.md, then post it yourself on {open_pr['url']}"
+                   + (" (the command below; make pr never runs it)" if checks.get("push_commands") else ""))
+        return out
+    if config.person_writes_description:
+        heading = config.description_after or "# What does this PR do?"
+        out.append(f"write the description yourself in {rel}/PR.md under \"{heading}\" (a few sentences of yours; "
+                   f"{pin.name}'s policy on generated descriptions: {config.policy})")
+    else:
+        out.append(f"read and edit the description in {rel}/PR.md")
+    if config.policy_confirm:
+        out.append(f"the policy line in PR.md is yours to answer, only if it is true: {config.policy_confirm}")
+    out.append("tick the template's other boxes that are true (none is ticked for you)")
+    cmds = checks.get("push_commands", [])
+    if any("<your-fork-remote>" in c or "<you>:" in c for c in cmds):
+        out.append(f"add your fork as a remote of vendor/{pin.name} (git -C vendor/{pin.name} remote add fork <your fork "
+                   "URL>) and run make pr again for the exact commands; until then they name <your-fork-remote>")
+    if cmds:
+        out.append("push the branch and open the pull request yourself with the commands below (make pr never runs them)")
+    return out
 
 
 def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = run_in_env,
@@ -311,17 +257,34 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             checks["ruff"] = lint.run(root, config, alone, files, ruff_installer)
             test_files = {f: (alone / f).read_text(encoding="utf-8") for f in checks["tests"].get("tests", [])}
             source_diff = repo("diff", tag, commit, "--", *[f for f in files if not f.startswith("tests/")], strip=False)
+            checks["diff"] = diff_facts(repo, tag, commit, tmpdir)
             issue_needed = not prdraft.upstream_issues(message, pin.repository)
             script = config.repro_script(subject_slug(message["subject"]))
-            if issue_needed and script.exists():
+            if script.exists():  # its real output goes into FACTS.md (and ISSUE.md when one is drafted)
                 envs = envs_factory(root, pin, pristine, alone) if checks["tests"].get("status") == "run" else None
                 runs = repro.runs(script, envs, tmpdir / "repro")
                 versions = repro.versions(pin, envs)
+                command = prdraft.run_command(script.read_text(encoding="utf-8"))
+                checks["repro"] = {"script": str(script.relative_to(script.parents[3])), "command": command, **runs} \
+                    if runs else {"status": f"{script.name}: not run (no test environment)"}
+            else:
+                checks["repro"] = {"status": f"none in pr_data/{pin.name}/repro/ for this subject"}
         finally:
             repo("worktree", "remove", "--force", str(alone))
             repo("worktree", "remove", "--force", str(pristine))
     checks["upstream"] = {"issues": prdraft.upstream_issues(message, pin.repository),
-                          "issue_none_recorded": message["upstream_issue_none"], "pull_requests": message["upstream_prs"]}
+                          "issue_none_recorded": message["upstream_issue_none"], "pull_requests": message["upstream_prs"],
+                          "links": message["links"]}
+    checks["official"] = f"{pin.distribution} {pin.version}"
+    checks["subject"] = message["subject"]
+    checks["commit"] = {"cost_paragraph": prdraft.cost_paragraph(message["body"])}
+    checks["policy"] = {"generated_description": config.policy, "quote": config.policy_quote,
+                        "source": config.policy_source, "confirm": config.policy_confirm}
+    t = checks["tests"]
+    checks["figures"] = {"tests": [list(r) for r in prdraft.figure_rows(t.get("pristine", {}).get("figures", []),
+                                                                        t.get("alone", {}).get("figures", []))]
+                         if t.get("status") == "run" else [],
+                         "bench": bench_tables(root, pin, patch, bench)}
     proof = proof_entry(root, pin, patch)
     checks["proof_in_series"] = {"verdict": proof.get("verdict")} if proof else {"status": "no build/report.json entry"}
     areas = config.areas_for([f for f in files if not f.startswith("tests/")])
@@ -333,7 +296,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
         atomic_write(out_dir / "COMMENT.md", prdraft.render_comment(pin, message, checks, open_pr, test_files, source_diff))
         written.append("COMMENT.md")
     else:
-        figures = bench_figures(root, pin, patch, bench)
+        figures = bench_figures(root, pin, patch, tables=checks["figures"]["bench"])
         atomic_write(out_dir / "PR.md", prdraft.render_pr(config, pin, message, checks, figures, areas, issue_needed))
         written.append("PR.md")
     if issue_needed:
@@ -345,11 +308,17 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             written.append("repro.py")
         atomic_write(out_dir / "ISSUE.md", prdraft.render_issue(config, pin, message, areas, text, runs, versions))
         written.append("ISSUE.md")
-    checks["drafts"] = written
+    checks["drafts"] = [*written, "FACTS.md"]
     cmds = prpush.commands(repo, pin, branch, out_dir, root, message["subject"], open_pr, issue_needed)
     checks["push_commands"] = cmds
+    checks["left_to_you"] = left_to_you(config, pin, checks, out_dir.relative_to(root), open_pr, issue_needed)
+    facts = prfacts.render(checks)
+    stray = prfacts.unsourced(facts, checks)
+    if stray:  # a figure FACTS.md did not take from checks.json: a bug here, said rather than hidden
+        ui.warn(f"FACTS.md holds figures that checks.json does not: {', '.join(stray)}")
     atomic_write_json(out_dir / "checks.json", checks)
-    t = checks["tests"]
+    atomic_write(out_dir / "FACTS.md", facts)
+    written.append("FACTS.md")
     ui.info(f"applies alone on {tag}: passed")
     ui.info(f"tests alone: {t.get('verdict') if t.get('status') == 'run' else t.get('status')}"
             + (f" (pristine {t['pristine']['summary']}; alone {t['alone']['summary']})" if t.get("status") == "run" else ""))
@@ -358,13 +327,16 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             f"{r['format']['status']}" if "version" in r else f"ruff: {r['status']}")
     ui.info(f"reviewers: {prdraft.reviewers_line(areas, config)}")
     ui.info(f"wrote {out_dir.relative_to(root)}/: {', '.join(written)}, {produced.name}, checks.json")
+    if not repo("remote").strip():
+        ui.info(f"no git remote in vendor/{pin.name}: add one (git -C vendor/{pin.name} remote add fork <your fork URL>) "
+                "to get the exact commands; below they name <your-fork-remote>")
+    ui.info(f"left to you ({out_dir.relative_to(root)}/FACTS.md has what to cite):")
+    for item in checks["left_to_you"]:
+        print(f"    - {item}", flush=True)
     if cmds:
-        ui.info("to propose it (nothing was pushed or posted):")
+        ui.info("the commands, to type yourself (nothing was pushed or posted):")
         for c in cmds:
             print(f"    {c}", flush=True)
-    else:
-        ui.info(f"no git remote in vendor/{pin.name}: add one (git -C vendor/{pin.name} remote add fork <your fork URL>) "
-                "to get the push and pull-request commands")
     problems = []
     if t.get("status") == "run" and t["verdict"] != "red->green":
         problems.append(f"its tests alone: {t['verdict']}")

@@ -11,6 +11,12 @@ warning), never an error. Layout::
     fixes_placeholder = "Fixes # (issue)"         # replaced by the patch's "Fixes #N" (else: in the description)
     reviewers_after = "## Who can review?"        # reviewers tagged at the end of this section (else: description)
 
+    [policy]                                      # what upstream says about generated text, from its own files
+    generated_description = "refused"             # refused | not stated | accepted: only "accepted" gets our prose
+    quote = "We will also close PRs with ..."     # upstream's words ("" when it states nothing)
+    source = "..."                                # the file read: template copy, sdist member, or "not in the sdist"
+    confirm = "- [ ] I confirm that ..."          # a line of the template only the person answers (said on the terminal)
+
     [issue]                                       # upstream's bug report form, section by section
     source = "https://..."
     sections = [{ title = "System Info", fill = "versions" }, { title = "Tasks", boxes = ["..."] }, ...]
@@ -41,6 +47,7 @@ from .errors import PinsError
 
 DATA = Path(__file__).resolve().parent / "pr_data"
 FILLS = ("versions", "reviewers", "reproduction", "expected")
+POLICIES = ("refused", "not stated", "accepted")  # does upstream accept a pull request description we generate?
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,15 @@ class PrConfig:
     ruff_pin_pattern: str = ""
     reviewers: tuple[Area, ...] = field(default_factory=tuple)
     path: Path | None = None  # the toml file, None when the upstream has none
+    policy: str = "not stated"  # generated descriptions: one of POLICIES; no file: not stated
+    policy_quote: str = ""  # upstream's own words about it ("" when it says nothing)
+    policy_source: str = ""  # the file those words (or their absence) come from
+    policy_confirm: str = ""  # a line of the template only the person answers (a box, a sentence to add)
+
+    @property
+    def person_writes_description(self) -> bool:
+        """Unless upstream says it accepts generated descriptions, the person writes it (the conservative default)."""
+        return self.policy != "accepted"
 
     def areas_for(self, files: list[str]) -> list[Area]:
         """The areas whose paths match one of the changed (non-test) files, in the file's order."""
@@ -84,6 +100,7 @@ _TABLES = {
     "pull_request": ("template", "source", "description_after", "fixes_placeholder", "reviewers_after"),
     "issue": ("source", "sections"),
     "lint": ("ruff_pin_file", "ruff_pin_pattern"),
+    "policy": ("generated_description", "quote", "source", "confirm"),
     "reviewers": ("area", "paths", "handles"),
 }
 
@@ -111,13 +128,22 @@ def parse(text: str, path: Path, name: str) -> PrConfig:
     pr = data.get("pull_request", {})
     issue = data.get("issue", {})
     lint = data.get("lint", {})
-    for where, table in (("pull_request", pr), ("issue", issue), ("lint", lint)):
+    policy = data.get("policy", {})
+    for where, table in (("pull_request", pr), ("issue", issue), ("lint", lint), ("policy", policy)):
         if not isinstance(table, dict):
             raise PinsError(f"{path}: {where} must be a table [{where}].")
         _check_keys(path, where, table, _TABLES[where])
         for key, value in table.items():
-            if key != "sections" and (not isinstance(value, str) or not value):
+            if key != "sections" and (not isinstance(value, str) or not (value or (where, key) == ("policy", "quote"))):
                 raise PinsError(f"{path}: [{where}].{key} must be a non-empty string.")
+    if policy:
+        if policy.get("generated_description") not in POLICIES:
+            raise PinsError(f"{path}: [policy].generated_description must be one of {', '.join(map(repr, POLICIES))} "
+                            f"(got {policy.get('generated_description')!r}).")
+        if "source" not in policy:
+            raise PinsError(f"{path}: [policy] needs a source: the upstream file it was read from.")
+        if policy["generated_description"] != "not stated" and not policy.get("quote"):
+            raise PinsError(f"{path}: [policy].quote must give upstream's own words for {policy['generated_description']!r}.")
     template = None
     if "template" in pr:
         template = path.parent / pr["template"]
@@ -125,6 +151,12 @@ def parse(text: str, path: Path, name: str) -> PrConfig:
             raise PinsError(f"{path}: [pull_request].template names {pr['template']!r}, which is not a file in {path.parent}.")
     if pr.get("description_after") and template and pr["description_after"] not in template.read_text(encoding="utf-8"):
         raise PinsError(f"{path}: [pull_request].description_after {pr['description_after']!r} is not a line of {template}.")
+    text = template.read_text(encoding="utf-8") if template else ""
+    for key in ("quote", "confirm"):  # words said to be the template's must be in it (when they come from it)
+        value = " ".join(policy.get(key, "").split())
+        if value and template and (key == "confirm" or pr.get("template", "\0") in policy["source"]) \
+                and value not in " ".join(text.split()):
+            raise PinsError(f"{path}: [policy].{key} {policy[key]!r} is not in {template}.")
     if bool(lint.get("ruff_pin_file")) != bool(lint.get("ruff_pin_pattern")):
         raise PinsError(f"{path}: [lint] needs both ruff_pin_file and ruff_pin_pattern.")
     if lint.get("ruff_pin_pattern"):
@@ -165,6 +197,8 @@ def parse(text: str, path: Path, name: str) -> PrConfig:
         reviewers_after=pr.get("reviewers_after", ""), issue_source=issue.get("source", ""),
         issue_sections=tuple(sections), ruff_pin_file=lint.get("ruff_pin_file", ""),
         ruff_pin_pattern=lint.get("ruff_pin_pattern", ""), reviewers=tuple(areas), path=path,
+        policy=policy.get("generated_description", "not stated"), policy_quote=policy.get("quote", ""),
+        policy_source=policy.get("source", ""), policy_confirm=policy.get("confirm", ""),
     )
 
 

@@ -9,9 +9,13 @@ Trailers a patch may carry about what exists upstream (one per line, at the end 
     Fixes: https://github.com/<owner>/<repo>/issues/N      the upstream issue the patch fixes
     Upstream-Issue: https://.../issues/N | none             an issue upstream tracks it by (or: none exists)
     Upstream-PR: https://.../pull/N (open|merged|closed)    a pull request upstream that proposes this fix
+    Related: https://... (note)                             anything else a reviewer may ask about
 
 An open ``Upstream-PR`` means: comment there (COMMENT.md) rather than open a second PR.
 No upstream issue (no ``Fixes:``/``Upstream-Issue:`` into the upstream's repository) means: ISSUE.md.
+
+Whether PR.md gets a description of ours is the upstream's policy (``[policy]`` in pr_data): unless it accepts
+generated descriptions, the description section keeps the template's own comment and one line pointing to FACTS.md.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import re
 from .pins import Pin
 from .prconfig import PrConfig
 
-TRAILER = re.compile(r"^(Fixes|Closes|Resolves|Upstream-Issue|Upstream-PR)\s*:\s*(.+)$", re.IGNORECASE)
+TRAILER = re.compile(r"^(Fixes|Closes|Resolves|Upstream-Issue|Upstream-PR|Related)\s*:\s*(.+)$", re.IGNORECASE)
+_TRAILER_NAMES = {"fixes": "Fixes", "closes": "Closes", "resolves": "Resolves", "upstream-issue": "Upstream-Issue",
+                  "upstream-pr": "Upstream-PR", "related": "Related"}
 PR_STATES = ("open", "merged", "closed")
 
 
@@ -31,7 +37,7 @@ def parse_message(text: str) -> dict:
     """Subject, body (trailers removed), and the trailers about upstream."""
     lines = text.strip("\n").splitlines()
     subject = lines[0] if lines else ""
-    fixes, issues, prs, keep = [], [], [], []
+    fixes, issues, prs, related, links, keep = [], [], [], [], [], []
     issue_none = False
     for line in lines[1:]:
         m = TRAILER.match(line.strip())
@@ -39,8 +45,12 @@ def parse_message(text: str) -> dict:
             keep.append(line)
             continue
         key, value = m.group(1).lower(), m.group(2).strip()
-        if key in ("fixes", "closes", "resolves"):
-            fixes.append(value)
+        url = value.split()[0]
+        links.append({"trailer": _TRAILER_NAMES[key], "url": url, "note": value[len(url):].strip().strip("()")})
+        if key == "related":
+            related.append(url)
+        elif key in ("fixes", "closes", "resolves"):
+            fixes.append(url)  # the note stays in links (FACTS.md)
         elif key == "upstream-issue":
             if value.lower().startswith("none"):
                 issue_none = True
@@ -53,10 +63,15 @@ def parse_message(text: str) -> dict:
                         "note": value[len(url):].strip()})
     body = "\n".join(keep).strip("\n")
     return {"subject": subject, "body": body, "fixes": fixes, "upstream_issues": issues, "upstream_issue_none": issue_none,
-            "upstream_prs": prs}
+            "upstream_prs": prs, "related": related, "links": links}
 
 
-def strip_trailers(text: str, keys: tuple[str, ...] = ("upstream-issue", "upstream-pr")) -> str:
+def cost_paragraph(body: str) -> str:
+    """The body's paragraph that says what the change costs ("What it costs: ..."), or ""."""
+    return next((p for p in paragraphs(body) if re.match(r"(?i)what (it|this|the fix|the change) costs", p)), "")
+
+
+def strip_trailers(text: str, keys: tuple[str, ...] = ("upstream-issue", "upstream-pr", "related")) -> str:
     """The commit message without our bookkeeping trailers (for the branch proposed upstream)."""
     out = [line for line in text.splitlines() if not ((m := TRAILER.match(line.strip())) and m.group(1).lower() in keys)]
     return "\n".join(out).rstrip("\n") + "\n"
@@ -87,13 +102,14 @@ def open_pr(message: dict) -> dict | None:
     return next((p for p in message["upstream_prs"] if p["state"] == "open"), None)
 
 
-def fixes_line(fixes: list[str], repository: str) -> str:
-    if not fixes:
-        return ""
+def fixes_line(fixes: list[str], repository: str, related: list[str] = ()) -> str:
+    """The template's "Fixes #N" line: the issues fixed; the upstream's pulls followed up; the rest as Related
+    (``related``: the Upstream-Issue and Related trailers, links that the change does not close)."""
     base = _base(repository)
     issues = [_ref(f, repository) for f in fixes if re.fullmatch(re.escape(base) + r"/issues/\d+/?", f)]
     pulls = [_ref(f, repository) for f in fixes if re.fullmatch(re.escape(base) + r"/pull/\d+/?", f)]
-    others = [f for f in fixes if not f.startswith(base + "/")]
+    others = list(dict.fromkeys([f for f in fixes if not f.startswith(base + "/")]
+                                + [_ref(r, repository) for r in related if r not in fixes]))
     lines = []
     if issues:
         lines.append("Fixes " + ", ".join(issues))
@@ -123,6 +139,15 @@ _VALUE = re.compile(r"^(?P<label>.*?)\s*(?P<value>-?\d[\d.,]*\s*(?:MiB|GiB|MB|GB
 
 def figures_table(left: list[str], right: list[str], left_title: str, right_title: str) -> list[str]:
     """A small table of the figures a test printed in two runs, paired by their label."""
+    rows = figure_rows(left, right)
+    if not rows:
+        return []
+    out = [f"| | {left_title} | {right_title} |", "| --- | ---: | ---: |"]
+    return out + [f"| {label} | {a} | {b} |" for label, a, b in rows]
+
+
+def figure_rows(left: list[str], right: list[str]) -> list[tuple[str, str, str]]:
+    """(label, value in the first run, value in the second) for the figures a test printed, paired by label."""
     def split(lines: list[str]) -> dict[str, str]:
         out = {}
         for line in lines:
@@ -133,12 +158,7 @@ def figures_table(left: list[str], right: list[str], left_title: str, right_titl
         return out
 
     a, b = split(left), split(right)
-    labels = list(dict.fromkeys([*a, *b]))
-    if not labels:
-        return []
-    rows = [f"| | {left_title} | {right_title} |", "| --- | ---: | ---: |"]
-    rows += [f"| {label} | {a.get(label, '-')} | {b.get(label, '-')} |" for label in labels]
-    return rows
+    return [(label, a.get(label, "-"), b.get(label, "-")) for label in dict.fromkeys([*a, *b])]
 
 
 def outcome_table(left: dict[str, str], right: dict[str, str], left_title: str, right_title: str) -> list[str]:
@@ -230,32 +250,64 @@ def plain_template(heading: str = "# What does this PR do?") -> str:
     return f"{heading}\n"
 
 
+FACTS_POINTER = ("<!-- Write this description yourself; what to cite (failure, reproduction, red->green, figures, "
+                 "diff, links) is in FACTS.md beside this file. -->")
+
+
 def render_pr(config: PrConfig, pin: Pin, message: dict, checks: dict, bench: list[str], areas: list,
               issue_file: bool) -> str:
-    description = [line for p in paragraphs(message["body"]) for line in (p, "")]
-    if issue_file:
-        description += ["There is no issue for this yet: the bug report drafted with this PR (ISSUE.md) has a "
-                        "standalone reproduction; open it first and link it here.", ""]
-    description += _evidence(pin, checks, bench, "with this PR")
+    """The upstream's template, whole. Unless upstream accepts generated descriptions (``[policy]``), the description
+    section is the template's own comment and one line of ours pointing to FACTS.md: nothing written for the person."""
+    if config.person_writes_description:
+        description = [FACTS_POINTER]
+    else:
+        description = [line for p in paragraphs(message["body"]) for line in (p, "")]
+        if issue_file:
+            description += ["There is no issue for this yet: the bug report drafted with this PR (ISSUE.md) has a "
+                            "standalone reproduction; open it first and link it here.", ""]
+        description += _evidence(pin, checks, bench, "with this PR")
     template = config.template.read_text(encoding="utf-8") if config.template else plain_template()
     if config.template is None:
         config = PrConfig(name=config.name, description_after="# What does this PR do?")
-    fixes = fixes_line(message["fixes"], pin.repository)
+    fixes = fixes_line(message["fixes"], pin.repository, message["upstream_issues"] + message["related"])
     return fill_template(template, config, description, fixes, reviewers_line(areas, config))
 
 
 # --------------------------------------------------------------------------- COMMENT.md
 
+def _details(summary: str, body: list[str]) -> list[str]:
+    return ["<details>", f"<summary>{summary}</summary>", "", *body, "", "</details>", ""]
+
+
 def render_comment(pin: Pin, message: dict, checks: dict, pr: dict, test_files: dict[str, str], source_diff: str) -> str:
+    """A short comment for an open upstream PR: the evidence in a few lines, our change and test folded."""
     issues = [_ref(u, pin.repository) for u in upstream_issues(message, pin.repository)]
-    lines = [f"<!-- A comment for {pr['url']}: read it, edit it, post it yourself (make pr never posts). -->", ""]
-    lines += [f"We carry this fix on {pin.distribution} {pin.version}" + (f" ({', '.join(issues)})" if issues else "")
-              + " and wrote a test for it; it may help this PR land.", ""]
-    lines += _evidence(pin, checks, [], "with the change")
-    lines += ["", "Our change, for comparison with this PR's:", "", "```diff", source_diff.rstrip("\n"), "```", ""]
+    lines = [f"<!-- A comment for {pr['url']}: read it, edit it, post it yourself (make pr never posts). "
+             "Facts to cite: FACTS.md. -->", ""]
+    lines += [f"A test for this fix{' (' + ', '.join(issues) + ')' if issues else ''}, on {pin.distribution} "
+              f"{pin.version} and with the change:", ""]
+    t = checks["tests"]
+    if t.get("status") == "run":
+        lines += outcome_table(t["pristine"]["outcomes"], t["alone"]["outcomes"], f"{pin.distribution} {pin.version}",
+                               "with the change")
+        figs = figures_table(t["pristine"].get("figures", []), t["alone"].get("figures", []),
+                             f"{pin.distribution} {pin.version}", "with the change")
+        if figs:
+            lines += ["", *figs]
+        lines += ["", f"Run: `python -m pytest {' '.join(t['tests'])}` (CPU only, no hub access)."]
+    else:
+        lines.append(f"Tests: {t.get('status')} ({t.get('reason', t.get('verdict', ''))}).")
+    lines.append("")
+    lines += _details("Our change, to compare with this PR's", ["```diff", source_diff.rstrip("\n"), "```"])
     for name, text in test_files.items():
-        lines += ["<details>", f"<summary>{name}</summary>", "", "```python", text.rstrip("\n"), "```", "", "</details>", ""]
+        lines += _details(name, ["```python", text.rstrip("\n"), "```"])
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def lines_before_details(text: str) -> int:
+    """Lines of text (not blank) before the first ``<details>``: what a reader sees unfolded at the top."""
+    head = text.split("<details>", 1)[0]
+    return sum(1 for line in head.splitlines() if line.strip())
 
 
 # --------------------------------------------------------------------------- ISSUE.md
@@ -268,13 +320,37 @@ def _docstring_part(script: str, name: str) -> str:
     return " ".join(m.group(1).split()) if m else ""
 
 
+def symptom(script: str) -> str:
+    """The script's module docstring before its first ``Word:`` line: the symptom, in the script's words."""
+    m = re.match(r'\s*(?:#.*\n)*\s*"""(.*?)"""', script, re.S)
+    lead = re.split(r"^\w[\w ]*:", m.group(1), maxsplit=1, flags=re.M)[0] if m else ""
+    return " ".join(lead.split())
+
+
 def run_command(script: str) -> str:
     return _docstring_part(script, "Run") or "python repro.py"
 
 
+def versions_line(versions: str) -> str:
+    """``repro.versions``' list (- `x` version: 1.0 / - Platform: ...) on one line: "x 1.0, ..., Python 3.12, Linux-..."."""
+    parts = []
+    for line in versions.strip().splitlines():
+        m = re.match(r"^-\s*`?([^`:]+?)`?(?: version)?:\s*(.+)$", line.strip())
+        if m:
+            parts.append(m.group(2).strip() if m.group(1) == "Platform" else f"{m.group(1)} {m.group(2).strip()}")
+        elif line.strip():
+            parts.append(line.strip())
+    return ", ".join(parts)
+
+
+def _last(text: str, n: int = 3) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-n:])
+
+
 def render_issue(config: PrConfig, pin: Pin, message: dict, areas: list, script: str | None, runs: dict,
                  versions: str) -> str:
-    """A bug report in the order of the upstream's form (or a plain one when pr_data has none)."""
+    """A bug report in the order of the upstream's form (or a plain one when pr_data has none): the symptom, the
+    command and the last lines of its real output unfolded; the script and the whole outputs folded."""
     sections = config.issue_sections or ()
     if not sections:
         from .prconfig import Section
@@ -282,6 +358,7 @@ def render_issue(config: PrConfig, pin: Pin, message: dict, areas: list, script:
         sections = tuple(Section(t, f) for t, f in (("System Info", "versions"), ("Reproduction", "reproduction"),
                                                     ("Expected behavior", "expected")))
     paras = paragraphs(message["body"])
+    official = f"{pin.distribution} {pin.version}"
     lines = [f"<!-- Title: {message['subject']} -->",
              f"<!-- A bug report for {_base(pin.repository)}/issues/new, in the order of its form"
              + (f" ({config.issue_source})" if config.issue_source else "") + ". Read it, edit it, file it yourself. -->", ""]
@@ -290,25 +367,27 @@ def render_issue(config: PrConfig, pin: Pin, message: dict, areas: list, script:
         if s.boxes:
             lines += [f"- [ ] {b}" for b in s.boxes]
         elif s.fill == "versions":
-            lines += ["```", versions.strip() or f"{pin.distribution} {pin.version}", "```"]
+            lines.append(versions_line(versions) or official)
         elif s.fill == "reviewers":
             lines.append(reviewers_line(areas, config))
         elif s.fill == "reproduction":
-            lines += [paras[0] if paras else message["subject"], ""]
+            lines += [(symptom(script) if script else "") or (paras[0] if paras else message["subject"]), ""]
             if script is None:
                 lines.append("(no standalone script in pr_data: write one and paste it here)")
             else:
-                lines += [f"Save as `repro.py` and run `{run_command(script)}` (CPU only, no hub access):", "",
-                          "```python", script.rstrip("\n"), "```"]
+                lines.append(f"`{run_command(script)}` with the script below (CPU only, no hub access)"
+                             + (f"; on {official} it ends with:" if runs.get("pristine") else "."))
                 if runs.get("pristine"):
-                    lines += ["", f"Output with {pin.distribution} {pin.version}:", "", "```",
-                              runs["pristine"].rstrip("\n"), "```"]
+                    lines += ["", "```", _last(runs["pristine"]), "```"]
+                lines += ["", *_details("repro.py", ["```python", script.rstrip("\n"), "```"])]
+                if runs.get("pristine"):
+                    lines += _details(f"Whole output on {official}", ["```", runs["pristine"].rstrip("\n"), "```"])
         elif s.fill == "expected":
             expected = _docstring_part(script, "Expected") if script else ""
             lines.append(expected[:1].upper() + expected[1:] if expected else "(say what should happen)")
             if runs.get("alone"):
-                lines += ["", "Output with the fix (the pull request drafted with this report):", "", "```",
-                          runs["alone"].rstrip("\n"), "```"]
+                lines += ["", "With the fix (the pull request drafted with this report) it ends with:", "", "```",
+                          _last(runs["alone"]), "```", "",
+                          *_details("Whole output with the fix", ["```", runs["alone"].rstrip("\n"), "```"])]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
-

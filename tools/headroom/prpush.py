@@ -22,13 +22,14 @@ def _norm_url(url: str) -> str:
 
 def commands(repo: Repo, pin: Pin, branch: str, out_dir: Path, root: Path, subject: str,
                   open_pr: dict | None = None, issue: bool = False) -> list[str]:
-    """The commands that would propose the patch; empty when no remote is configured."""
+    """The commands that would propose the patch. Without a fork remote they name ``<your-fork-remote>`` and
+    ``<you>`` (add the remote, and make pr prints them exact); empty without an upstream git tag."""
     remotes = {}
     for line in repo("remote", "-v").splitlines():
         parts = line.split()
         if len(parts) >= 2:
             remotes.setdefault(parts[0], parts[1])
-    if not remotes or not pin.tag:
+    if not pin.tag:
         return []
     base = _norm_url(pin.repository)
     norm = {n: _norm_url(u) for n, u in remotes.items()}
