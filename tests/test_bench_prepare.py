@@ -68,7 +68,8 @@ def test_a_goal_missed_says_by_how_much():
     g = bench_prepare.goal(c)
     assert g["met"] is False
     assert g["checks"]["floor"] == {"met": False, "text": "misses by 0.50x (2.00x of the floor, goal 1.5x)"}
-    assert g["checks"]["peak"] == {"met": False, "text": "misses by 5.0 points (1.100, goal 1.05)"}
+    assert g["checks"]["peak"] == {"met": False, "text": "misses by 5.0 points (1.100, goal 1.05; 100.0 MiB over "
+                                                         "final, largest parameter 250.0 MiB)"}
     assert g["checks"]["official"]["met"] is True
     # slower than torch, but lower on peak: only the time is named
     assert g["checks"]["torch"] == {"met": False, "text": "misses: time +1.00 s (1.11x torch's)"}
@@ -86,7 +87,7 @@ def test_a_skipped_path_gives_no_multiple_and_an_incomplete_goal():
     assert g["checks"]["floor"] == {"met": None, "text": "no floor"}
     rows = bench_prepare.table_rows({"cases": [c]})
     floor = [r for r in rows[1:] if r[2] == "floor"][0]
-    assert floor[4] == "skipped: needs ~9.0 GiB, 4.0 GiB available" and floor[5:] == ["-"] * 7
+    assert floor[4] == "skipped: needs ~9.0 GiB, 4.0 GiB available" and floor[5:] == ["-"] * 8
     assert [r for r in rows[1:] if r[2] == "patched"][0][10] == "-"
     del c["paths"]["patched"]
     assert bench_prepare.goal(c)["text"] == "patched not measured"
@@ -111,7 +112,9 @@ def test_table_lines_and_terminal_lines():
     assert headers[0].count("|") == len(bench_prepare.table_rows(section)[0]) + 1
     assert headers[1].count("|") == len(bench_prepare.goal_rows(section)[0]) + 1
     body = [line for line in lines if line.startswith("| 250M | 2 | patched")]
-    assert body == ["| 250M | 2 | patched | patched | 470.0 | 980.0 | 975.0 | 1.005 | 475.0 | 9.00 | 1.29x | yes |"]
+    assert body == ["| 250M | 2 | patched | patched | 470.0 | 980.0 | 975.0 | 1.005 | 475.0 | 9.00 | 1.29x "
+                    "| in prepare | yes |"]
+    assert [line for line in lines if line.startswith("| 250M | 2 | torch")][0].endswith("| 2.14x | 0.05 | yes |")
     goals = [line for line in lines if line.startswith("| 1B | 4 | misses")]
     assert goals and goals[0].endswith("| NOT met: floor, peak, torch, exact |")
     assert any("layouts differ" in line for line in lines)
@@ -138,3 +141,15 @@ def test_estimated_bytes_counts_the_full_parameter_where_it_is_broadcast():
     est = {path: bench_prepare.estimated_bytes(path, meta, 4) for path in bench_prepare.PATHS}
     assert est["official"] - est["patched"] == 750 * 2**20
     assert est["torch"] == est["official"] and est["floor"] == est["patched"]
+
+
+def test_a_real_quick_run_renders_with_one_layout_and_exact_shards():
+    quick = json.loads((FIXTURES / "quick-60M.json").read_text(encoding="utf-8"))
+    c = case("60M", 2, quick)
+    assert bench_prepare.same_layout(c) is True
+    assert all(s["exact"] for s in bench_prepare.summaries(c).values())
+    assert bench_prepare.floor_multiples(c)["floor"] == 1.0
+    g = bench_prepare.goal(c)
+    assert g["checks"]["peak"]["met"] is True and g["checks"]["official"]["met"] is True
+    rows = bench_prepare.table_rows({"cases": [c]})
+    assert [r[2] for r in rows[1:]] == ["official", "patched", "torch", "floor"]

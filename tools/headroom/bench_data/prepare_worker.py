@@ -76,9 +76,9 @@ def _load(checkpoint_dir: str, config_kwargs: dict):
 def _sharded_meta(config_kwargs: dict):
     """The model on meta, sharded as accelerate's ``fsdp2_prepare_model`` shards it with this bench's plugin
     (``FullyShardedDataParallelPlugin(fsdp_version=2, cpu_ram_efficient_loading=True)``: no auto-wrap policy, so
-    no unit per decoder layer): the input embedding, then ``[final norm, lm_head]`` with ``reshard_after_forward=False``,
-    then the root, all on the default mesh (every rank). The rotary buffer stays on meta until after the load, as in
-    accelerate."""
+    no unit per decoder layer): the input embedding, then ``[final norm, lm_head]`` with
+    ``reshard_after_forward=False``, then the root, all on the default mesh (every rank). The rotary buffer stays on
+    meta until after the load, as in accelerate."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     model = _meta_model(config_kwargs)
