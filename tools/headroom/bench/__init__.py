@@ -10,6 +10,9 @@
   the same model files: the memory figures above, and correctness (optimizer params aliased,
   largest difference from a single-process run) on a checkpoint missing two parameters; the
   one-node figure (8 ranks) and its projection to the upstream report's setup.
+* Accelerate's FSDP2 ``prepare`` (``prepare``, patches/accelerate/0001): rank 0's weights sharded over the ranks
+  by official accelerate, the headroom build, torch's ``set_model_state_dict(broadcast_from_rank0=True)`` and the
+  floor (one scatter per parameter); rank 1's peak against its final, each path's time as a multiple of the floor's.
 * Fix 1 and fix 3 (GPU, ``gpu``): accelerator memory of ``Trainer._load_best_model`` and of
   ``PeftModel.load_adapter``; "skipped: no CUDA" on a machine without one.
 * The pipeline (``pipeline``): cold ``apply`` + ``build`` on a copy of the repository with an
