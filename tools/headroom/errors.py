@@ -182,3 +182,10 @@ class RequirementsConflict(HeadroomError):
     """requirements/test-env.txt names an upstream that vendor/pins.toml pins (the environments take it from the pin)."""
 
     exit_code = 35
+
+
+class CanaryAttention(HeadroomError):
+    """``canary``: a new upstream release needs a person (a patch landed, conflicts or is unknown, a release is not
+    installable, an upstream regression); the report names each one."""
+
+    exit_code = 60

@@ -124,7 +124,12 @@ def classify(case: ET.Element, known: Sequence[KnownFailure] = ()) -> tuple[str,
         if k.matches(node, text):
             return "known", k.reason
     lines = (problems[0].text or "").strip().splitlines()
-    return "failed", problems[0].get("message") or (lines[-1] if lines else "")
+    message = problems[0].get("message") or ""
+    if not ERROR_LINE.search(message):  # "collection failure": the error's own line is in the text
+        named = [re.sub(r"^E\s+", "", line.strip()) for line in lines if ERROR_LINE.search(line)]
+        if named:
+            message = f"{message}\n{named[-1]}" if message else named[-1]
+    return "failed", message or (lines[-1] if lines else "")
 
 
 def read_junit(path: Path, known: Sequence[KnownFailure] = ()) -> dict[str, tuple[str, str]]:
