@@ -155,7 +155,7 @@ def test_vendor_pins_and_patches_are_byte_identical(ran):
     p = ran["project"]
     assert p.run("apply") == 0  # still the applied checkout, untouched
     assert not (p.root / "vendor" / ".toypkg.new").exists()
-    assert (p.root / "build" / "canary" / "checkouts" / "toypkg-1.0.0" / ".git").is_dir()
+    assert (p.root / "build" / "canary" / "checkouts" / "toypkg" / ".git").is_dir()
 
 
 def test_landed(ran):
@@ -220,6 +220,24 @@ def test_reports_md_and_html_carry_the_grid(ran):
     assert 'id="canary-grid"' in page and 'class="v-upstream-regression"' in page and 'class="v-unknown"' in page
     logs = [a.split('"')[0] for a in page.split('<a href="')[1:]]
     assert logs and all((out / rel).is_file() for rel in logs)
+
+
+def test_reading_vendor_takes_its_lock(tmp_path, canary_index, shared_cache, monkeypatch):
+    """Another run holds vendor/toypkg: with --no-wait the canary stops at once (exit 40), having written nothing
+    there."""
+    import fcntl
+
+    for k, v in {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(canary_index), "HEADROOM_CACHE": str(shared_cache)}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(canary, "BASE_REQUIREMENTS", ())
+    p = make_project(tmp_path / "proj", canary_index)
+    lock_file = p.root / "vendor" / ".locks" / "vendor-toypkg.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code = p.run("--no-wait", "canary", "--releases", "toypkg==1.1.0", "--env", "source")
+    assert code == errors.Locked.exit_code
+    assert not (p.root / "build" / "canary" / "checkouts" / "toypkg").exists()
 
 
 def test_nothing_new_exits_0(project: Project, capsys, monkeypatch):

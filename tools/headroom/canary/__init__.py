@@ -52,11 +52,9 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
     tests: dict[str, dict] = {}
     replays: dict[tuple[str, str], dict[str, dict]] = {}
     for pin in pins:
-        repo, patches = replay_mod.snapshot(root, pin)
-        tests.update(replay_mod.copy_patch_tests(root, repo, patches))
-        for v in new.get(pin.name, []):
-            ui.info(f"{pin.name} {pin.version} -> {v}:")
-            replays[(pin.name, v)] = replay_mod.replay(root, repo, new_pins[(pin.name, v)], patches)
+        found, by_version = replay_mod.series(root, pin, [new_pins[(pin.name, v)] for v in new.get(pin.name, [])])
+        tests.update(found)
+        replays.update({(pin.name, v): r for v, r in by_version.items()})
 
     ui.step("canary", f"reference: each patch's tests and the guards on today's pins ({_label(pins)})")
     guard_files = needed.guard_files(guards, [p.name for p in pins])
@@ -102,7 +100,8 @@ def _candidate(root: Path, cand: plan.Candidate, cpins: list[Pin], tests: dict, 
     else:
         env = "the release set is not installable (the replay still ran)"
     entry = {"id": cand.id, "kind": cand.kind, "upstreams": dict(cand.changes), "install": inst,
-             "env": env if isinstance(env, str) else env.label, "patches": {}, "battery": {}}
+             "env": env if isinstance(env, str) else env.label, "env_made": not isinstance(env, str),
+             "patches": {}, "battery": {}}
     for pid, t in tests.items():
         name = pid.split("/", 1)[0]
         version = cand.version_of(name)

@@ -27,17 +27,18 @@ def patch_id(name: str, patch: Path) -> str:
     return f"{name}/{patch.name}"
 
 
-def snapshot(root: Path, pin: Pin) -> tuple[Repo, list[tuple[str, str]]]:
-    """A ``git clone --shared`` of the applied vendor/<name> under build/canary/checkouts/, made under the
-    checkout's lock, and [(patch id, applied commit)] of its series. The clone keeps its own copy of the
-    objects, so vendor/<name> may change afterwards."""
-    series = series_mod.load(root, pin.name)
+def series(root: Path, pin: Pin, new: list[Pin]) -> tuple[dict[str, dict], dict[str, dict[str, dict]]]:
+    """Under vendor/<name>'s lock: a ``git clone --shared`` of the applied checkout into build/canary/checkouts/,
+    each patch's test files copied out of it (:func:`copy_patch_tests`), and the series replayed on each release
+    of ``new`` (:func:`replay`). Returns ({patch id: its tests}, {new version: {patch id: replay result}}). The
+    clone borrows vendor/<name>'s objects, so it is used only while the lock is held (a scratch copy after)."""
+    series_ = series_mod.load(root, pin.name)
     path, what = lock.resource_path(root, f"vendor:{pin.name}")
-    dest = root / CANARY_DIR / "checkouts" / f"{pin.name}-{pin.version}"
+    dest = root / CANARY_DIR / "checkouts" / pin.name
     with lock.hold(path, what):
         src = checkout.vendor_dir(root, pin)
         state = checkout.read_state(src) if src.exists() else {}
-        if state.get("state") != "done" or state.get("key") != checkout.apply_key(pin, series):
+        if state.get("state") != "done" or state.get("key") != checkout.apply_key(pin, series_):
             raise NotApplied(f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/ (the canary reads "
                              "each patch's tests from it and never changes it). Run `make apply` first.")
         if dest.exists():
@@ -45,10 +46,14 @@ def snapshot(root: Path, pin: Pin) -> tuple[Repo, list[tuple[str, str]]]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         Repo(src)("clone", "-q", "--shared", "--no-checkout", str(src), str(dest))
         repo = Repo(dest)
-        repo("repack", "-a", "-d", "-q")  # own objects: independent of vendor/<name> from here on
-        (repo.git_dir / "objects" / "info" / "alternates").unlink(missing_ok=True)
-        commits = state["commits"][1 : 1 + len(series.patches)]
-    return repo, [(patch_id(pin.name, p), c) for p, c in zip(series.patches, commits)]
+        commits = state["commits"][1 : 1 + len(series_.patches)]
+        patches = [(patch_id(pin.name, p), c) for p, c in zip(series_.patches, commits)]
+        tests = copy_patch_tests(root, repo, patches)
+        replays = {}
+        for new_pin in new:
+            ui.info(f"{pin.name} {pin.version} -> {new_pin.version}:")
+            replays[new_pin.version] = replay(root, repo, new_pin, patches)
+    return tests, replays
 
 
 def copy_patch_tests(root: Path, repo: Repo, patches: list[tuple[str, str]]) -> dict[str, dict]:

@@ -47,6 +47,8 @@ def attention(data: dict) -> list[str]:
     for c in data["candidates"]:
         if c["install"]["verdict"] == "not installable":
             out.append(f"{c['id']}: not installable: {c['install'].get('error', '')}")
+        elif not c.get("env_made", True):
+            out.append(f"{c['id']}: no test environment: {c['env']}")
         for pid, cell in c["patches"].items():
             if cell.get("replay") in ATTENTION_REPLAY:
                 where = f" ({', '.join(cell['files'])})" if cell.get("files") else ""
