@@ -222,6 +222,22 @@ def test_reports_md_and_html_carry_the_grid(ran):
     assert logs and all((out / rel).is_file() for rel in logs)
 
 
+def test_report_html_renders_in_headless_chromium(ran):
+    """The page a browser builds from report.html has the grid: a row per release set, a cell per patch."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("chromium is not installed (Debian package `chromium`; CI would need .ci/run to install it)")
+    page = ran["project"].root / "build" / "canary" / "report.html"
+    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                            capture_output=True, text=True, timeout=180)
+    dom = result.stdout
+    assert '<table id="canary-grid">' in dom, result.stderr[-2000:]
+    grid = dom.split('<table id="canary-grid">', 1)[1].split("</table>", 1)[0]
+    assert grid.count("<tr>") == 1 + len(RELEASES.split(","))
+    assert 'class="v-landed"' in grid and 'class="v-not-installable"' in grid
+    assert "cannot import name" in grid  # the unknown cell's error line
+
+
 def test_reading_vendor_takes_its_lock(tmp_path, canary_index, shared_cache, monkeypatch):
     """Another run holds vendor/toypkg: with --no-wait the canary stops at once (exit 40), having written nothing
     there."""
