@@ -236,6 +236,7 @@ def test_report_html_renders_in_headless_chromium(ran):
     assert grid.count("<tr>") == 1 + len(RELEASES.split(","))
     assert 'class="v-landed"' in grid and 'class="v-not-installable"' in grid
     assert "cannot import name" in grid  # the unknown cell's error line
+    assert "conflict in src/toypkg/memory.py" in grid
 
 
 def test_reading_vendor_takes_its_lock(tmp_path, canary_index, shared_cache, monkeypatch):

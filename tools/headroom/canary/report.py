@@ -35,6 +35,12 @@ def cell_text(cell: dict) -> str:
     return f"{replay}, {cell.get('verdict', '')}" if replay else cell.get("verdict", "")
 
 
+def cell_error(cell: dict) -> str:
+    """The error line a cell shows: the files of a conflict, then the tests' error line."""
+    parts = [f"conflict in {', '.join(cell.get('files') or ['?'])}"] if cell.get("replay") == "conflict" else []
+    return "; ".join(parts + ([cell["error"]] if cell.get("error") else []))
+
+
 def cell_class(cell: dict) -> str:
     """The verdict that colours a cell: a conflict or an empty replay outranks the tests' verdict."""
     if cell.get("replay") in ATTENTION_REPLAY:
@@ -102,8 +108,8 @@ def markdown(data: dict, needs: list[str]) -> str:
                 f"- environment: {c['env']}"]
         for pid, cell in c["patches"].items():
             line = f"- `{pid}`: {cell_text(cell)}"
-            if cell.get("error"):
-                line += f": {cell['error']}"
+            if cell_error(cell):
+                line += f": {cell_error(cell)}"
             if cell.get("log"):
                 line += f" ([log]({cell['log']}))"
             out.append(line)
@@ -133,7 +139,7 @@ def page(data: dict, needs: list[str]) -> str:
         cells = [f"<th>{html.escape(c['id'])}</th>", _td(i["verdict"], i["verdict"], i.get("error", ""), i.get("log", ""))]
         for p in cols:
             cell = c["patches"].get(p, {})
-            cells.append(_td(cell_text(cell), cell_class(cell), cell.get("error", ""), cell.get("log", "")))
+            cells.append(_td(cell_text(cell), cell_class(cell), cell_error(cell), cell.get("log", "")))
         b = c["battery"]
         cells.append(_td(b.get("verdict", ""), b.get("verdict", ""), b.get("error", ""), b.get("log", "")))
         rows.append("<tr>" + "".join(cells) + "</tr>")
