@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 from conftest import EPOCH, FIXTURES, TOY, Project, make_sdist, make_wheel
 from headroom import canary, cli, errors, pins as pins_mod
-from headroom.canary import install, plan
+from headroom.canary import install, needed, plan
 from headroom.fsutil import sha256_file
 
 CANARY = FIXTURES / "canary"
@@ -282,6 +282,24 @@ def test_plan_finds_newer_releases_and_the_combination(canary_index, monkeypatch
     for bad in ("toypkg", "nope==1.0", "toypkg==1.1.0"):
         with pytest.raises(errors.UsageError):
             plan.parse_releases(bad, [p, e])
+
+
+def test_compare_test_by_test_with_the_reference():
+    fail = lambda kind: {"outcome": "failed", "kind": kind, "error": f"{kind}: x"}  # noqa: E731
+    ok, skip = {"outcome": "passed"}, {"outcome": "skipped"}
+    ref = {"t::a": fail("AssertionError"), "t::b": fail("AssertionError"), "t::c": ok}
+    assert needed.compare({"t::a": ok, "t::b": ok, "t::c": ok}, ref)["verdict"] == "landed"
+    partly = needed.compare({"t::a": ok, "t::b": fail("AssertionError"), "t::c": ok}, ref)
+    assert partly["verdict"] == "partly landed" and partly["now_passing"] == ["t::a"] and partly["still_failing"] == ["t::b"]
+    assert needed.compare({"t::a": fail("AssertionError"), "t::b": fail("AssertionError"), "t::c": ok}, ref)[
+        "verdict"] == "still needed"
+    new_kind = needed.compare({"t::a": fail("ValueError"), "t::b": fail("AssertionError"), "t::c": ok}, ref)
+    assert new_kind["verdict"] == "unknown" and "on the reference: failed (AssertionError)" in new_kind["why"]
+    assert needed.compare({"t::a": fail("AssertionError"), "t::c": fail("AssertionError")}, ref)["verdict"] == "unknown"
+    assert needed.compare({"t": fail("collection error (ImportError)")}, ref)["verdict"] == "unknown"
+    assert needed.compare({"t::a": skip}, ref)["verdict"] == "not run"
+    assert needed.battery({"g::x": fail("AssertionError")}, {"g::x": ok})["verdict"] == "upstream regression"
+    assert needed.battery({"g::x": fail("AssertionError")}, {"g::x": fail("AssertionError")})["verdict"] == "ok"
 
 
 def test_pip_explanations():

@@ -46,7 +46,7 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
         return 0
 
     ui.step("canary", "download the new releases (trust on first use; cached by content)")
-    new_pins = {(name, v): fetch.download_unpinned(_pin(pins, name), v) for name, vs in new.items() for v in vs}
+    new_pins = {(name, v): fetch.download_unpinned(_pin(pins, name), v, recorded="the canary never records a pin") for name, vs in new.items() for v in vs}
 
     ui.step("canary", "replay each series on the new pristine releases (in clones under build/canary/checkouts/)")
     tests: dict[str, dict] = {}
