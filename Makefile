@@ -6,6 +6,7 @@
 #          TINYHUB=0 (upstream suites without the local tiny hub of random-weight stand-ins),
 #          JOBS=auto|N|1 (pytest-xdist workers for the upstream suites; default auto: one per core, 1: one process).
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
+#   make canary [RELEASES=accelerate==1.16.0,transformers==5.25.0] [PRE=1]   new releases vs the series: build/canary/
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
 #   make bench BENCH=quick|full [RELEASES=5.5.4,5.23.0]   memory benchmark + pipeline timing (default full)
 #   make publish REPOSITORY=<upload url or ~/.pypirc section> [INDEX_URL=<simple url>]
@@ -23,12 +24,12 @@ HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(if $(filter-out 
 TOOL_STAMP = $(VENV)/.installed
 
 .PHONY: all apply export check-export fetch build index test check unit clean distclean help \
-        rebase rebase-continue rebase-abort pr bench publish serve inspect verify
+        rebase rebase-continue rebase-abort canary pr bench publish serve inspect verify
 
 all: apply build
 
 help:
-	@sed -n '1,14p' Makefile
+	@sed -n '1,15p' Makefile
 
 $(TOOL_STAMP): requirements/tools.txt requirements/publish.txt pyproject.toml
 	@echo "[setup] tool environment $(VENV)"
@@ -76,6 +77,9 @@ rebase-continue: $(TOOL_STAMP)
 
 rebase-abort: $(TOOL_STAMP)
 	@$(HEADROOM) rebase-abort
+
+canary: $(TOOL_STAMP)
+	@$(HEADROOM) canary $(if $(RELEASES),--releases '$(RELEASES)') $(if $(filter-out 0,$(PRE)),--pre)
 
 pr: $(TOOL_STAMP)
 	@test -n "$(PATCH)" || { echo "usage: make pr PATCH=transformers/0001" >&2; exit 2; }

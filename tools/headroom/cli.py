@@ -130,6 +130,14 @@ def cmd_pr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_canary(args: argparse.Namespace) -> int:
+    from . import canary
+
+    factory = canary.source_env if args.env == "source" else canary.wheel_env
+    guards = Path(args.guards) if args.guards else canary.GUARDS
+    return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory)
+
+
 def _jobs(value: str) -> str:
     if value == "auto" or value.isdigit() and int(value) > 0:
         return value
@@ -203,6 +211,16 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--bench", metavar="SECTION", help="the build/bench/*.json section with this patch's figures "
                     "(e.g. fix2); default: from the commit that added the patch, '(fix N)'")
     pr.set_defaults(func=cmd_pr)
+    cn = sub.add_parser("canary", help="what the new upstream releases do to the series (never touches vendor/ or patches/)")
+    cn.add_argument("--releases", metavar="N==V,...", help="these releases (e.g. accelerate==1.16.0,transformers==5.25.0) "
+                    "instead of every release newer than the pins on the configured index")
+    cn.add_argument("--pre", action="store_true", help="pre-releases too (when looking on the index)")
+    cn.add_argument("--guards", metavar="DIR", help="the regression guards' folder (<DIR>/<upstream>/test_*.py); "
+                    "default tools/headroom/upstream_data/guards")
+    cn.add_argument("--env", choices=("wheel", "source"), default="wheel",
+                    help="where tests run: the official wheels in build/envs/canary-* (default) or the pristine "
+                    "source trees on PYTHONPATH (pure-Python upstreams)")
+    cn.set_defaults(func=cmd_canary)
     inspect_mod.add_parser(sub)  # inspect (sbom.py writes what it reads)
     verify_mod.add_parser(sub)  # verify
     return p

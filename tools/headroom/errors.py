@@ -194,3 +194,10 @@ class LandedCheckNotRun(HeadroomError):
     """``rebase``: the landed check's environment could not be made, so the check could not run; the rebase is undone."""
 
     exit_code = 37
+
+
+class CanaryAttention(HeadroomError):
+    """``canary``: a new upstream release needs a person (a patch landed, conflicts or is unknown, a release is not
+    installable, an upstream regression); the report names each one."""
+
+    exit_code = 60

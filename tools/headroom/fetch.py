@@ -99,7 +99,8 @@ def _download(pin: Pin, kind: str, filename: str, expected: str, target: Path) -
         ui.info(f"{filename}: sha256 {actual} verified, cached")
 
 
-def download_unpinned(pin: Pin, version: str) -> Pin:
+def download_unpinned(pin: Pin, version: str, *,
+                      recorded: str = "recorded in vendor/pins.toml when the rebase finishes") -> Pin:
     """``pin`` moved to ``version``: pip-downloads its sdist and wheel without hashes (trust on first use: they
     are printed, and cached by content), and returns the new pin with their names and sha256."""
     files: dict[str, tuple[str, str]] = {}
@@ -127,7 +128,7 @@ def download_unpinned(pin: Pin, version: str) -> Pin:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(f), target)
             files[kind] = (f.name, digest)
-            ui.info(f"{f.name}: sha256 {digest} (trust on first use: recorded in vendor/pins.toml when the rebase finishes)")
+            ui.info(f"{f.name}: sha256 {digest} (trust on first use: {recorded})")
     tag = pin.tag.replace(pin.version, version) if pin.version in pin.tag else f"v{version}"
     new = dataclasses.replace(pin, version=version, sdist=files["sdist"][0], sdist_sha256=files["sdist"][1],
                               wheel=files["wheel"][0], wheel_sha256=files["wheel"][1], tag=tag)

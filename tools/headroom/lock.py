@@ -48,6 +48,7 @@ COMMAND_LOCKS: dict[str, tuple[str, ...]] = {
     "rebase-continue": ("vendor",),
     "rebase-abort": ("vendor",),
     "pr": ("vendor",),
+    "canary": (),  # vendor/<name> while it is cloned, build/envs/ while an environment is made (taken inside)
     "publish": ("dist",),  # reads dist/ and build/state: a build must not swap a wheel under it
     "serve": (),
     "inspect": (),  # reads a wheel or an installed distribution

@@ -1,0 +1,325 @@
+"""canary on two synthetic upstreams: toypkg (pinned 1.0.0, series tests/fixtures/series-rebase) and toyext
+(pinned 1.0.0, builds on toypkg's ``memory.load``; series tests/fixtures/canary/series-toyext).
+
+The releases on the local find-links index, and what the canary must say of them:
+
+=======  ==========================================================  =============================================
+release  what it changes                                             verdicts
+=======  ==========================================================  =============================================
+1.1.0    stages on the CPU, clears the state, greets "Hello"         toypkg/0002 landed; toyext/0001 landed and
+                                                                      toyext/0002 partly landed (cross-upstream);
+                                                                      toypkg/0005 still needed; replay: clean,
+                                                                      conflict, empty, 3-way; battery: upstream
+                                                                      regression (the greet guard)
+1.3.0    renames ``memory.load`` (breaks the tests' imports)         toypkg/0002 and toyext/* unknown (an
+                                                                      ImportError, not the reference's failure);
+                                                                      battery ok
+1.4.0    requires toydep>=2 (the index has toydep 1.0.0 only)        not installable; the replay still runs
+=======  ==========================================================  =============================================
+
+The tests run on the pristine source trees (``canary.source_env``): no pip installs, no torch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import EPOCH, FIXTURES, TOY, Project, make_sdist, make_wheel
+from headroom import canary, cli, errors, pins as pins_mod
+from headroom.canary import install, needed, plan
+from headroom.fsutil import sha256_file
+
+CANARY = FIXTURES / "canary"
+TOYPKG = {"1.0.0": TOY, "1.1.0": FIXTURES / "toypkg-1.1.0", "1.3.0": CANARY / "toypkg-1.3.0", "1.4.0": TOY}
+RELEASES = "toypkg==1.1.0,toypkg==1.3.0,toypkg==1.4.0"
+
+
+def wheel(dest: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
+    out = dest / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", f'__version__ = "{version}"\n')
+        zf.writestr(f"{info}/METADATA", meta)
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return out
+
+
+def ext_sdist(dest: Path, version: str = "1.0.0") -> Path:
+    """toyext's sdist: its tree, toypkg's in-tree build backend, PKG-INFO."""
+    top = f"toyext-{version}"
+    files = {p.relative_to(TOY).as_posix(): p.read_bytes() for p in (TOY / "_backend").rglob("*.py")}
+    files |= {p.relative_to(CANARY / "toyext").as_posix(): p.read_bytes() for p in (CANARY / "toyext").rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts}
+    files["PKG-INFO"] = f"Metadata-Version: 2.1\nName: toyext\nVersion: {version}\n".encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel, data in sorted(files.items()):
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.size, info.mtime, info.mode = len(data), EPOCH, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    out = dest / f"{top}.tar.gz"
+    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        gz.write(buf.getvalue())
+    return out
+
+
+def pin(index: Path, name: str, version: str) -> pins_mod.Pin:
+    sdist, whl = index / f"{name}-{version}.tar.gz", index / f"{name}-{version}-py3-none-any.whl"
+    return pins_mod.Pin(name=name, distribution=name, version=version, sdist=sdist.name, sdist_sha256=sha256_file(sdist),
+                        wheel=whl.name, wheel_sha256=sha256_file(whl), repository=f"https://example.invalid/{name}",
+                        tag=f"v{version}")
+
+
+@pytest.fixture(scope="session")
+def canary_index(tmp_path_factory) -> Path:
+    index = tmp_path_factory.mktemp("index-canary")
+    for version, tree in TOYPKG.items():
+        make_sdist(index, version=version, tree=tree)
+        if version == "1.4.0":
+            wheel(index, "toypkg", version, requires=("toydep>=2,<3",))
+        else:
+            make_wheel(index, version=version)
+    ext_sdist(index)
+    wheel(index, "toyext", "1.0.0")
+    wheel(index, "toydep", "1.0.0")
+    return index
+
+
+def make_project(root: Path, index: Path) -> Project:
+    p = Project(root, index, pin(index, "toypkg", "1.0.0"))
+    (root / "vendor").mkdir(parents=True)
+    (root / "vendor" / "pins.toml").write_text(pins_mod.render([p.pin, pin(index, "toyext", "1.0.0")]), encoding="utf-8")
+    shutil.copytree(FIXTURES / "series-rebase", root / "patches" / "toypkg")
+    shutil.copytree(CANARY / "series-toyext", root / "patches" / "toyext")
+    assert p.run("apply") == 0
+    return p
+
+
+def digest(*trees: Path, skip: tuple[str, ...] = (".locks",)) -> str:
+    """One sha256 over every file (path and bytes, .git included) under ``trees``."""
+    h = hashlib.sha256()
+    for tree in trees:
+        for dirpath, dirnames, filenames in sorted(os.walk(tree)):
+            dirnames[:] = sorted(d for d in dirnames if d not in skip)
+            for f in sorted(filenames):
+                path = Path(dirpath) / f
+                h.update(str(path.relative_to(tree)).encode() + b"\0" + (b"" if path.is_symlink() else path.read_bytes()))
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, canary_index, shared_cache):
+    """One canary run over the four releases (module scope: every test below reads its report)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PIP_NO_INDEX", "1")
+    mp.setenv("PIP_FIND_LINKS", str(canary_index))
+    mp.setenv("HEADROOM_CACHE", str(shared_cache))
+    mp.delenv("V", raising=False)
+    mp.setattr(canary, "BASE_REQUIREMENTS", ())
+    try:
+        p = make_project(tmp_path_factory.mktemp("canary") / "proj", canary_index)
+        before = digest(p.root / "vendor", p.root / "patches")
+        code = cli.main(["--root", str(p.root), "canary", "--releases", RELEASES, "--env", "source",
+                         "--guards", str(CANARY / "guards")])
+        after = digest(p.root / "vendor", p.root / "patches")
+        report = json.loads((p.root / "build" / "canary" / "report.json").read_text())
+        yield {"project": p, "code": code, "before": before, "after": after, "report": report,
+               "by": {c["id"]: c for c in report["candidates"]}}
+    finally:
+        mp.undo()
+
+
+def cell(ran, release: str, patch: str) -> dict:
+    return next(c for pid, c in ran["by"][release]["patches"].items() if pid.startswith(patch))
+
+
+def test_exit_code_says_a_person_is_needed(ran):
+    assert ran["code"] == errors.CanaryAttention.exit_code == 60
+    assert [c["id"] for c in ran["report"]["candidates"]] == RELEASES.split(",")
+
+
+def test_vendor_pins_and_patches_are_byte_identical(ran):
+    assert ran["before"] == ran["after"]
+    p = ran["project"]
+    assert p.run("apply") == 0  # still the applied checkout, untouched
+    assert not (p.root / "vendor" / ".toypkg.new").exists()
+    assert (p.root / "build" / "canary" / "checkouts" / "toypkg" / ".git").is_dir()
+
+
+def test_landed(ran):
+    c = cell(ran, "toypkg==1.1.0", "toypkg/0002")
+    assert c["verdict"] == "landed" and c["confirmed"] is True and c["replay"] == "conflict"
+    assert c["log"].endswith(".log") and "range_diff" in cell(ran, "toypkg==1.1.0", "toypkg/0004")
+
+
+def test_partly_landed_and_cross_upstream_landed(ran):
+    # toyext has no new release: toypkg 1.1.0 fixes toyext/0001, and half of toyext/0002.
+    ext1 = cell(ran, "toypkg==1.1.0", "toyext/0001")
+    assert ext1["verdict"] == "landed" and ext1["replay"] is None
+    ext2 = cell(ran, "toypkg==1.1.0", "toyext/0002")
+    assert ext2["verdict"] == "partly landed" and ext2["confirmed"]
+    assert [t.rsplit("::", 1)[-1] for t in ext2["now_passing"]] == ["test_describe_on_cpu"]
+    assert [t.rsplit("::", 1)[-1] for t in ext2["still_failing"]] == ["test_describe_names_the_file"]
+
+
+def test_still_needed_and_every_replay_status(ran):
+    c = cell(ran, "toypkg==1.1.0", "toypkg/0005")
+    assert c["verdict"] == "still needed" and "AssertionError" in c["tests"][next(iter(c["tests"]))]["kind"]
+    assert c["replay"] == "conflict" and c["files"] == ["src/toypkg/__init__.py"]
+    assert "patch hunk @@" in c["detail"]
+    replays = {pid.split("/")[1][:4]: x["replay"] for pid, x in ran["by"]["toypkg==1.1.0"]["patches"].items()
+               if pid.startswith("toypkg/")}
+    assert replays == {"0001": "clean", "0002": "conflict", "0003": "empty", "0004": "3-way", "0005": "conflict"}
+    assert cell(ran, "toypkg==1.1.0", "toypkg/0003")["verdict"] == "no tests"
+
+
+def test_unknown_when_a_release_breaks_the_tests_import(ran):
+    c = cell(ran, "toypkg==1.3.0", "toypkg/0002")
+    assert c["verdict"] == "unknown"
+    assert "ImportError" in c["error"] and "cannot import name 'load'" in c["error"]
+    assert "on the reference: " in c["why"]
+    assert cell(ran, "toypkg==1.3.0", "toyext/0001")["verdict"] == "unknown"
+    assert cell(ran, "toypkg==1.3.0", "toypkg/0005")["verdict"] == "still needed"
+
+
+def test_not_installable_names_the_requirement_and_the_newest_version(ran):
+    c = ran["by"]["toypkg==1.4.0"]
+    assert c["install"]["verdict"] == "not installable"
+    assert c["install"]["requirement"] == "toydep<3,>=2" and c["install"]["newest"] == "1.0.0"
+    assert "the index has up to 1.0.0" in c["install"]["error"]
+    assert cell(ran, "toypkg==1.4.0", "toypkg/0001")["replay"] == "clean"  # the replay still ran
+    assert cell(ran, "toypkg==1.4.0", "toypkg/0002")["verdict"] == "not run"
+    assert c["battery"]["verdict"] == "not run"
+    assert ran["by"]["toypkg==1.1.0"]["install"]["verdict"] == "installable"
+
+
+def test_upstream_regression(ran):
+    b = ran["by"]["toypkg==1.1.0"]["battery"]
+    assert b["verdict"] == "upstream regression" and "test_greet_is_lower_case" in b["error"]
+    assert ran["by"]["toypkg==1.3.0"]["battery"]["verdict"] == "ok"
+    assert any("upstream regression" in a for a in ran["report"]["attention"])
+
+
+def test_reports_md_and_html_carry_the_grid(ran):
+    out = ran["project"].root / "build" / "canary"
+    md = (out / "report.md").read_text()
+    assert "| release | install | toypkg/0001 |" in md and "| toypkg==1.4.0 | not installable |" in md
+    page = (out / "report.html").read_text()
+    assert 'id="canary-grid"' in page and 'class="v-upstream-regression"' in page and 'class="v-unknown"' in page
+    logs = [a.split('"')[0] for a in page.split('<a href="')[1:]]
+    assert logs and all((out / rel).is_file() for rel in logs)
+
+
+def test_report_html_renders_in_headless_chromium(ran):
+    """The page a browser builds from report.html has the grid: a row per release set, a cell per patch."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("chromium is not installed (Debian package `chromium`; CI would need .ci/run to install it)")
+    page = ran["project"].root / "build" / "canary" / "report.html"
+    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                            capture_output=True, text=True, timeout=180)
+    dom = result.stdout
+    assert '<table id="canary-grid">' in dom, result.stderr[-2000:]
+    grid = dom.split('<table id="canary-grid">', 1)[1].split("</table>", 1)[0]
+    assert grid.count("<tr>") == 1 + len(RELEASES.split(","))
+    assert 'class="v-landed"' in grid and 'class="v-not-installable"' in grid
+    assert "cannot import name" in grid  # the unknown cell's error line
+    assert "conflict in src/toypkg/memory.py" in grid
+
+
+def test_reading_vendor_takes_its_lock(tmp_path, canary_index, shared_cache, monkeypatch):
+    """Another run holds vendor/toypkg: with --no-wait the canary stops at once (exit 40), having written nothing
+    there."""
+    import fcntl
+
+    for k, v in {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(canary_index), "HEADROOM_CACHE": str(shared_cache)}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(canary, "BASE_REQUIREMENTS", ())
+    p = make_project(tmp_path / "proj", canary_index)
+    lock_file = p.root / "vendor" / ".locks" / "vendor-toypkg.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code = p.run("--no-wait", "canary", "--releases", "toypkg==1.1.0", "--env", "source")
+    assert code == errors.Locked.exit_code
+    assert not (p.root / "build" / "canary" / "checkouts" / "toypkg").exists()
+
+
+def test_nothing_new_exits_0(project: Project, capsys, monkeypatch):
+    monkeypatch.setattr(canary, "BASE_REQUIREMENTS", ())
+    assert project.run("apply") == 0
+    assert project.run("canary", "--env", "source") == 0  # the index has toypkg 1.0.0 only
+    assert "toypkg 1.0.0: no newer release" in capsys.readouterr().out
+    report = json.loads((project.root / "build" / "canary" / "report.json").read_text())
+    assert report["candidates"] == [] and report["attention"] == []
+
+
+def test_plan_finds_newer_releases_and_the_combination(canary_index, monkeypatch):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(canary_index))
+    assert plan.index_versions("toypkg") == ["1.4.0", "1.3.0", "1.1.0", "1.0.0"]
+    p = pin(canary_index, "toypkg", "1.1.0")
+    assert plan.newer(p, ["1.0.0", "1.2.0", "1.3.0rc1", "1.10.0", "x"], pre=False) == ["1.2.0", "1.10.0"]
+    assert plan.newer(p, ["1.3.0rc1"], pre=True) == ["1.3.0rc1"]
+    e = pin(canary_index, "toyext", "1.0.0")
+    cands = plan.candidates([p, e], {"toypkg": ["1.2.0", "1.10.0"], "toyext": ["1.1.0"]})
+    assert [(c.id, c.kind) for c in cands] == [("toypkg==1.2.0", "release"), ("toypkg==1.10.0", "release"),
+                                               ("toyext==1.1.0", "release"),
+                                               ("toypkg==1.10.0,toyext==1.1.0", "combination")]
+    assert plan.parse_releases("toypkg==1.2.0, toyext==1.1.0", [p, e]) == {"toypkg": ["1.2.0"], "toyext": ["1.1.0"]}
+    for bad in ("toypkg", "nope==1.0", "toypkg==1.1.0"):
+        with pytest.raises(errors.UsageError):
+            plan.parse_releases(bad, [p, e])
+
+
+def test_compare_test_by_test_with_the_reference():
+    fail = lambda kind: {"outcome": "failed", "kind": kind, "error": f"{kind}: x"}  # noqa: E731
+    ok, skip = {"outcome": "passed"}, {"outcome": "skipped"}
+    ref = {"t::a": fail("AssertionError"), "t::b": fail("AssertionError"), "t::c": ok}
+    assert needed.compare({"t::a": ok, "t::b": ok, "t::c": ok}, ref)["verdict"] == "landed"
+    partly = needed.compare({"t::a": ok, "t::b": fail("AssertionError"), "t::c": ok}, ref)
+    assert partly["verdict"] == "partly landed" and partly["now_passing"] == ["t::a"] and partly["still_failing"] == ["t::b"]
+    assert needed.compare({"t::a": fail("AssertionError"), "t::b": fail("AssertionError"), "t::c": ok}, ref)[
+        "verdict"] == "still needed"
+    new_kind = needed.compare({"t::a": fail("ValueError"), "t::b": fail("AssertionError"), "t::c": ok}, ref)
+    assert new_kind["verdict"] == "unknown" and "on the reference: failed (AssertionError)" in new_kind["why"]
+    assert needed.compare({"t::a": fail("AssertionError"), "t::c": fail("AssertionError")}, ref)["verdict"] == "unknown"
+    assert needed.compare({"t": fail("collection error (ImportError)")}, ref)["verdict"] == "unknown"
+    assert needed.compare({"t::a": skip}, ref)["verdict"] == "not run"
+    assert needed.battery({"g::x": fail("AssertionError")}, {"g::x": ok})["verdict"] == "upstream regression"
+    assert needed.battery({"g::x": fail("AssertionError")}, {"g::x": fail("AssertionError")})["verdict"] == "ok"
+
+
+def test_pip_explanations():
+    out = ("ERROR: Could not find a version that satisfies the requirement kernels<0.20,>=0.19.1 (from transformers) "
+           "(from versions: 0.1.0, 0.9.0, 0.17.2)\nERROR: No matching distribution found for kernels<0.20,>=0.19.1\n")
+    e = install.explain(out)
+    assert e["requirement"] == "kernels<0.20,>=0.19.1" and e["newest"] == "0.17.2" and e["required_by"] == "transformers"
+    assert e["error"] == "no match for kernels<0.20,>=0.19.1 (required by transformers): the index has up to 0.17.2"
+    assert install.explain("ERROR: Could not find a version that satisfies the requirement x==9 (from versions: none)\n")[
+        "newest"] is None
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_pins_canary(tmp_path):
+    """The real pins against the configured index (network, torch environments: 5-10 minutes)."""
+    repo = Path(__file__).resolve().parents[1]
+    if not all((repo / "vendor" / n / ".git").exists() for n in ("accelerate", "transformers", "peft")):
+        pytest.skip("needs `make apply` in this checkout first")
+    result = subprocess.run([str(repo / ".venv" / "bin" / "headroom"), "canary"], cwd=repo, capture_output=True, text=True)
+    assert result.returncode in (0, errors.CanaryAttention.exit_code), result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads((repo / "build" / "canary" / "report.json").read_text())
+    assert report["reference"]["patches"]
