@@ -6,7 +6,9 @@
   across ``from_pretrained`` and its peak through Accelerate's FSDP2 ``prepare``; in
   ``full`` mode also 2 and 4 ranks at one size (the cost per rank).
 * Fix 2 across official transformers releases (``releases``): each release's wheel fetched
-  by sha256 into its own build/envs/release-<version>, measured beside the patched build on
+  by sha256 into its own build/envs/release-<version>-acc<accelerate> (the accelerate of
+  bench-env.txt, or the one the release list names: 5.23.0@1.15.0; a pair whose dependencies
+  do not resolve is a row "not installable"), measured beside the patched build on
   the same model files: the memory figures above, and correctness (optimizer params aliased,
   largest difference from a single-process run) on a checkpoint missing two parameters; the
   one-node figure (8 ranks) and its projection to the upstream report's setup.
