@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from headroom import bench
-from headroom.bench import jobs, plots, releases, releases_report
-from headroom.errors import ReleaseNotFound, UsageError
+from headroom import envs
+from headroom.bench import jobs, plots, release_envs, releases, releases_report
+from headroom.errors import DataError, DependencyUnresolved, ReleaseNotFound, UsageError
 
 MiB = 2**20
 
@@ -34,12 +35,14 @@ def case(size: str, model_mib: float, ranks: int, pristine_rise: float, patched_
     return c
 
 
-def release_row(label: str, kind: str, rise: float | None, aliased: bool | None, diff: float = 0.0) -> dict:
+def release_row(label: str, kind: str, rise: float | None, aliased: bool | None, diff: float = 0.0,
+                accelerate: str = "1.16.0") -> dict:
     memory = {"n/a": "ImportError: cannot import name 'x' (torchrun a, b: no result from rank 0, exit 1; log: l)"} \
         if rise is None else {"summary": {"rank1_load_rise_mib": rise, "rank1_prepare_peak_mib": 400.0 + rise}}
     correctness = {"n/a": "KeyError: 'score.bias'"} if aliased is None else \
         {"aliased": aliased, "exact": diff <= 1e-5, "max_abs_diff": diff, "not_in_optimizer": []}
-    row = {"label": label, "kind": kind, "memory": memory, "correctness": correctness}
+    row = {"label": label, "kind": kind, "memory": memory, "correctness": correctness, "accelerate": accelerate,
+           "packages": {"accelerate": accelerate if kind == "release" else accelerate + "+headroom.1"}}
     if kind == "release":
         row["sha256"] = "ab" * 32
     return row
@@ -48,7 +51,7 @@ def release_row(label: str, kind: str, rise: float | None, aliased: bool | None,
 def releases_section(model_mib: float = 229.0) -> dict:
     rows = [release_row("transformers 5.5.4", "release", 0.8, False),
             release_row("transformers 5.6.0", "release", 229.5, False),
-            release_row("transformers 5.23.0", "release", 1.1, True, 0.25),
+            release_row("transformers 5.23.0 + accelerate 1.15.0", "release", 1.1, True, 0.25, "1.15.0"),
             release_row("transformers 5.0.0", "release", None, None),
             release_row("patched", "patched", 0.7, False, 0.0)]
     section = {"size": "60M", "model_bytes": int(model_mib * MiB), "params": 60_000_000, "ranks": 2,
@@ -242,12 +245,70 @@ def test_table_without_pipeline_steps(results):
 
 
 def test_release_list_is_checked_before_any_work():
-    assert releases.parse("5.5.4, 5.23.0,5.5.4", "full", "5.22.2") == ["5.5.4", "5.23.0"]
-    assert releases.parse(None, "quick", "5.22.2") == ["5.5.4", "5.22.2"]  # "pin" is the pinned release
-    assert releases.parse(None, "full", "5.22.2") == ["5.5.4", "5.6.0", "5.22.2", "5.23.0"]
-    for bad in ("5.x", "5.22.2+headroom.1", "5.23.0.dev0", "v5.6.0", ","):
+    assert releases.parse("5.5.4, 5.23.0,5.5.4", "full", "5.22.2", "1.16.0") == [("5.5.4", "1.16.0"), ("5.23.0", "1.16.0")]
+    assert releases.parse(None, "quick", "5.22.2", "1.16.0") == [("5.5.4", "1.16.0"), ("5.22.2", "1.16.0")]  # "pin"
+    assert [v for v, _ in releases.parse(None, "full", "5.22.2", "1.16.0")] == ["5.5.4", "5.6.0", "5.22.2", "5.23.0"]
+    for bad in ("5.x", "5.22.2+headroom.1", "5.23.0.dev0", "v5.6.0", ",", "5.23.0@", "5.23.0@1.x", "5.23.0@1.16.0@2"):
         with pytest.raises(UsageError):
-            releases.parse(bad, "full", "5.22.2")
+            releases.parse(bad, "full", "5.22.2", "1.16.0")
+
+
+def test_a_release_may_name_its_accelerate():
+    """X@Y: transformers X beside official accelerate Y; without @, bench-env.txt's accelerate. Each pair is a row."""
+    pairs = releases.parse("5.23.0@1.15.0,5.23.0,5.24.0,5.25.0,5.23.0@1.16.0,pin@1.15.0", "quick", "5.24.0", "1.16.0")
+    assert pairs == [("5.23.0", "1.15.0"), ("5.23.0", "1.16.0"), ("5.24.0", "1.16.0"), ("5.25.0", "1.16.0"),
+                     ("5.24.0", "1.15.0")]
+    assert release_envs.env_name("5.23.0", "1.15.0") == "release-5.23.0-acc1.15.0"
+    assert release_envs.label("5.23.0", "1.15.0", "1.16.0") == "transformers 5.23.0 + accelerate 1.15.0"
+    assert release_envs.label("5.23.0", "1.16.0", "1.16.0") == "transformers 5.23.0"
+
+
+BENCH_ENV = """# The bench's release environments (a comment that names accelerate==0.1)
+accelerate==1.16.0
+safetensors==0.8.0
+"""
+
+
+def test_the_accelerate_of_a_release_environment_replaces_bench_envs_line(tmp_path):
+    assert release_envs.bench_accelerate(BENCH_ENV) == "1.16.0"
+    text = release_envs.with_accelerate(BENCH_ENV, "1.15.0")
+    assert release_envs.bench_accelerate(text) == "1.15.0"
+    assert text.splitlines()[1:] == [BENCH_ENV.splitlines()[0], "accelerate==1.15.0", "safetensors==0.8.0"]
+    with pytest.raises(DataError, match="pins no accelerate"):
+        release_envs.bench_accelerate("safetensors==0.8.0\naccelerate>=1.0\n")
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / release_envs.ENV_REQUIREMENTS).write_text(BENCH_ENV, encoding="utf-8")
+    assert release_envs.requirements_for(tmp_path, "1.16.0") == release_envs.ENV_REQUIREMENTS  # its own: the file itself
+    path = release_envs.requirements_for(tmp_path, "1.15.0")
+    assert path == Path("build/bench/releases/bench-env-accelerate-1.15.0.txt")
+    assert (tmp_path / path).read_text(encoding="utf-8") == text
+    assert release_envs.default_accelerate(tmp_path) == "1.16.0"
+
+
+# What pip says when transformers 5.25.0's kernels requirement has no match (index with kernels up to 0.17.2), and
+# what `pip index versions kernels` prints there.
+PIP_NO_KERNELS = """ERROR: Could not find a version that satisfies the requirement kernels<0.20,>=0.19.1 (from transformers) \
+(from versions: 0.1.7, 0.2.0, 0.16.2, 0.17.0, 0.17.1, 0.17.2)
+ERROR: No matching distribution found for kernels<0.20,>=0.19.1
+"""
+PIP_INDEX_KERNELS = """WARNING: pip index is currently an experimental command.
+kernels (0.17.2)
+Available versions: 0.17.2, 0.17.1, 0.17.0, 0.16.2, 0.2.0, 0.1.7
+"""
+
+
+def test_a_release_whose_dependencies_do_not_resolve_is_named():
+    exc = envs.unresolved("release-5.25.0-acc1.16.0")(PIP_NO_KERNELS)
+    assert isinstance(exc, DependencyUnresolved) and exc.exit_code == 36
+    assert release_envs.missing_requirement(exc) == "kernels<0.20,>=0.19.1"
+    assert release_envs.newest_in(PIP_INDEX_KERNELS, "kernels") == "0.17.2"
+    assert release_envs.newest_in("ERROR: No matching distribution found for kernels\n", "kernels") is None
+    assert release_envs.not_installable("kernels<0.20,>=0.19.1", "0.17.2") == \
+        "not installable: kernels<0.20,>=0.19.1 (newest on the index: 0.17.2)"
+    assert release_envs.not_installable("kernels<0.20,>=0.19.1", None).endswith("(newest on the index: unknown)")
+    conflict = DependencyUnresolved("x", details="  conflict: transformers 5.25.0 depends on kernels<0.20")
+    assert release_envs.missing_requirement(conflict) is None
+    assert release_envs.not_installable(None, None, "conflict: a") == "not installable: conflict: a"
 
 
 def test_wheel_and_sha256_from_pips_report():
@@ -277,13 +338,14 @@ def test_failure_reason_is_the_jobs_own_error_line():
 def test_release_table_rows_and_verdicts():
     section = releases_section()
     rows = releases_report.rows(section)
-    assert rows[0][:3] == ["build", "wheel sha256", "rank-1 rise MiB"]
-    assert rows[1] == ["transformers 5.5.4", "`abababababab`", "0.8", "0%", "400.8", "no", "0", "small, exact"]
-    assert rows[2][2:4] == ["229.5", "100%"] and rows[2][-1] == "full copy per rank, exact"
-    assert rows[3][5:] == ["yes", "0.25", "small, aliased"]
-    assert rows[4][2].startswith("n/a: ImportError: cannot import name") and "torchrun" not in rows[4][2]
+    assert rows[0][:4] == ["build", "accelerate", "wheel sha256", "rank-1 rise MiB"]
+    assert rows[1] == ["transformers 5.5.4", "1.16.0", "`abababababab`", "0.8", "0%", "400.8", "no", "0", "small, exact"]
+    assert rows[2][3:5] == ["229.5", "100%"] and rows[2][-1] == "full copy per rank, exact"
+    assert rows[3][:2] == ["transformers 5.23.0 + accelerate 1.15.0", "1.15.0"]
+    assert rows[3][6:] == ["yes", "0.25", "small, aliased"]
+    assert rows[4][3].startswith("n/a: ImportError: cannot import name") and "torchrun" not in rows[4][3]
     assert rows[4][-1] == "incomplete"
-    assert rows[5][:2] == ["patched", "(dist/ wheel)"] and rows[5][-1] == "small, exact"
+    assert rows[5][:3] == ["patched", "1.16.0+headroom.1", "(dist/ wheel)"] and rows[5][-1] == "small, exact"
     assert releases_report.validate(section) == []
     broken = copy.deepcopy(section)
     broken["rows"][0]["memory"] = {}
@@ -324,7 +386,8 @@ def test_node_summary_sums_every_rank():
 def test_table_has_the_releases_the_node_and_the_projection(results):
     table = bench.render_table(results)
     assert "## Fix 2 across transformers releases" in table
-    assert "| transformers 5.23.0 | `abababababab` | 1.1 | 0% | 401.1 | yes | 0.25 | small, aliased |" in table
+    assert "| transformers 5.23.0 + accelerate 1.15.0 | 1.15.0 | `abababababab` | 1.1 | 0% | 401.1 | yes | 0.25 | " \
+        "small, aliased |" in table
     assert "| transformers 5.6.0 | 8 | 8,600 | 6,560 | 937 |" in table
     assert "Ratio of the node totals: 4.1x here, against the upstream report's 480/60 = 8x" in table
     assert "of the rises alone: 820x." in table
@@ -395,3 +458,76 @@ def test_torchrun_job_gets_its_run_folder_and_reads_each_ranks_result(tmp_path, 
                                             r"rank 1, exit 1; log: build/bench/runs/t-2ranks-pristine/torchrun.log\)"):
         jobs.torchrun(tmp_path, Path("py"), "pristine", "w.py", ["ckpt", jobs.RUN_DIR], 2, "t")
     assert calls[1][1]["ACCELERATE_USE_FSDP"] == "true"
+
+
+def not_installable_row() -> dict:
+    note = "not installable: kernels<0.20,>=0.19.1 (newest on the index: 0.17.2)"
+    return {"label": "transformers 5.25.0", "kind": "release", "version": "5.25.0", "accelerate": "1.16.0",
+            "sha256": "cd" * 32, "env": None, "not_installable": note, "memory": {"n/a": note}, "correctness": {"n/a": note}}
+
+
+def test_a_release_that_is_not_installable_is_a_row():
+    section = releases_section()
+    section["rows"].insert(-1, not_installable_row())
+    section["projection"] = releases_report.projection(section)
+    assert releases_report.validate(section) == []
+    row = releases_report.rows(section)[-2]
+    assert row == ["transformers 5.25.0", "1.16.0", "`cdcdcdcdcdcd`",
+                   "not installable: kernels<0.20,>=0.19.1 (newest on the index: 0.17.2)", "-", "-", "-", "-",
+                   "not installable"]
+    assert releases_report.projection_rows(section)[-2] == ["transformers 5.25.0", "n/a", "-", "-", "-", "-"]
+
+
+def test_the_releases_part_catches_an_unresolvable_release(tmp_path, monkeypatch):
+    """releases.releases: a pair whose environment cannot be made (DependencyUnresolved) is a row, the others run."""
+    monkeypatch.setattr(releases, "checkpoint", lambda root, size, py: (tmp_path / size, {"bytes": 229 * MiB, "params": 6e7}))
+    monkeypatch.setattr(releases, "pinned", lambda root, distribution="transformers": None)
+    monkeypatch.setattr(releases, "default_accelerate", lambda root: "1.16.0")
+    monkeypatch.setattr(release_envs, "newest_on_index", lambda name: {"kernels": "0.17.2"}.get(name))
+    asked = []
+
+    def environment(root, rec, pin, accelerate_pin):
+        asked.append((rec["version"], rec["accelerate"]))
+        if rec["version"] == "5.25.0":
+            raise envs.unresolved("release-5.25.0-acc1.16.0")(PIP_NO_KERNELS)
+        return release_envs.env_name(rec["version"], rec["accelerate"]), Path("py")
+
+    def measure(root, label, py, ckpt, size, tiny):
+        acc = "1.15.0" if "1.15.0" in label else "1.16.0"
+        row = release_row(label, "release", 1.0, acc == "1.15.0", 0.08 if acc == "1.15.0" else 0.0, acc)
+        return {**row, "packages": {"accelerate": acc, "transformers": "5.23.0"}}
+
+    monkeypatch.setattr(releases, "environment", environment)
+    monkeypatch.setattr(releases, "measure", measure)
+    recs = [{"version": v, "accelerate": a, "wheel": f"transformers-{v}-py3-none-any.whl", "sha256": "ef" * 32,
+             "source": "index metadata", "path": Path("w")} for v, a in
+            (("5.23.0", "1.15.0"), ("5.23.0", "1.16.0"), ("5.25.0", "1.16.0"))]
+    section = releases.releases(tmp_path, {"pristine": Path("p"), "patched": Path("q")}, "quick", recs)
+    assert asked == [("5.23.0", "1.15.0"), ("5.23.0", "1.16.0"), ("5.25.0", "1.16.0")]
+    labels = [r["label"] for r in section["rows"]]
+    assert labels == ["transformers 5.23.0 + accelerate 1.15.0", "transformers 5.23.0", "transformers 5.25.0", "patched"]
+    assert section["rows"][2]["not_installable"] == "not installable: kernels<0.20,>=0.19.1 (newest on the index: 0.17.2)"
+    assert [r[-1] for r in releases_report.rows(section)[1:]] == [
+        "small, aliased", "small, exact", "not installable", "small, exact"]
+    assert releases_report.validate(section) == [] and "python" not in section["rows"][0]
+
+
+def test_the_releases_part_runs_alone(tmp_path, monkeypatch, results, capsys):
+    """`headroom bench --part releases`: the releases section and the environments, nothing else, in part-releases/."""
+    part = {k: results[k] for k in ("schema", "mode", "date", "seconds", "environment", "releases")}
+    monkeypatch.setattr(bench, "_pythons", lambda root: {"pristine": Path("p"), "patched": Path("q")})
+    monkeypatch.setattr(bench.releases, "prepare", lambda root, mode, text: [{"version": text}])
+    monkeypatch.setattr(bench.releases, "releases", lambda root, pythons, mode, recs: part["releases"])
+    monkeypatch.setattr(bench, "environment", lambda pythons, root: part["environment"])
+    assert bench.run(tmp_path, mode="quick", releases_text="5.23.0@1.15.0", part="releases") == 0
+    out = tmp_path / "build" / "bench" / "part-releases"
+    written = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert written["part"] == "releases" and "fix2" not in written and bench.validate(written) == []
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert table.startswith("# headroom bench (quick, releases only)") and "## Fix 2 across transformers releases" in table
+    assert "## Pipeline" not in table and table in capsys.readouterr().out
+    assert not (tmp_path / "build" / "bench" / "results.json").exists()  # a full run's results are left alone
+    del written["releases"]
+    assert bench.validate(written) == ["missing releases"]
+    with pytest.raises(UsageError, match="--part must be one of releases"):
+        bench.run(tmp_path, mode="quick", part="fix2")

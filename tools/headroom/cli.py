@@ -105,7 +105,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    return bench.run(_root(args), mode=args.mode, releases_text=args.releases)
+    return bench.run(_root(args), mode=args.mode, releases_text=args.releases, part=args.part)
 
 
 def _first_only(args: argparse.Namespace) -> str | None:
@@ -191,8 +191,12 @@ def parser() -> argparse.ArgumentParser:
                     "full: 3 model sizes, 2 and 4 ranks, 4 releases, an 8-rank node, 3 cold pipeline runs (~45 min)")
     bn.add_argument("--releases", metavar="X,Y,...",
                     help="official transformers releases to measure fix 2 on, beside the patched build (e.g. "
-                    "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one); default: quick 5.5.4,pin, "
+                    "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one; X@Y: with official accelerate Y instead of "
+                    "requirements/bench-env.txt's, e.g. 5.23.0@1.15.0); default: quick 5.5.4,pin, "
                     "full 5.5.4,5.6.0,5.22.2,5.23.0")
+    bn.add_argument("--part", choices=("releases",),
+                    help="run this part alone (releases: the release rows beside the patched build, no size sweep, "
+                    "prepare, GPU or pipeline parts); results in build/bench/part-<part>/")
     bn.set_defaults(func=cmd_bench)
     r = sub.add_parser("rebase", help="move one upstream's series to a new release (NAME==VERSION)")
     r.add_argument("requirement", help="e.g. transformers==5.23.0")

@@ -6,7 +6,9 @@
   across ``from_pretrained`` and its peak through Accelerate's FSDP2 ``prepare``; in
   ``full`` mode also 2 and 4 ranks at one size (the cost per rank).
 * Fix 2 across official transformers releases (``releases``): each release's wheel fetched
-  by sha256 into its own build/envs/release-<version>, measured beside the patched build on
+  by sha256 into its own build/envs/release-<version>-acc<accelerate> (the accelerate of
+  bench-env.txt, or the one the release list names: 5.23.0@1.15.0; a pair whose dependencies
+  do not resolve is a row "not installable"), measured beside the patched build on
   the same model files: the memory figures above, and correctness (optimizer params aliased,
   largest difference from a single-process run) on a checkpoint missing two parameters; the
   one-node figure (8 ranks) and its projection to the upstream report's setup.
@@ -19,7 +21,8 @@
   empty cache, a no-op re-run, ``build --force``, next to a plain ``python -m build --wheel``.
 
 The worker scripts under bench_data/ run inside the environments. Results go to
-build/bench/ (results.json, table.md, PNG plots). The pure parts (``stats``, ``report``,
+build/bench/ (results.json, table.md, PNG plots); ``--part releases`` runs the releases part
+alone and writes build/bench/part-releases/ (results.json, table.md). The pure parts (``stats``, ``report``,
 ``releases_report``) are unit-tested in tests/test_bench.py; ``machine`` probes the machine.
 """
 
@@ -39,7 +42,7 @@ from .fix2 import estimated_bytes  # noqa: F401
 from .gpu import gpu_fixes
 from .machine import gpu_info, machine_info, probe_env
 from .plots import ensure_matplotlib, plot
-from .report import render_table, terminal_ratios, validate  # noqa: F401
+from .report import PARTS, render_table, terminal_ratios, validate  # noqa: F401
 from .stats import case_ratio, env_summary, format_ratio, ratio, summary  # noqa: F401
 
 
@@ -64,17 +67,51 @@ def environment(pythons: dict[str, Path], root: Path) -> dict:
     }
 
 
-def run(root: Path, mode: str = "full", releases_text: str | None = None) -> int:
-    if mode not in MODES:
-        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
-    start = time.monotonic()
-    out = root / OUT_DIR
+def _pythons(root: Path) -> dict[str, Path]:
     pythons = {}
     for env in ENVS:
         py = envs.python(root, env)
         if not py.exists():
             raise NotApplied(f"build/envs/{env} does not exist. Run `make test` first (it creates both environments).")
         pythons[env] = py
+    return pythons
+
+
+def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int:
+    """One part of the bench alone (``--part releases``): its section and the environments, in build/bench/part-<part>/."""
+    start = time.monotonic()
+    pythons = _pythons(root)
+    ui.step("bench", f"{mode}, {part} only: transformers releases (sha256 from the index, wheels verified)")
+    recs = releases.prepare(root, mode, releases_text)
+    results: dict = {"schema": SCHEMA, "mode": mode, "part": part,
+                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "environment": environment(pythons, root)}
+    results["releases"] = releases.releases(root, pythons, mode, recs)
+    results["seconds"] = round(time.monotonic() - start, 1)
+    problems = validate(results)
+    if problems:
+        raise BuildError(f"bench {part} results are incomplete: " + "; ".join(problems))
+    out = root / OUT_DIR / f"part-{part}"
+    atomic_write_json(out / "results.json", results)
+    table = render_table(results)
+    atomic_write(out / "table.md", table)
+    ui.step("bench", "results")
+    print(table, flush=True)
+    ui.info(f"written: {(out / 'results.json').relative_to(root)}, {(out / 'table.md').relative_to(root)}")
+    ui.info(f"bench {mode}, {part} only: {results['seconds']:.0f}s")
+    return 0
+
+
+def run(root: Path, mode: str = "full", releases_text: str | None = None, part: str | None = None) -> int:
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if part is not None:
+        if part not in PARTS:
+            raise UsageError(f"--part must be one of {', '.join(PARTS)}, not {part!r}")
+        return run_part(root, part, mode, releases_text)
+    start = time.monotonic()
+    out = root / OUT_DIR
+    pythons = _pythons(root)
     plt = ensure_matplotlib(root)
     ui.step("bench", f"{mode}: transformers releases (sha256 from the index, wheels verified)")
     recs = releases.prepare(root, mode, releases_text)

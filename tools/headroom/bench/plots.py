@@ -109,7 +109,8 @@ def plot_releases(section: dict, out: Path, plt) -> Path:
         colour = "#27ae60" if row["kind"] == "patched" else "#c0392b" if summary and \
             summary["rank1_load_rise_mib"] > 0.5 * model else "#e67e22" if c.get("aliased") else "#7f8c8d"
         if summary is None:
-            ax.text(x, 2, "n/a", ha="center", va="bottom", fontsize=8)
+            ax.text(x, 2, "not\ninstallable" if row.get("not_installable") else "n/a", ha="center", va="bottom",
+                    fontsize=8)
             continue
         pct = 100 * summary["rank1_load_rise_mib"] / model
         ax.bar(x, pct, color=colour, width=0.6)
@@ -117,7 +118,8 @@ def plot_releases(section: dict, out: Path, plt) -> Path:
         ax.text(x, pct + 2, f"{summary['rank1_load_rise_mib']:,.0f} MiB\n{note}", ha="center", va="bottom", fontsize=8)
     ax.axhline(100, color="black", linewidth=1, alpha=0.3, label="one full copy of the model")
     ax.set_xticks(xs)
-    ax.set_xticklabels([r["label"].replace("transformers ", "") for r in rows], fontsize=8)
+    ax.set_xticklabels([r["label"].replace("transformers ", "").replace(" + accelerate ", "\nacc ") for r in rows],
+                       fontsize=8)
     ax.set_ylim(0, 130)
     ax.set_ylabel("rank 1 RssAnon rise in from_pretrained (% of model)")
     ax.set_xlabel("transformers release (optimizer check under each bar's figure)")

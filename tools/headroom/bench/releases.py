@@ -3,9 +3,14 @@
 For each release: its official wheel's sha256 is read from the package index's metadata
 (``pip install --dry-run --report``), recorded under build/bench/releases/, and the wheel is
 fetched through fetch.py (``pip download --require-hashes``, content-addressed cache,
-hashed again). It gets its own environment, build/envs/release-<version>, made and
-cached by envs.py like the two test environments (the pinned release reuses
-build/envs/pristine when the pin has the same wheel). Each environment then runs:
+hashed again). Each (transformers, accelerate) pair gets its own environment,
+build/envs/release-<version>-acc<accelerate>, made and cached by envs.py like the two test
+environments, with requirements/bench-env.txt's accelerate line replaced by the pair's (a release
+list item ``5.23.0@1.15.0``; without ``@``, bench-env.txt's own). The pinned release with the
+pinned accelerate reuses build/envs/pristine when the pin has the same wheel. A pair whose
+dependencies do not resolve (envs.ensure: DependencyUnresolved) is a row "not installable",
+naming the requirement without a match and the newest version the index has of it. Each
+environment then runs:
 
 * the memory job (bench_data/fsdp_worker.py, 2 ranks): rank 1's RssAnon rise across
   ``from_pretrained`` and its peak through Accelerate's FSDP2 ``prepare``;
@@ -28,38 +33,44 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from .. import envs, fetch, pins as pins_mod, proc, ui
-from ..errors import CommandFailed, ReleaseNotFound, UsageError
+from ..errors import CommandFailed, DependencyUnresolved, ReleaseNotFound, UsageError
 from ..fsutil import atomic_write_json
-from .common import MIB, OUT_DIR, PLAN, SIZES
+from .common import MIB, PLAN, SIZES
 from .fix2 import checkpoint, run_fsdp
 from .jobs import RUN_DIR, torchrun
 from .machine import probe_env, too_big
+from .release_envs import RECORDS, default_accelerate, env_name, explain, label, requirements_for
 from .releases_report import node_summary, projection
 
-ENV_REQUIREMENTS = Path("requirements") / "bench-env.txt"
 PIN = "pin"  # in a release list: the pinned transformers release
-RECORDS = OUT_DIR / "releases"
+SEP = "@"  # in a release list: transformers@accelerate ("5.23.0@1.15.0")
 CORRECTNESS_STEPS = 3
 RANKS = 2
 EXACT = 1e-5  # largest |FSDP - single process| still counted as the same result (float32, a few SGD steps)
 
 
-def parse(text: str | None, mode: str, pinned: str) -> list[str]:
-    """The release list of ``--releases`` ("5.5.4,5.23.0"), or the mode's default; "pin" is the pinned release."""
+def _exact(item: str, version: str) -> str:
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        raise UsageError(f"--releases: {item!r} is not a release version (expected e.g. 5.5.4,5.23.0@1.15.0).") from None
+    if parsed.is_devrelease or parsed.local or str(parsed) != version:
+        raise UsageError(f"--releases: {item!r} is not an exact official release version (e.g. 5.22.2, 5.23.0@1.15.0).")
+    return version
+
+
+def parse(text: str | None, mode: str, pinned: str, accelerate: str) -> list[tuple[str, str]]:
+    """(transformers, accelerate) pairs of ``--releases`` ("5.5.4,5.23.0@1.15.0"), or the mode's default; "pin" is
+    the pinned transformers release, and an item without "@accelerate" gets ``accelerate`` (bench-env.txt's)."""
     items = [v.strip() for v in text.split(",")] if text else list(PLAN[mode]["releases"])
     out = []
     for item in items:
-        version = pinned if item == PIN else item
-        try:
-            parsed = Version(version)
-        except InvalidVersion:
-            raise UsageError(f"--releases: {item!r} is not a release version (expected e.g. 5.5.4,5.23.0).") from None
-        if parsed.is_devrelease or parsed.local or str(parsed) != version:
-            raise UsageError(f"--releases: {item!r} is not an exact official release version (e.g. 5.22.2).")
-        if version not in out:
-            out.append(version)
+        name, at, acc = item.partition(SEP)
+        pair = (_exact(item, pinned if name == PIN else name), _exact(item, acc) if at else accelerate)
+        if pair not in out:
+            out.append(pair)
     if not out:
-        raise UsageError("--releases is empty: give one or more transformers releases, e.g. 5.5.4,5.23.0.")
+        raise UsageError("--releases is empty: give one or more transformers releases, e.g. 5.5.4,5.23.0@1.15.0.")
     return out
 
 
@@ -108,12 +119,15 @@ def wheel(root: Path, rec: dict) -> Path:
     return fetch.fetch(pin, "wheel")
 
 
-def environment(root: Path, version: str, sha256: str, path: Path, pin: pins_mod.Pin | None) -> tuple[str, Path]:
-    """(env name, python) for a release: build/envs/pristine when it holds the same wheel, else release-<version>."""
-    if pin is not None and pin.version == version and pin.wheel_sha256 == sha256 and envs.python(root, "pristine").exists():
+def environment(root: Path, rec: dict, pin: pins_mod.Pin | None, accelerate_pin: pins_mod.Pin | None) -> tuple[str, Path]:
+    """(env name, python) for a release: build/envs/pristine when it holds the same wheels (transformers and
+    accelerate), else release-<version>-acc<accelerate>."""
+    version, accelerate = rec["version"], rec["accelerate"]
+    if pin is not None and pin.version == version and pin.wheel_sha256 == rec["sha256"] and \
+            accelerate_pin is not None and accelerate_pin.version == accelerate and envs.python(root, "pristine").exists():
         return "pristine", envs.python(root, "pristine")
-    name = f"release-{version}"  # `headroom bench` holds the build/envs/ lock (lock.py): a second bench waits
-    return name, envs.ensure(root, name, [path], requirements_file=ENV_REQUIREMENTS)
+    name = env_name(version, accelerate)  # `headroom bench` holds the build/envs/ lock (lock.py): a second bench waits
+    return name, envs.ensure(root, name, [rec["path"]], requirements_file=requirements_for(root, accelerate))
 
 
 def memory(root: Path, py: Path, label: str, ckpt: Path, size: str) -> dict:
@@ -193,35 +207,45 @@ def prepare(root: Path, mode: str, text: str | None) -> list[dict]:
     """Check the release list and resolve and fetch every wheel, before any measurement starts."""
     pin = pinned(root)
     recs = []
-    for version in parse(text, mode, pin.version if pin else ""):
-        rec = resolve(root, version)
+    for version, accelerate in parse(text, mode, pin.version if pin else "", default_accelerate(root)):
+        rec = {**resolve(root, version), "accelerate": accelerate}
         rec["path"] = wheel(root, rec)
-        ui.info(f"transformers {version}: {rec['wheel']} sha256 {rec['sha256']} ({rec['source']}; file verified)")
+        ui.info(f"transformers {version}: {rec['wheel']} sha256 {rec['sha256']} ({rec['source']}; file verified), "
+                f"with accelerate {accelerate}")
         recs.append(rec)
     return recs
 
 
-def pinned(root: Path) -> pins_mod.Pin | None:
-    return next((p for p in pins_mod.load(root) if p.distribution == "transformers"), None)
+def pinned(root: Path, distribution: str = "transformers") -> pins_mod.Pin | None:
+    return next((p for p in pins_mod.load(root) if p.distribution == distribution), None)
 
 
 def releases(root: Path, pythons: dict[str, Path], mode: str, recs: list[dict]) -> dict:
     """The ``releases`` section of results.json, for the releases ``prepare`` resolved."""
-    pin = pinned(root)
+    pin, accelerate_pin, default = pinned(root), pinned(root, "accelerate"), default_accelerate(root)
     size = PLAN[mode]["release_size"]
     ckpt, meta = checkpoint(root, size, pythons["pristine"])
     tiny, _ = checkpoint(root, "tiny", pythons["pristine"])
     rows = []
     for rec in recs:
-        version = rec["version"]
-        ui.step("bench", f"releases: transformers {version} (sha256 {rec['sha256']})")
-        env, py = environment(root, version, rec["sha256"], rec["path"], pin)
-        row = measure(root, f"transformers {version}", py, ckpt, size, tiny)
-        row.update(kind="release", version=version, wheel=rec["wheel"], sha256=rec["sha256"], url=rec.get("url"),
-                   hash_source=rec["source"], env=env, python=str(py))
+        version, name = rec["version"], label(rec["version"], rec["accelerate"], default)
+        ui.step("bench", f"releases: {name} (sha256 {rec['sha256']}), accelerate {rec['accelerate']}")
+        about = dict(kind="release", version=version, accelerate=rec["accelerate"], wheel=rec["wheel"],
+                     sha256=rec["sha256"], url=rec.get("url"), hash_source=rec["source"])
+        try:
+            env, py = environment(root, rec, pin, accelerate_pin)
+        except DependencyUnresolved as exc:
+            note = explain(exc)
+            ui.warn(f"{name}: {note}")
+            rows.append({"label": name, **about, "env": None, "not_installable": note, "memory": {"n/a": note},
+                         "correctness": {"n/a": note}})
+            continue
+        row = measure(root, name, py, ckpt, size, tiny)
+        row.update(**about, env=env, python=str(py))
         rows.append(row)
     row = measure(root, "patched", pythons["patched"], ckpt, size, tiny)
-    row.update(kind="patched", version=row["packages"]["transformers"], env="patched", python=str(pythons["patched"]))
+    row.update(kind="patched", version=row["packages"]["transformers"], accelerate=row["packages"].get("accelerate"),
+               env="patched", python=str(pythons["patched"]))
     rows.append(row)
     section = {"size": size, "model_bytes": meta["bytes"], "params": meta["params"], "ranks": RANKS,
                "config": SIZES[size], "correctness_steps": CORRECTNESS_STEPS, "exact_tolerance": EXACT, "rows": rows}

@@ -71,14 +71,22 @@ def _reason(text: str) -> str:
     return "n/a: " + text.split(" (torchrun ")[0].replace("|", "/")[:120]
 
 
+def accelerate(row: dict) -> str:
+    """The accelerate of a row: what its environment held (the probe), else what was asked for, else "?"."""
+    return row.get("packages", {}).get("accelerate") or row.get("accelerate") or "?"
+
+
 def rows(section: dict) -> list[list[str]]:
     model = section["model_bytes"]
-    out = [["build", "wheel sha256", "rank-1 rise MiB", "% of model", "rank-1 peak in prepare MiB",
+    out = [["build", "accelerate", "wheel sha256", "rank-1 rise MiB", "% of model", "rank-1 peak in prepare MiB",
             "optimizer params aliased", "max abs diff vs 1 process", "verdict"]]
     for row in section["rows"]:
         m, c = row["memory"], row["correctness"]
         frac = rise_fraction(row, model)
-        cells = [row["label"], f"`{row['sha256'][:12]}`" if row.get("sha256") else "(dist/ wheel)"]
+        cells = [row["label"], accelerate(row), f"`{row['sha256'][:12]}`" if row.get("sha256") else "(dist/ wheel)"]
+        if row.get("not_installable"):  # its environment could not be made: nothing was measured
+            out.append(cells + [row["not_installable"].replace("|", "/"), "-", "-", "-", "-", "not installable"])
+            continue
         if "summary" in m:
             cells += [fmt(m["summary"]["rank1_load_rise_mib"]), f"{100 * frac:.0f}%",
                       fmt(m["summary"]["rank1_prepare_peak_mib"])]
@@ -149,8 +157,11 @@ def lines(section: dict, md) -> list[str]:
                f"through `prepare` and {section['correctness_steps']} SGD steps on one batch; *aliased*: a sharded "
                "parameter appears twice in the optimizer, or one is missing from it; *max abs diff*: largest "
                "difference of any parameter from the same steps in a single process (exact: <= "
-               f"{section['exact_tolerance']:g}). Wheel sha256 from the index's metadata, verified on download "
-               "(full hashes in results.json).")
+               f"{section['exact_tolerance']:g}). *accelerate*: the official accelerate release in that environment "
+               "(requirements/bench-env.txt's unless the release list names one, e.g. `5.23.0@1.15.0`; the patched "
+               "build's own for *patched*); *not installable*: the environment could not be made, with the "
+               "requirement pip found no match for and the newest version of it on the index. Wheel sha256 from "
+               "the index's metadata, verified on download (full hashes in results.json).")
     out += [""] + md(rows(section)) + [""]
     nd = section["node"]
     out += [f"### One node: {nd['ranks']} ranks" if "ranks" in nd else "### One node", ""]

@@ -12,10 +12,14 @@ REQUIRED = {
     "fix2": dict, "releases": dict, "fix1": dict, "fix3": dict, "pipeline": dict,
 }
 CASE_KEYS = ("size", "params", "model_bytes", "shard_bytes", "ranks", "envs")
+PARTS = ("releases",)  # what `headroom bench --part` runs alone: results.json then holds that section only
+PART_REQUIRED = {"schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict, "part": str}
 
 
 def validate(results: dict) -> list[str]:
     """Problems with the shape of a results.json (empty list: fine)."""
+    if "part" in results:
+        return validate_part(results)
     problems = []
     for key, kind in REQUIRED.items():
         if key not in results:
@@ -54,6 +58,23 @@ def validate(results: dict) -> list[str]:
             if key not in step:
                 problems.append(f"pipeline.steps.{name}.{key} missing")
     return problems
+
+
+def validate_part(results: dict) -> list[str]:
+    """Problems with the results of one part run alone (``--part releases``)."""
+    part = results["part"]
+    if part not in PARTS:
+        return [f"part {part!r}"]
+    problems = [f"missing {key}" if key not in results else f"{key} is {type(results[key]).__name__}"
+                for key, kind in {**PART_REQUIRED, part: dict}.items()
+                if key not in results or not isinstance(results[key], kind)]
+    if problems:
+        return problems
+    if results["schema"] != SCHEMA:
+        problems.append(f"schema {results['schema']} != {SCHEMA}")
+    if results["mode"] not in MODES:
+        problems.append(f"mode {results['mode']!r}")
+    return problems + releases_report.validate(results["releases"])
 
 
 def _md(rows: list[list[str]]) -> list[str]:
@@ -141,11 +162,12 @@ def pipeline_rows(results: dict) -> list[list[str]]:
     return rows
 
 
-def render_table(results: dict) -> str:
-    """The markdown report of a results dict (build/bench/table.md)."""
+def header(results: dict) -> list[str]:
+    """The title, the machine and the two test environments."""
     env = results["environment"]
     machine = env.get("machine", {})
-    lines = [f"# headroom bench ({results['mode']}), {results['date']}", ""]
+    part = f", {results['part']} only" if results.get("part") else ""
+    lines = [f"# headroom bench ({results['mode']}{part}), {results['date']}", ""]
     lines.append(f"Machine: {machine.get('cpu_model', '?')}, {machine.get('nproc', '?')} CPUs, "
                  f"{machine.get('ram_gib', '?')} GiB RAM; GPU: {env.get('gpu') or 'none'}.")
     for name in ENVS:
@@ -153,6 +175,15 @@ def render_table(results: dict) -> str:
         pk = e.get("packages", {})
         lines.append(f"- {name}: transformers {pk.get('transformers')}, peft {pk.get('peft')}, torch {pk.get('torch')}, "
                      f"accelerate {pk.get('accelerate')}; fix 2 in the loader: {'yes' if e.get('fix2_in_loader') else 'no'}")
+    return lines
+
+
+def render_table(results: dict) -> str:
+    """The markdown report of a results dict (build/bench/table.md), or of one part run alone."""
+    lines = header(results)
+    if results.get("part") == "releases":
+        lines += [""] + releases_report.lines(results["releases"], _md)
+        return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
     lines += ["", "## Fix 2: FSDP `cpu_ram_efficient_loading` on CPU (torchrun, gloo, Accelerate FSDP2)", ""]
     lines.append("RssAnon of rank 1 in MiB (anonymous memory: the memory-mapped checkpoint's pages are not counted). "
                  "*load rise*: across `from_pretrained`; *peak in prepare*: highest RssAnon sampled through "
