@@ -8,7 +8,7 @@
 #   make rebase PIN=transformers==5.23.0 [DROP=0002]   then rebase-continue / rebase-abort
 #   make canary [RELEASES=accelerate==1.16.0,transformers==5.25.0] [PRE=1]   new releases vs the series: build/canary/
 #   make pr PATCH=transformers/0001                    writes build/pr/<patch>/
-#   make bench BENCH=quick|full [RELEASES=5.5.4,5.23.0@1.15.0] [PART=releases]   memory benchmark + pipeline timing (default full)
+#   make bench BENCH=quick|full [RELEASES=5.5.4,5.23.0@1.15.0] [PART=releases|prepare]   memory benchmark + pipeline timing (default full)
 #   make publish REPOSITORY=<upload url or ~/.pypirc section> [INDEX_URL=<simple url>]
 #   make serve [PORT=8000]        serve dist/ (the static index) on 127.0.0.1
 #   make inspect WHEEL=dist/x.whl|name [PY=env/bin/python]   a wheel's SBOM: upstream, patches, links

@@ -529,5 +529,5 @@ def test_the_releases_part_runs_alone(tmp_path, monkeypatch, results, capsys):
     assert not (tmp_path / "build" / "bench" / "results.json").exists()  # a full run's results are left alone
     del written["releases"]
     assert bench.validate(written) == ["missing releases"]
-    with pytest.raises(UsageError, match="--part must be one of releases"):
+    with pytest.raises(UsageError, match="--part must be one of releases, prepare"):
         bench.run(tmp_path, mode="quick", part="fix2")

@@ -153,3 +153,23 @@ def test_a_real_quick_run_renders_with_one_layout_and_exact_shards():
     assert g["checks"]["peak"]["met"] is True and g["checks"]["official"]["met"] is True
     rows = bench_prepare.table_rows({"cases": [c]})
     assert [r[2] for r in rows[1:]] == ["official", "patched", "torch", "floor"]
+
+
+def test_the_prepare_part_runs_alone(tmp_path, monkeypatch, capsys):
+    """`headroom bench --part prepare`: Accelerate's prepare bench alone, in part-prepare/, a full run's left alone."""
+    env = {"machine": {}, "gpu": None, "envs": {e: {"packages": {}} for e in bench.ENVS}}
+    section = {"cases": [case()]}
+    monkeypatch.setattr(bench, "_pythons", lambda root: {"pristine": Path("p"), "patched": Path("q")})
+    monkeypatch.setattr(bench, "environment", lambda pythons, root: env)
+    monkeypatch.setattr(bench.prepare, "run", lambda root, pythons, mode: section)
+    assert bench.run(tmp_path, mode="full", part="prepare") == 0
+    out = tmp_path / "build" / "bench" / "part-prepare"
+    written = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert written["part"] == "prepare" and written["accelerate_prepare"] == section and "fix2" not in written
+    assert bench.validate(written) == []
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert table.startswith("# headroom bench (full, prepare only)") and "## Accelerate FSDP2 `prepare`" in table
+    assert "## Fix 2" not in table and table in capsys.readouterr().out
+    assert not (tmp_path / "build" / "bench" / "results.json").exists()
+    del written["accelerate_prepare"]
+    assert bench.validate(written) == ["missing accelerate_prepare"]

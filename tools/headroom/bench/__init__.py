@@ -78,15 +78,18 @@ def _pythons(root: Path) -> dict[str, Path]:
 
 
 def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int:
-    """One part of the bench alone (``--part releases``): its section and the environments, in build/bench/part-<part>/."""
+    """One part of the bench alone (``--part releases|prepare``): its section and the environments, in build/bench/part-<part>/."""
     start = time.monotonic()
     pythons = _pythons(root)
-    ui.step("bench", f"{mode}, {part} only: transformers releases (sha256 from the index, wheels verified)")
-    recs = releases.prepare(root, mode, releases_text)
     results: dict = {"schema": SCHEMA, "mode": mode, "part": part,
                      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "environment": environment(pythons, root)}
-    results["releases"] = releases.releases(root, pythons, mode, recs)
+    if part == "releases":
+        ui.step("bench", f"{mode}, {part} only: transformers releases (sha256 from the index, wheels verified)")
+        results["releases"] = releases.releases(root, pythons, mode, releases.prepare(root, mode, releases_text))
+    else:
+        ui.step("bench", f"{mode}, {part} only: Accelerate's FSDP2 prepare")
+        results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     results["seconds"] = round(time.monotonic() - start, 1)
     problems = validate(results)
     if problems:

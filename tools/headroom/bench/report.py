@@ -12,7 +12,9 @@ REQUIRED = {
     "fix2": dict, "releases": dict, "fix1": dict, "fix3": dict, "pipeline": dict,
 }
 CASE_KEYS = ("size", "params", "model_bytes", "shard_bytes", "ranks", "envs")
-PARTS = ("releases",)  # what `headroom bench --part` runs alone: results.json then holds that section only
+# What `headroom bench --part` runs alone, and the section of results.json that then holds it (and nothing else)
+PART_SECTIONS = {"releases": "releases", "prepare": "accelerate_prepare"}
+PARTS = tuple(PART_SECTIONS)
 PART_REQUIRED = {"schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict, "part": str}
 
 
@@ -61,12 +63,12 @@ def validate(results: dict) -> list[str]:
 
 
 def validate_part(results: dict) -> list[str]:
-    """Problems with the results of one part run alone (``--part releases``)."""
+    """Problems with the results of one part run alone (``--part releases|prepare``)."""
     part = results["part"]
     if part not in PARTS:
         return [f"part {part!r}"]
     problems = [f"missing {key}" if key not in results else f"{key} is {type(results[key]).__name__}"
-                for key, kind in {**PART_REQUIRED, part: dict}.items()
+                for key, kind in {**PART_REQUIRED, PART_SECTIONS[part]: dict}.items()
                 if key not in results or not isinstance(results[key], kind)]
     if problems:
         return problems
@@ -74,7 +76,11 @@ def validate_part(results: dict) -> list[str]:
         problems.append(f"schema {results['schema']} != {SCHEMA}")
     if results["mode"] not in MODES:
         problems.append(f"mode {results['mode']!r}")
-    return problems + releases_report.validate(results["releases"])
+    if part == "releases":
+        problems += releases_report.validate(results["releases"])
+    elif not isinstance(results["accelerate_prepare"].get("cases"), list):
+        problems.append("accelerate_prepare.cases is not a list")
+    return problems
 
 
 def _md(rows: list[list[str]]) -> list[str]:
@@ -184,6 +190,9 @@ def render_table(results: dict) -> str:
     if results.get("part") == "releases":
         lines += [""] + releases_report.lines(results["releases"], _md)
         return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
+    if results.get("part") == "prepare":
+        lines += ["", *prepare.table_lines(results["accelerate_prepare"])]
+        return "\n".join([*lines, "", f"Total bench time: {results['seconds']:.0f} s.", ""])
     lines += ["", "## Fix 2: FSDP `cpu_ram_efficient_loading` on CPU (torchrun, gloo, Accelerate FSDP2)", ""]
     lines.append("RssAnon of rank 1 in MiB (anonymous memory: the memory-mapped checkpoint's pages are not counted). "
                  "*load rise*: across `from_pretrained`; *peak in prepare*: highest RssAnon sampled through "
