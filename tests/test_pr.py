@@ -465,3 +465,24 @@ def test_real_templates_leave_the_description_to_the_person(name):
     assert all(line == prdraft.FACTS_POINTER or line.startswith(("Fixes #12", "Reviewers for this change:"))
                for line in ours), ours
     assert "- [x]" not in body
+
+
+def test_bench_section_from_pr_data_and_a_part_run_alone(proj: Project, tmp_path):
+    """[bench].sections in pr_data/<name>.toml names the results' section that measures a patch; the figures are
+    also read from a part run alone (build/bench/part-<part>/results.json, `make bench PART=prepare`)."""
+    from headroom import prconfig
+
+    config = prconfig.parse('[bench]\nsections = { "0002" = "accelerate_prepare" }\n', tmp_path / "x.toml", "toypkg")
+    patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
+    assert config.bench_section(patch.name) == "accelerate_prepare" and config.bench_section("0001-x.patch") is None
+    part = proj.root / "build" / "bench" / "part-prepare"
+    part.mkdir(parents=True)
+    (part / "results.json").write_text(json.dumps({"part": "prepare", "accelerate_prepare": {"cases": [
+        {"size": "1B", "ranks": 4, "envs": {"pristine": {"summary": {"rank1_peak_mib": 1663.5}},
+                                            "patched": {"summary": {"rank1_peak_mib": 1183.2}}}}]}}))
+    lines = previdence.bench_figures(proj.root, proj.pin, patch, config.bench_section(patch.name))
+    assert "| rank 1 peak (MiB) | 1,663.5 | 1,183.2 |" in lines
+    assert any("size=1B" in line and "ranks=4" in line for line in lines)
+    for bad in ('[bench]\nsections = { "1" = "x" }\n', '[bench]\nsection = {}\n', "bench = 3\n"):
+        with pytest.raises(errors.PinsError):
+            prconfig.parse(bad, tmp_path / "x.toml", "toypkg")

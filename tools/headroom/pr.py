@@ -284,7 +284,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
     checks["figures"] = {"tests": [list(r) for r in prdraft.figure_rows(t.get("pristine", {}).get("figures", []),
                                                                         t.get("alone", {}).get("figures", []))]
                          if t.get("status") == "run" else [],
-                         "bench": bench_tables(root, pin, patch, bench)}
+                         "bench": bench_tables(root, pin, patch, bench or config.bench_section(patch.name))}
     proof = proof_entry(root, pin, patch)
     checks["proof_in_series"] = {"verdict": proof.get("verdict")} if proof else {"status": "no build/report.json entry"}
     areas = config.areas_for([f for f in files if not f.startswith("tests/")])

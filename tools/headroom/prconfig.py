@@ -82,6 +82,11 @@ class PrConfig:
     policy_quote: str = ""  # upstream's own words about it ("" when it says nothing)
     policy_source: str = ""  # the file those words (or their absence) come from
     policy_confirm: str = ""  # a line of the template only the person answers (a box, a sentence to add)
+    bench_sections: tuple[tuple[str, str], ...] = ()  # (patch number, section of build/bench's results) from [bench]
+
+    def bench_section(self, patch_name: str) -> str | None:
+        """The bench results' section that measures this patch ([bench].sections), None when there is none."""
+        return next((section for number, section in self.bench_sections if patch_name.startswith(number)), None)
 
     @property
     def person_writes_description(self) -> bool:
@@ -102,6 +107,7 @@ _TABLES = {
     "lint": ("ruff_pin_file", "ruff_pin_pattern"),
     "policy": ("generated_description", "quote", "source", "confirm"),
     "reviewers": ("area", "paths", "handles"),
+    "bench": ("sections",),
 }
 
 
@@ -177,6 +183,15 @@ def parse(text: str, path: Path, name: str) -> PrConfig:
             raise PinsError(f"{path}: {where}.fill must be one of {', '.join(FILLS)} (got {s['fill']!r}).")
         boxes = _strings(path, where, s["boxes"], "boxes") if "boxes" in s else ()
         sections.append(Section(s["title"], s.get("fill", ""), boxes))
+    bench = data.get("bench", {})
+    if not isinstance(bench, dict):
+        raise PinsError(f"{path}: bench must be a table [bench].")
+    _check_keys(path, "bench", bench, _TABLES["bench"])
+    sections_of = bench.get("sections", {})
+    if not isinstance(sections_of, dict) or not all(
+            re.fullmatch(r"\d{4}", k) and isinstance(v, str) and v for k, v in sections_of.items()):
+        raise PinsError(f"{path}: [bench].sections must map patch numbers to result sections, "
+                        'e.g. sections = { "0001" = "accelerate_prepare" }.')
     areas = []
     reviewers = data.get("reviewers", [])
     if not isinstance(reviewers, list):
@@ -197,6 +212,7 @@ def parse(text: str, path: Path, name: str) -> PrConfig:
         reviewers_after=pr.get("reviewers_after", ""), issue_source=issue.get("source", ""),
         issue_sections=tuple(sections), ruff_pin_file=lint.get("ruff_pin_file", ""),
         ruff_pin_pattern=lint.get("ruff_pin_pattern", ""), reviewers=tuple(areas), path=path,
+        bench_sections=tuple(sorted(sections_of.items())),
         policy=policy.get("generated_description", "not stated"), policy_quote=policy.get("quote", ""),
         policy_source=policy.get("source", ""), policy_confirm=policy.get("confirm", ""),
     )

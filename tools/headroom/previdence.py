@@ -86,17 +86,19 @@ def bench_tables(root: Path, pin: Pin, patch: Path, section: str | None = None) 
         return []
     section = section or fix_section(root, patch)
     tables: list[dict] = []
-    for f in sorted(folder.glob("*.json")):
+    # a whole bench's results, and a part run alone (build/bench/part-<part>/results.json: `make bench PART=...`)
+    for f in sorted(folder.glob("*.json")) + sorted(folder.glob("part-*/results.json")):
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         if not isinstance(data, dict):
             continue
+        name = f.relative_to(folder).as_posix()
         if section and section in data:
-            node, where = data[section], f"{f.name}, {section}"
+            node, where = data[section], f"{name}, {section}"
         elif any(k in json.dumps(data) for k in (patch.stem, patch.name)):
-            node, where = data, f.name
+            node, where = data, name
         else:
             continue
         for path, label, pristine, patched in _pairs(node):
