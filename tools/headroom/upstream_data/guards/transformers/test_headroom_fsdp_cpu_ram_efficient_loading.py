@@ -13,8 +13,8 @@
 # limitations under the License.
 """
 headroom regression guard (tools/headroom/upstream_data/guards/): the tests of the retired patch
-transformers/0002 ("Give missing keys CPU placeholders on non-rank-0 FSDP ranks"). Official transformers 5.24.0 with
-official accelerate 1.16.0 passes all three, so the patch was retired; they now run on both test environments in
+transformers/0002 ("Give missing keys CPU placeholders on non-rank-0 FSDP ranks"). Official transformers 5.23.0 and
+5.24.0 with official accelerate 1.16.0 pass all three, so the patch was retired; they now run on both test environments in
 `make test` and on every new release in `make canary`, so that a regression in either upstream is caught.
 
 Tests for `from_pretrained` on the non-main ranks of an FSDP job using `cpu_ram_efficient_loading`
