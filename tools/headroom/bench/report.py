@@ -18,22 +18,25 @@ PARTS = tuple(PART_SECTIONS)
 PART_REQUIRED = {"schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict, "part": str}
 
 
+def _shape(results: dict, required: dict) -> list[str]:
+    """Keys missing from ``results``, or of another type than ``required`` says."""
+    return [f"missing {key}" if key not in results else f"{key} is {type(results[key]).__name__}"
+            for key, kind in required.items() if key not in results or not isinstance(results[key], kind)]
+
+
+def _schema_and_mode(results: dict) -> list[str]:
+    return ([f"schema {results['schema']} != {SCHEMA}"] if results["schema"] != SCHEMA else []) + \
+        ([f"mode {results['mode']!r}"] if results["mode"] not in MODES else [])
+
+
 def validate(results: dict) -> list[str]:
     """Problems with the shape of a results.json (empty list: fine)."""
     if "part" in results:
         return validate_part(results)
-    problems = []
-    for key, kind in REQUIRED.items():
-        if key not in results:
-            problems.append(f"missing {key}")
-        elif not isinstance(results[key], kind):
-            problems.append(f"{key} is {type(results[key]).__name__}")
+    problems = _shape(results, REQUIRED)
     if problems:
         return problems
-    if results["schema"] != SCHEMA:
-        problems.append(f"schema {results['schema']} != {SCHEMA}")
-    if results["mode"] not in MODES:
-        problems.append(f"mode {results['mode']!r}")
+    problems = _schema_and_mode(results)
     for env in ENVS:
         if env not in results["environment"].get("envs", {}):
             problems.append(f"environment.envs.{env} missing")
@@ -67,15 +70,10 @@ def validate_part(results: dict) -> list[str]:
     part = results["part"]
     if part not in PARTS:
         return [f"part {part!r}"]
-    problems = [f"missing {key}" if key not in results else f"{key} is {type(results[key]).__name__}"
-                for key, kind in {**PART_REQUIRED, PART_SECTIONS[part]: dict}.items()
-                if key not in results or not isinstance(results[key], kind)]
+    problems = _shape(results, {**PART_REQUIRED, PART_SECTIONS[part]: dict})
     if problems:
         return problems
-    if results["schema"] != SCHEMA:
-        problems.append(f"schema {results['schema']} != {SCHEMA}")
-    if results["mode"] not in MODES:
-        problems.append(f"mode {results['mode']!r}")
+    problems = _schema_and_mode(results)
     if part == "releases":
         problems += releases_report.validate(results["releases"])
     elif not isinstance(results["accelerate_prepare"].get("cases"), list):
