@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import fetch, testrun
+from .. import fetch, testrun, upstream
 from ..pins import Pin
 from ..testrun import TestEnv
 
@@ -126,13 +126,9 @@ def compare(now: dict[str, dict], reference: dict[str, dict]) -> dict:
 
 
 def guard_files(guards: Path, names: Sequence[str]) -> list[str]:
-    """The guard test modules of ``names`` relative to ``guards`` (``<upstream>/test_*.py``), by listing the folder."""
-    out = []
-    for name in names:
-        folder = guards / name
-        if folder.is_dir():
-            out += [f"{name}/{f.name}" for f in sorted(folder.glob("test_*.py"))]
-    return out
+    """The guard test modules of ``names`` relative to ``guards`` (``<upstream>/test_*.py``): the ones `make test` runs
+    (upstream.guard_files)."""
+    return [f.split("/", 1)[1] for name in names for f in upstream.guard_files(name, guards)]
 
 
 def battery(now: dict[str, dict], reference: dict[str, dict]) -> dict:
