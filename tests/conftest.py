@@ -22,6 +22,9 @@ import pytest
 from headroom import cli, pins as pins_mod
 from headroom.fsutil import sha256_file
 
+# Fixtures are data (synthetic upstreams, their tests and guards), never collected as this project's tests.
+collect_ignore = ["fixtures"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TOY = FIXTURES / "toypkg"
 SERIES = FIXTURES / "series"
