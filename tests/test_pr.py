@@ -486,3 +486,23 @@ def test_bench_section_from_pr_data_and_a_part_run_alone(proj: Project, tmp_path
     for bad in ('[bench]\nsections = { "1" = "x" }\n', '[bench]\nsection = {}\n', "bench = 3\n"):
         with pytest.raises(errors.PinsError):
             prconfig.parse(bad, tmp_path / "x.toml", "toypkg")
+
+
+def test_a_torchrun_reproduction_gets_a_free_port(tmp_path, monkeypatch):
+    """repro.runs launches `torchrun` scripts with --standalone unless their Run line names a port: torchrun's default
+    port (29500) may be another job's (a canary or make test beside it), which made a patched run abort."""
+    from headroom import proc, repro
+    from headroom.testrun import TestEnv
+
+    seen = []
+    monkeypatch.setattr(proc, "run", lambda cmd, **kw: seen.append([str(c) for c in cmd]) or proc.Result(cmd, 0, "ok\n"))
+    envs = {label: TestEnv(Path("/py"), (), label) for label in ("pristine", "alone")}
+    for run_line, expected in (("torchrun --nproc-per-node=2 repro.py", True),
+                               ("torchrun --master-port=29555 --nproc-per-node=2 repro.py", False),
+                               ("python repro.py", False)):
+        script = tmp_path / "script.py"
+        script.write_text(f'"""Symptom.\n\nRun: {run_line}\n"""\nprint("ok")\n', encoding="utf-8")
+        seen.clear()
+        assert repro.runs(script, envs, tmp_path / "work") == {"pristine": "ok", "alone": "ok"}
+        assert len(seen) == 2 and all(("--standalone" in cmd) == expected for cmd in seen), seen
+        assert all(cmd[-1] == str(tmp_path / "work" / "repro.py") for cmd in seen)

@@ -31,6 +31,9 @@ def runs(script: Path, envs: dict[str, TestEnv] | None, work: Path) -> dict[str,
         cmd = [str(env.python), "-m", "torch.distributed.run"] + argv[1:] if argv[0] == "torchrun" else \
             [str(env.python)] + argv[1:] if argv[0].startswith("python") else argv
         cmd = [str(target) if c == "repro.py" else c for c in cmd]
+        if argv[0] == "torchrun" and not any(a.startswith(("--standalone", "--master", "--rdzv")) for a in argv):
+            # a free port of its own: torchrun's default (29500) may be another job's on this machine
+            cmd.insert(3, "--standalone")
         ui.info(f"running the reproduction on {label} ({env.label})")
         result = proc.run(cmd, cwd=work, check=False, what=f"reproduction ({label})",
                           env={**testrun.OFFLINE_ENV, "PYTHONWARNINGS": "ignore",  # upstream's deprecation noise, with our paths

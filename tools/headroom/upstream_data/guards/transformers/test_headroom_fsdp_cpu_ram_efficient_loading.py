@@ -34,7 +34,6 @@ from transformers import is_torch_available
 from transformers.testing_utils import (
     TestCasePlus,
     execute_subprocess_async,
-    get_torch_dist_unique_port,
     require_accelerate,
     require_torch,
 )
@@ -317,7 +316,8 @@ class FSDPCpuRamEfficientLoadingTest(TestCasePlus):
             "torch.distributed.run",
             "--nnodes=1",
             "--nproc-per-node=2",
-            f"--master-port={get_torch_dist_unique_port()}",
+            # a free port of its own: a canary or another make test on the machine may run its jobs at the same time
+            "--standalone",
             self.test_file_path_str,
             *args,
         ]
