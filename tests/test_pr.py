@@ -482,6 +482,15 @@ def test_bench_section_from_pr_data_and_a_part_run_alone(proj: Project, tmp_path
                                             "patched": {"summary": {"rank1_peak_mib": 1183.2}}}}]}}))
     lines = previdence.bench_figures(proj.root, proj.pin, patch, config.bench_section(patch.name))
     assert "| rank 1 peak (MiB) | 1,663.5 | 1,183.2 |" in lines
+    # the prepare bench compares paths: "official" is the official side, beside "patched" (torch and floor left out)
+    (part / "results.json").write_text(json.dumps({"part": "prepare", "accelerate_prepare": {"cases": [
+        {"size": "1B", "ranks": 4, "paths": {
+            "official": {"summary": {"rank1_peak_mib": 1663.0, "prepare_seconds": 22.19}},
+            "patched": {"summary": {"rank1_peak_mib": 1183.7, "prepare_seconds": 9.53}},
+            "floor": {"summary": {"rank1_peak_mib": 1182.7, "prepare_seconds": 9.02}}}}]}}))
+    lines = previdence.bench_figures(proj.root, proj.pin, patch, "accelerate_prepare")
+    assert "| rank 1 peak (MiB) | 1,663.0 | 1,183.7 |" in lines and "| prepare seconds | 22.2 | 9.5 |" in lines
+    assert not any("9.0" in line for line in lines)
     assert any("size=1B" in line and "ranks=4" in line for line in lines)
     for bad in ('[bench]\nsections = { "1" = "x" }\n', '[bench]\nsection = {}\n', "bench = 3\n"):
         with pytest.raises(errors.PinsError):
