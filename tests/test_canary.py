@@ -135,10 +135,11 @@ def ran(tmp_path_factory, canary_index, shared_cache):
                          "--guards", str(CANARY / "guards")])
         after = digest(p.root / "vendor", p.root / "patches")
         report = json.loads((p.root / "build" / "canary" / "report.json").read_text())
-        yield {"project": p, "code": code, "before": before, "after": after, "report": report,
-               "by": {c["id"]: c for c in report["candidates"]}}
     finally:
+        # at once, not at the module's end: the real-pins test below must see the machine's own index settings
         mp.undo()
+    yield {"project": p, "code": code, "before": before, "after": after, "report": report,
+           "by": {c["id"]: c for c in report["candidates"]}}
 
 
 def cell(ran, release: str, patch: str) -> dict:
