@@ -123,10 +123,10 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     for env, info in env_info["envs"].items():
         ui.info(f"{env}: transformers {info['packages']['transformers']}, peft {info['packages']['peft']}; "
                 f"fix 2 in the loader: {'yes' if info['fix2_in_loader'] else 'no'}")
-    fix2 = {env: info["fix2_in_loader"] for env, info in env_info["envs"].items()}
-    if not fix2["patched"]:
+    in_loader = {env: info["fix2_in_loader"] for env, info in env_info["envs"].items()}
+    if not in_loader["patched"]:
         ui.warn("the patched environment's transformers does not carry fix 2: its figures will match pristine")
-    elif fix2["pristine"]:  # transformers 5.23.0 and newer: upstream's own loader, transformers/0002 retired
+    elif in_loader["pristine"]:  # transformers 5.23.0 and newer: upstream's own loader, transformers/0002 retired
         ui.info("both environments' transformers carry fix 2 (upstream since 5.23.0): fix 2's figures compare like with "
                 "like, and the releases show where it came from")
     results: dict = {"schema": SCHEMA, "mode": mode,
