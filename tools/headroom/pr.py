@@ -21,7 +21,6 @@ upstream's own configuration (when ruff is installed; it is not a dependency).
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
