@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from headroom import cli, pins as pins_mod
-from headroom.fsutil import sha256_file
+from headroom import cli
+from headroom.sources import pins as pins_mod
+from headroom.ground.fsutil import sha256_file
 
 # Fixtures are data (synthetic upstreams, their tests and guards), never collected as this project's tests.
 collect_ignore = ["fixtures"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from headroom import bench
-from headroom import envs
+from headroom.proof import envs
 from headroom.bench import jobs, plots, release_envs, releases, releases_report
-from headroom.errors import DataError, DependencyUnresolved, ReleaseNotFound, UsageError
+from headroom.ground.errors import DataError, DependencyUnresolved, ReleaseNotFound, UsageError
 
 MiB = 2**20
 
@@ -433,8 +433,8 @@ def test_a_case_that_would_leave_under_1_gib_free_is_skipped_with_its_figures(mo
 def test_torchrun_job_gets_its_run_folder_and_reads_each_ranks_result(tmp_path, monkeypatch):
     """bench.jobs.torchrun, the one runner of fix 2's, the releases' and prepare's jobs: RUN_DIR in the worker's
     arguments becomes the job's run folder, the log is kept there, a rank without a result fails with its error line."""
-    from headroom import proc
-    from headroom.errors import CommandFailed
+    from headroom.ground import proc
+    from headroom.ground.errors import CommandFailed
 
     calls = []
 

@@ -35,9 +35,12 @@ from pathlib import Path
 
 import pytest
 from conftest import EPOCH, FIXTURES, TOY, Project, make_sdist, make_wheel
-from headroom import canary, cli, errors, pins as pins_mod
-from headroom.canary import install, needed, plan
-from headroom.fsutil import sha256_file
+from headroom import cli
+from headroom.ground import errors
+from headroom.sources import pins as pins_mod
+from headroom.upkeep import canary
+from headroom.upkeep.canary import install, needed, plan
+from headroom.ground.fsutil import sha256_file
 
 CANARY = FIXTURES / "canary"
 TOYPKG = {"1.0.0": TOY, "1.1.0": FIXTURES / "toypkg-1.1.0", "1.3.0": CANARY / "toypkg-1.3.0", "1.4.0": TOY}

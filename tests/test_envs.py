@@ -11,9 +11,11 @@ import pytest
 from conftest import make_wheel, toy_env_links
 from packaging.requirements import Requirement
 
-from headroom import build as build_mod, envs, pins as pins_mod
-from headroom.errors import DependencyUnresolved, NotApplied, ProofFailed, RequirementsConflict
-from headroom.fsutil import sha256_file
+from headroom.sources import pins as pins_mod
+from headroom.wheels import build as build_mod
+from headroom.proof import envs
+from headroom.ground.errors import DependencyUnresolved, NotApplied, ProofFailed, RequirementsConflict
+from headroom.ground.fsutil import sha256_file
 
 PINS = """\
 [accelerate]

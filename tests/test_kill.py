@@ -1,6 +1,6 @@
 """Killed at any point: apply, build, export and test's environment creation on the synthetic upstream.
 
-``HEADROOM_FAULT=<n>:<SIGNAL>`` (tools/headroom/proc.py) makes a run signal itself right
+``HEADROOM_FAULT=<n>:<SIGNAL>`` (tools/headroom/ground/proc.py) makes a run signal itself right
 after its n-th subprocess (git, pip, python -m build). For every step, a clean run counts
 its subprocesses; then the step is killed after each of them with SIGKILL (a separate
 process: nothing of it runs after the signal) and interrupted with SIGINT (Ctrl-C, in this
@@ -30,8 +30,10 @@ from pathlib import Path
 import pytest
 from conftest import Project, git
 
-from headroom import checkout, envs, proc
-from headroom.fsutil import sha256_file
+from headroom.ground import proc
+from headroom.sources import checkout
+from headroom.proof import envs
+from headroom.ground.fsutil import sha256_file
 
 pytestmark = pytest.mark.slow
 SIGNALS = ("KILL", "INT")

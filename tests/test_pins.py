@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from headroom import pins
-from headroom.errors import PinsError
+from headroom.sources import pins
+from headroom.ground.errors import PinsError
 
 GOOD = """
 [toy]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import Project, git, make_sdist, toy_pin
 
-from headroom import archive, checkout, errors, version as version_mod
-from headroom.fsutil import sha256_file
+from headroom.ground import errors
+from headroom.sources import archive, checkout, version as version_mod
+from headroom.ground.fsutil import sha256_file
 
 
 def head(path: Path) -> str:
@@ -249,7 +250,7 @@ def test_index_layout(built: Project):
     (wheel,) = dist.glob("*.whl")
     page = (dist / "simple" / "toypkg" / "index.html").read_text()
     meta = (dist / f"{wheel.name}.metadata").read_bytes()
-    from headroom.fsutil import sha256_bytes
+    from headroom.ground.fsutil import sha256_bytes
 
     assert f"#sha256={sha256_file(wheel)}" in page
     assert f'data-dist-info-metadata="sha256={sha256_bytes(meta)}"' in page

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, Project, git, toy_pin
-from headroom import errors, pr, prdraft, previdence, prfacts
+from headroom.ground import errors
+from headroom.upkeep import pr
+from headroom.upkeep.pr import draft as prdraft, evidence as previdence, facts as prfacts
 
 SERIES = FIXTURES / "series-rebase"
 RETIRED = FIXTURES / "retired" / "retired.toml"
@@ -290,7 +292,7 @@ def test_fixes_line_and_trailers():
 
 
 def test_pr_settings_are_validated(tmp_path):
-    from headroom import prconfig
+    from headroom.upkeep.pr import config as prconfig
 
     for name in ("transformers", "peft"):  # the real settings parse, and name the reviewers the task expects
         config = prconfig.load(name)
@@ -340,7 +342,7 @@ def test_pr_reports_a_ruff_failure(proj: Project):
 
 
 def test_ruff_version_comes_from_the_upstream_tree(tmp_path):
-    from headroom import lint, prconfig
+    from headroom.upkeep.pr import lint, config as prconfig
 
     (tmp_path / "setup.py").write_text('_deps = [\n    "pytest",\n    "ruff==0.14.10",\n]\n')
     assert lint.pinned_version(prconfig.load("transformers"), tmp_path) == ("0.14.10", 'setup.py: "ruff==0.14.10"')
@@ -368,7 +370,7 @@ def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project)
 
 
 def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
-    from headroom import series
+    from headroom.sources import series
 
     assert series.load_retired(proj.root, "toypkg") == ()  # no file: no retired patch
     shutil.copyfile(RETIRED, proj.patches / "retired.toml")
@@ -391,7 +393,7 @@ def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
 
 
 def test_retired_records_are_validated(proj: Project):
-    from headroom import series
+    from headroom.sources import series
 
     target = proj.patches / "retired.toml"
     text = RETIRED.read_text()
@@ -450,7 +452,8 @@ def test_an_upstream_that_accepts_generated_descriptions_gets_one(proj: Project,
 def test_real_templates_leave_the_description_to_the_person(name):
     """With each real upstream's template and policy, PR.md's description section is the template's own text and
     one line of ours pointing to FACTS.md (plus the Fixes line where the template has no placeholder for it)."""
-    from headroom import pins, prconfig
+    from headroom.sources import pins
+    from headroom.upkeep.pr import config as prconfig
 
     config = prconfig.load(name)
     pin = pins.select(pins.load(Path(__file__).resolve().parents[1]), [name])[0]
@@ -470,7 +473,7 @@ def test_real_templates_leave_the_description_to_the_person(name):
 def test_bench_section_from_pr_data_and_a_part_run_alone(proj: Project, tmp_path):
     """[bench].sections in pr_data/<name>.toml names the results' section that measures a patch; the figures are
     also read from a part run alone (build/bench/part-<part>/results.json, `make bench PART=prepare`)."""
-    from headroom import prconfig
+    from headroom.upkeep.pr import config as prconfig
 
     config = prconfig.parse('[bench]\nsections = { "0002" = "accelerate_prepare" }\n', tmp_path / "x.toml", "toypkg")
     patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
@@ -500,8 +503,9 @@ def test_bench_section_from_pr_data_and_a_part_run_alone(proj: Project, tmp_path
 def test_a_torchrun_reproduction_gets_a_free_port(tmp_path, monkeypatch):
     """repro.runs launches `torchrun` scripts with --standalone unless their Run line names a port: torchrun's default
     port (29500) may be another job's (a canary or make test beside it), which made a patched run abort."""
-    from headroom import proc, repro
-    from headroom.testrun import TestEnv
+    from headroom.ground import proc
+    from headroom.upkeep.pr import repro
+    from headroom.proof.testrun import TestEnv
 
     seen = []
     monkeypatch.setattr(proc, "run", lambda cmd, **kw: seen.append([str(c) for c in cmd]) or proc.Result(cmd, 0, "ok\n"))

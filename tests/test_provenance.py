@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, Project, toy_pin
 
-from headroom import errors, pins as pins_mod, sbom, series as series_mod
-from headroom.fsutil import sha256_file
+from headroom.ground import errors
+from headroom.sources import pins as pins_mod, series as series_mod
+from headroom.wheels import sbom
+from headroom.ground.fsutil import sha256_file
 
 MEMBER_SUFFIX = ".dist-info/sboms/headroom.cdx.json"
 

@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from headroom import checkout, errors, index as index_mod, publish as publish_mod
-from headroom.fsutil import sha256_file
+from headroom.ground import errors
+from headroom.sources import checkout
+from headroom.wheels import index as index_mod, publish as publish_mod
+from headroom.ground.fsutil import sha256_file
 
 USER, PASSWORD = "alice", "pw-9f2c1e-never-printed"
 pytestmark = pytest.mark.slow

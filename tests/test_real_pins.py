@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from headroom import cli, index, pins as pins_mod
-from headroom.fsutil import sha256_file
+from headroom import cli
+from headroom.sources import pins as pins_mod
+from headroom.wheels import index
+from headroom.ground.fsutil import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration

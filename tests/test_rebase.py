@@ -24,8 +24,11 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, TOY, Project, git, make_sdist, make_wheel, toy_env_links, toy_pin
-from headroom import checkout, envs, errors, rebase, series, testrun
-from headroom.fsutil import sha256_file
+from headroom.ground import errors
+from headroom.sources import checkout, series
+from headroom.proof import envs, testrun
+from headroom.upkeep import rebase
+from headroom.ground.fsutil import sha256_file
 
 TREES = {"1.0.0": TOY, "1.1.0": FIXTURES / "toypkg-1.1.0", "1.2.0": FIXTURES / "toypkg-1.2.0"}
 SERIES = FIXTURES / "series-rebase"
@@ -239,7 +242,7 @@ def test_partly_landed_patch_is_named_in_the_conflict(proj: Project):
 def test_an_empty_patch_is_told_by_git_mailinfo_not_by_its_english(proj: Project, tmp_path):
     """A patch file with a message and no diff is 'empty' (git am stops on it); one with a diff is not. Decided from
     what git's mail splitter extracts, so a translated or reworded git message cannot change the answer."""
-    from headroom.vcs import Repo
+    from headroom.ground.vcs import Repo
 
     repo = Repo(proj.root / "vendor" / "toypkg")
     full = sorted((proj.root / "patches" / "toypkg").glob("*.patch"))[0]
@@ -378,7 +381,7 @@ def test_the_landed_environment_holds_every_pin_with_the_new_release(tmp_path, m
 
 
 def toy_pin_like(name: str, version: str):
-    from headroom.pins import Pin
+    from headroom.sources.pins import Pin
 
     return Pin(name=name, distribution=name, version=version, sdist=f"{name}-{version}.tar.gz", sdist_sha256="0" * 64,
                wheel=f"{name}-{version}-py3-none-any.whl", wheel_sha256="0" * 64, repository="-", tag="-")

@@ -25,8 +25,10 @@ import git as gitpython
 import pytest
 from conftest import Project, git, make_sdist, toy_pin
 
-from headroom import archive, build as build_mod, checkout, errors, fsutil, proc, version as version_mod
-from headroom.fsutil import sha256_file
+from headroom.ground import errors, fsutil, proc
+from headroom.sources import archive, checkout, version as version_mod
+from headroom.wheels import build as build_mod
+from headroom.ground.fsutil import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_PATCH = "0001-memory-stage-loads-on-the-CPU.patch"
@@ -112,7 +114,7 @@ def test_a_killed_runs_lock_is_taken_over_with_a_notice(project: Project, capsys
 
 
 def test_locks_are_taken_in_one_order():
-    from headroom import lock
+    from headroom.ground import lock
 
     assert lock.resources_for("test", ["peft", "transformers"]) == ["vendor:peft", "vendor:transformers", "dist", "envs"]
     assert lock.resources_for("clean", ["peft"]) == ["dist", "envs"]

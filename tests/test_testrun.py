@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from headroom import testrun
+from headroom.proof import testrun
 
 JUNIT = Path(__file__).parent / "fixtures" / "junit"
 
@@ -84,7 +84,7 @@ def test_failures_say_why_in_a_line(tmp_path):
 
 
 def test_a_patch_not_green_names_its_failing_tests():
-    from headroom import proof
+    from headroom.proof import proof
 
     entry = {"patch": "patches/t/0002-x.patch", "verdict": "NOT GREEN on patched",
              "pristine": {"failures": {"t.T::a": "AssertionError: 2 != 1"}},

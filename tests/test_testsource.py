@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from headroom import pins, testsource, upstream, vcs
-from headroom.errors import CommandFailed, PinsError
+from headroom.ground import vcs
+from headroom.sources import pins
+from headroom.proof import testsource, upstream
+from headroom.ground.errors import CommandFailed, PinsError
 
 from conftest import git
 
@@ -215,7 +217,7 @@ def test_guards_are_a_suite_per_upstream_in_every_selection(tmp_path):
 
 def test_run_copies_the_git_tests(tmp_path, remote, monkeypatch):
     """upstream.run with tests = "git": the layer holds the tag's tests, vendor/ is not needed."""
-    from headroom import proc
+    from headroom.ground import proc
 
     root = tmp_path / "proj"
     pin = make_pin(str(remote))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from headroom import errors, tinyhub
+from headroom.ground import errors
+from headroom.proof import tinyhub
 
 SPEC = {"id": "hf-internal-testing/tiny-random-gpt2", "config": "GPT2Config", "model": "GPT2LMHeadModel",
         "tokenizer": True, "kwargs": {"vocab_size": 512, "n_embd": 16, "n_layer": 2, "n_head": 4}}

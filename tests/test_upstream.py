@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from headroom import errors, testrun, upstream
-from headroom.pins import Pin
+from headroom.ground import errors
+from headroom.proof import testrun, upstream
+from headroom.sources.pins import Pin
 
 PEFT_PIN = Pin("peft", "peft", "0.21.2", "peft-0.21.2.tar.gz", "a" * 64, "peft-0.21.2-py3-none-any.whl",
                "a" * 64, "https://example.invalid/peft", "v0.21.2")
@@ -179,7 +180,8 @@ def test_unknown_selection_is_a_failure_message(tmp_path):
 
 def test_run_reports_counts_and_regressions(tmp_path, monkeypatch, known):
     """run() end to end with pytest replaced by canned JUnit XML."""
-    from headroom import proc, proof
+    from headroom.ground import proc
+    from headroom.proof import proof
 
     (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
     (tmp_path / "vendor" / "peft" / "tests" / "test_x.py").write_text("def test_x():\n    pass\n")
@@ -216,7 +218,8 @@ def test_missing_vendor_tests_is_a_failure_message(tmp_path):
 def test_tinyhub_switch_picks_the_cache_each_suite_runs_with(tmp_path, monkeypatch, use_tinyhub):
     """A suite marked for the tiny hub gets it (built in the env's own python) unless --no-tinyhub;
     an unmarked suite always runs with the empty cache."""
-    from headroom import proc, proof
+    from headroom.ground import proc
+    from headroom.proof import proof
 
     (tmp_path / "vendor" / "peft" / "tests").mkdir(parents=True)
     suites = (upstream.Suite("peft-hub", "peft", ("tests",), tinyhub=True), upstream.Suite("peft-plain", "peft", ("tests",)))
@@ -260,7 +263,7 @@ def test_jobs_spread_a_suite_over_xdist_workers_unless_it_is_serial_only(tmp_pat
                                                                           threads):
     """--jobs N gives the suites that may run in parallel `-n N` (pytest-xdist), each worker one thread per core it
     has (2 cores here); --jobs 1 and a serial-only suite run in one process with torch's own thread count."""
-    from headroom import proc
+    from headroom.ground import proc
 
     monkeypatch.setattr(upstream.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

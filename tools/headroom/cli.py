@@ -11,10 +11,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import build as build_mod, checkout, export as export_mod, fetch as fetch_mod, index as index_mod
-from . import lock, pins as pins_mod, pr as pr_mod, publish as publish_mod, rebase as rebase_mod, ui
-from . import inspect as inspect_mod, verify as verify_mod
-from .errors import HeadroomError
+from .ground import lock, ui
+from .ground.errors import HeadroomError
+from .sources import checkout, export as export_mod, fetch as fetch_mod, pins as pins_mod
+from .upkeep import pr as pr_mod, rebase as rebase_mod
+from .wheels import build as build_mod, index as index_mod, publish as publish_mod, inspect as inspect_mod
+from .wheels import verify as verify_mod
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -97,7 +99,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from . import proof
+    from .proof import proof
 
     return proof.run(_root(args), _pins(args), upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs)
 
@@ -131,7 +133,7 @@ def cmd_pr(args: argparse.Namespace) -> int:
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    from . import canary
+    from .upkeep import canary
 
     factory = canary.source_env if args.env == "source" else canary.wheel_env
     guards = Path(args.guards) if args.guards else canary.GUARDS
@@ -221,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
                     "instead of every release newer than the pins on the configured index")
     cn.add_argument("--pre", action="store_true", help="pre-releases too (when looking on the index)")
     cn.add_argument("--guards", metavar="DIR", help="the regression guards' folder (<DIR>/<upstream>/test_*.py); "
-                    "default tools/headroom/upstream_data/guards")
+                    "default tools/headroom/proof/upstream_data/guards")
     cn.add_argument("--env", choices=("wheel", "source"), default="wheel",
                     help="where tests run: the official wheels in build/envs/canary-* (default) or the pristine "
                     "source trees on PYTHONPATH (pure-Python upstreams)")

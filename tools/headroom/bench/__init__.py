@@ -1,4 +1,5 @@
-"""bench: what the memory fixes save, measured in the test environments, and what the pipeline costs.
+"""The bench (make bench): takes the proof's environments and official releases' wheels; gives what the memory fixes
+save and what the pipeline costs, measured: build/bench/ (results.json, table.md, PNG plots).
 
 * Fix 2 (CPU, real multi-process, ``fix2``): ``python -m torch.distributed.run`` (gloo) in
   build/envs/pristine and build/envs/patched with FSDP ``cpu_ram_efficient_loading``;
@@ -33,9 +34,10 @@ import json
 import time
 from pathlib import Path
 
-from .. import envs, proc, ui
-from ..errors import BuildError, NotApplied, UsageError
-from ..fsutil import atomic_write, atomic_write_json
+from ..ground import proc, ui
+from ..ground.errors import BuildError, NotApplied, UsageError
+from ..ground.fsutil import atomic_write, atomic_write_json
+from ..proof import envs
 from .common import (DATA, ENVS, MODES, OUT_DIR, PLAN, SCHEMA, SIZES, SWEEP_RANKS)  # noqa: F401 (re-exported)
 from . import fix2, pipeline, prepare, releases
 from .fix2 import estimated_bytes  # noqa: F401

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import testrun
+from ..proof import testrun
 
 SCHEMA = 2  # 2: the releases section
 MODES = ("quick", "full")
 ENVS = ("pristine", "patched")
 OUT_DIR = Path("build") / "bench"
 MODELS_DIR = OUT_DIR / "models"
-DATA = Path(__file__).parent.parent / "bench_data"
+DATA = Path(__file__).parent / "bench_data"
 REQUIREMENTS = Path("requirements") / "bench.txt"
 MIB = 2**20
 # The patched rise is often well under 1 MiB: ratios are taken against at least this much, and then shown as ">=".

@@ -7,8 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from .. import proc, ui
-from ..errors import CommandFailed
+from ..ground import proc, ui
+from ..ground.errors import CommandFailed
 from .common import DATA, ENVS, LLAMA, MIB, MODELS_DIR, OFFLINE_ENV, PLAN, SIZES, SWEEP_RANKS
 from .jobs import RUN_DIR, torchrun
 from .machine import too_big

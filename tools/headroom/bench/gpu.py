@@ -6,7 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from .. import proc, ui
+from ..ground import proc, ui
 from .common import DATA, ENVS, GPU_LORA_RANKS, OFFLINE_ENV
 from .machine import last_json
 

@@ -12,9 +12,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import proc, ui
-from ..errors import CommandFailed
-from ..fsutil import atomic_write
+from ..ground import proc, ui
+from ..ground.errors import CommandFailed
+from ..ground.fsutil import atomic_write
 from .common import DATA, FSDP_ENV, OFFLINE_ENV, OUT_DIR
 
 RUN_DIR = "<run dir>"  # in a job's arguments: where the job's run folder goes

@@ -8,8 +8,8 @@ import platform
 import shutil
 from pathlib import Path
 
-from .. import proc, ui
-from ..errors import CommandFailed
+from ..ground import proc, ui
+from ..ground.errors import CommandFailed
 from .common import DATA, OFFLINE_ENV
 
 

@@ -7,8 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import archive, pins as pins_mod, proc, ui
-from ..errors import CommandFailed
+from ..ground import proc, ui
+from ..ground.errors import CommandFailed
+from ..sources import archive, pins as pins_mod
 from .common import PLAN
 from .stats import summary
 

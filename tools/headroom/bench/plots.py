@@ -6,8 +6,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from .. import proc, ui
-from ..fsutil import atomic_write
+from ..ground import proc, ui
+from ..ground.fsutil import atomic_write
 from .common import ENVS, REQUIREMENTS, SWEEP_RANKS
 from .stats import mib
 

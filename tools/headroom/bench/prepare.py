@@ -31,13 +31,13 @@ import json
 import shutil
 from pathlib import Path
 
-from .. import proc, ui
-from ..fsutil import atomic_write
-from .common import MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES
+from ..ground import proc, ui
+from ..ground.fsutil import atomic_write
+from .common import DATA, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES
 from .jobs import RUN_DIR, torchrun
 from .machine import too_big
 
-WORKER = Path(__file__).parent.parent / "bench_data" / "prepare_worker.py"
+WORKER = DATA / "prepare_worker.py"
 # path -> (environment it runs in, the worker's mode); in this order in every case and table
 PATHS = {"official": ("pristine", "accelerate"), "patched": ("patched", "accelerate"),
          "torch": ("pristine", "torch"), "floor": ("pristine", "floor")}

@@ -16,9 +16,9 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .. import proc
-from ..errors import DataError, DependencyUnresolved
-from ..fsutil import atomic_write
+from ..ground import proc
+from ..ground.errors import DataError, DependencyUnresolved
+from ..ground.fsutil import atomic_write
 from .common import OUT_DIR
 
 ENV_REQUIREMENTS = Path("requirements") / "bench-env.txt"

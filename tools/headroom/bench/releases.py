@@ -32,9 +32,11 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from .. import envs, fetch, pins as pins_mod, proc, ui
-from ..errors import CommandFailed, DependencyUnresolved, ReleaseNotFound, UsageError
-from ..fsutil import atomic_write_json
+from ..ground import proc, ui
+from ..ground.errors import CommandFailed, DependencyUnresolved, ReleaseNotFound, UsageError
+from ..ground.fsutil import atomic_write_json
+from ..sources import fetch, pins as pins_mod
+from ..proof import envs
 from .common import MIB, PLAN, SIZES
 from .fix2 import checkpoint, run_fsdp
 from .jobs import RUN_DIR, torchrun

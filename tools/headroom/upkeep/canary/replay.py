@@ -1,0 +1,115 @@
+"""canary's second question: does the series replay on the new pristine release?
+
+Never in vendor/: the applied checkout is cloned (``git clone --shared``, under its lock) into
+build/canary/checkouts/<name>-<version>, the new sdist is imported there as ``upstream/<version>`` (the same
+commit apply and rebase make, :func:`checkout.import_pristine`), and each patch of patches/<name>/ is replayed
+on it with ``git am``: ``clean``, ``3-way`` (with the range-diff of old and new patch), ``conflict`` (its files
+and hunks; the patch is then left out and the next one tried) or ``empty``. The clone also gives each patch's
+test files (:func:`testrun.added_tests` on the applied commits).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ...ground import lock, ui
+from ...ground.errors import NotApplied
+from ...ground.vcs import Repo
+from ...sources import archive, checkout, fetch, series as series_mod
+from ...sources.pins import Pin
+from ...proof import testrun
+from ..rebase import conflict as conflict_mod
+
+CANARY_DIR = Path("build") / "canary"
+BRANCH = "headroom-canary"
+
+
+def patch_id(name: str, patch: Path) -> str:
+    return f"{name}/{patch.name}"
+
+
+def series(root: Path, pin: Pin, new: list[Pin]) -> tuple[dict[str, dict], dict[str, dict[str, dict]]]:
+    """Under vendor/<name>'s lock: a ``git clone --shared`` of the applied checkout into build/canary/checkouts/,
+    each patch's test files copied out of it (:func:`copy_patch_tests`), and the series replayed on each release
+    of ``new`` (:func:`replay`). Returns ({patch id: its tests}, {new version: {patch id: replay result}}). The
+    clone borrows vendor/<name>'s objects, so it is used only while the lock is held (a scratch copy after)."""
+    series_ = series_mod.load(root, pin.name)
+    path, what = lock.resource_path(root, f"vendor:{pin.name}")
+    dest = root / CANARY_DIR / "checkouts" / pin.name
+    with lock.hold(path, what):
+        src = checkout.vendor_dir(root, pin)
+        state = checkout.read_state(src) if src.exists() else {}
+        if state.get("state") != "done" or state.get("key") != checkout.apply_key(pin, series_):
+            raise NotApplied(f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/ (the canary reads "
+                             "each patch's tests from it and never changes it). Run `make apply` first.")
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Repo(src)("clone", "-q", "--shared", "--no-checkout", str(src), str(dest))
+        repo = Repo(dest)
+        commits = state["commits"][1 : 1 + len(series_.patches)]
+        patches = [(patch_id(pin.name, p), c) for p, c in zip(series_.patches, commits)]
+        tests = copy_patch_tests(root, repo, patches)
+        replays = {}
+        for new_pin in new:
+            ui.info(f"{pin.name} {pin.version} -> {new_pin.version}:")
+            replays[new_pin.version] = replay(root, repo, new_pin, patches)
+    return tests, replays
+
+
+def copy_patch_tests(root: Path, repo: Repo, patches: list[tuple[str, str]]) -> dict[str, dict]:
+    """{patch id: {"files": [...], "dir": folder holding them}} under build/canary/tests/."""
+    out = {}
+    for pid, commit in patches:
+        files = testrun.added_tests(repo, commit)
+        where = root / CANARY_DIR / "tests" / Path(pid).with_suffix("")
+        if files:
+            testrun.copy_tests(testrun.from_commit(repo, commit), files, where)
+        out[pid] = {"files": files, "dir": str(where), "commit": commit}
+    return out
+
+
+def pristine_tree(root: Path, pin: Pin) -> tuple[Path, int]:
+    """``pin``'s sdist extracted under build/canary/trees/ (again each run), and its epoch."""
+    sdist = fetch.fetch(pin, "sdist")
+    tree = root / CANARY_DIR / "trees" / f"{pin.name}-{pin.version}"
+    if tree.exists():
+        shutil.rmtree(tree)
+    return tree, archive.extract(sdist, tree, strip_top=True)
+
+
+def replay(root: Path, repo: Repo, new: Pin, patches: list[tuple[str, str]]) -> dict[str, dict]:
+    """Each patch on the new pristine tag, in series order: {patch id: {"replay": status, ...}}."""
+    tree, epoch = pristine_tree(root, new)
+    checkout.import_pristine(repo, new, tree, epoch)
+    repo("checkout", "-q", "-f", "-B", BRANCH, checkout.upstream_tag(new))
+    source = root / series_mod.PATCHES_DIR / new.name
+    out: dict[str, dict] = {}
+    for pid, old_commit in patches:
+        patch = source / Path(pid).name
+        before = repo.head()
+        clean = repo.try_("apply", "--check", str(patch))[0]
+        ok, text = repo.try_(*checkout.AM, "--no-3way" if clean else "--3way", str(patch))
+        if not ok and clean:
+            repo.try_("am", "--abort")
+            clean = False
+            ok, text = repo.try_(*checkout.AM, "--3way", str(patch))
+        if ok and repo.head() == before:
+            result = {"replay": "empty", "detail": "no changes: the new upstream already has them"}
+        elif ok:
+            result = {"replay": "clean" if clean else "3-way"}
+            if not clean:
+                result["range_diff"] = conflict_mod.range_diff(repo, old_commit, repo.head())
+        elif conflict_mod.has_no_diff(repo, patch):
+            repo("am", "--skip")
+            result = {"replay": "empty", "detail": "the patch is empty"}
+        else:
+            files, report = conflict_mod.conflict_report(repo, patch, text)
+            repo.try_("am", "--abort")
+            if repo.head() != before:
+                repo("reset", "-q", "--hard", before)
+            result = {"replay": "conflict", "files": files, "detail": report}
+        ui.info(f"{pid:<60} {result['replay']}" + (f"  ({', '.join(result['files'])})" if result.get("files") else ""))
+        out[pid] = result
+    return out

@@ -1,0 +1,398 @@
+"""rebase: carry one upstream's series to a new release, patch by patch, resumably.
+
+``headroom rebase transformers==5.23.0``:
+
+0. applies the series first when vendor/<name> is not its applied checkout (a fresh clone);
+   a checkout holding unsaved work is refused, as ``apply`` refuses it;
+1. downloads the new sdist and official wheel with pip (trust on first use: their
+   sha256 are printed, and recorded in vendor/pins.toml only when the rebase finishes);
+2. saves what it may change (pins.toml, patches/<name>/, the checkout's HEAD, refs and
+   state) under build/rebase/<name>/, so ``rebase-abort`` restores them byte for byte;
+3. commits the new pristine tree in vendor/<name> (tag ``upstream/<new version>``, the
+   same commit ``apply`` makes) and runs each patch's own tests against the pristine new
+   upstream, in build/envs/landed-<name>-<version> (the official wheels of every pin, the
+   new release in place of the old one): a patch whose tests already pass there has
+   *landed* (semantically); when that environment cannot be made the rebase is undone
+   (LandedCheckNotRun);
+4. replays the series with ``git am -3`` on branch ``headroom-rebase``, one patch at a
+   time, and prints one row per patch: ``clean``, ``3-way`` (with the range-diff of the
+   old and new patch), ``empty`` (the change is already upstream: nothing left to
+   carry), ``landed`` or ``conflict`` (it stops, names the files and hunks, and leaves
+   the checkout in ``git am`` for you to resolve; ``rebase-continue`` goes on);
+5. at the end exports the new series, writes the new pin and re-runs ``apply`` so the
+   checkout is canonical.
+
+Patches found ``landed`` are dropped only when confirmed (``--drop`` / ``DROP=``, or a
+prompt when stdin is a terminal); ``empty`` ones leave no commit, so they are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from ...ground import ui
+from ...ground.errors import LandedCheckNotRun, NotApplied, PatchConflict, UnsavedWork, UsageError
+from ...ground.fsutil import atomic_write_json
+from ...ground.vcs import Repo
+from ...sources import archive, checkout, fetch, export as export_mod, pins as pins_mod, series as series_mod
+from ...sources.pins import Pin
+from ...proof.testrun import run_in_env
+from . import conflict as conflict_mod, landed as landed_mod, state as state_mod
+from .landed import EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the command line picks one)
+from .state import REBASE_DIR, STATE
+
+BRANCH = "headroom-rebase"
+AM = checkout.AM
+
+
+# --------------------------------------------------------------------------- helpers
+
+def parse_requirement(text: str) -> tuple[str, str]:
+    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([0-9][A-Za-z0-9.+!_-]*)\s*", text or "")
+    if not m:
+        raise UsageError(f"give the upstream and its new version as NAME==VERSION (e.g. transformers==5.23.0), not {text!r}.")
+    return m.group(1), m.group(2)
+
+
+def _find_pin(pins: list[Pin], name: str) -> Pin:
+    for p in pins:
+        if p.name == name or p.distribution == name:
+            return p
+    return pins_mod.select(pins, [name])[0]  # raises with a "did you mean"
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [t for v in values or [] for t in v.split(",") if t.strip()]
+
+
+# --------------------------------------------------------------------------- start
+
+def _applied(root: Path, pin: Pin, series: series_mod.Series) -> bool:
+    state = checkout.read_state(checkout.vendor_dir(root, pin))
+    return state.get("state") == "done" and state.get("key") == checkout.apply_key(pin, series)
+
+
+def _apply_first(root: Path, pin: Pin, series: series_mod.Series) -> None:
+    """A fresh clone (no vendor/<name>) or a checkout of another series: `make apply` first, as the person would.
+    A checkout holding unsaved work is refused by apply itself (UnsavedWork), nothing changed."""
+    if _applied(root, pin, series):
+        return
+    ui.step("rebase", f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/: apply it first")
+    checkout.apply(root, pin)
+
+
+def _require_clean_checkout(root: Path, pin: Pin, series: series_mod.Series) -> Repo:
+    dest = checkout.vendor_dir(root, pin)
+    state = checkout.read_state(dest)
+    if not _applied(root, pin, series):
+        raise NotApplied(f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/. Run `make apply` "
+                         "first (and `make export` before it if the checkout holds work you want to keep).")
+    repo = Repo(dest)
+    problems = []
+    if repo.am_in_progress():
+        problems.append("a `git am` is in progress")
+    if repo.head() != state.get("head"):
+        problems.append("HEAD moved since the last apply (commits not exported?)")
+    dirty = repo.is_dirty()
+    if dirty:
+        problems.append(f"uncommitted edits: {len(dirty)} path(s), e.g. {dirty[0].strip()}")
+    if problems:
+        raise UnsavedWork(f"vendor/{pin.name} holds work that is not in patches/{pin.name}/; nothing was changed. "
+                          f"Record it (`make export`, then `make apply`) or discard it (`make apply FORCE=1`), "
+                          "then rebase.", details="\n".join(f"  - {p}" for p in problems))
+    return repo
+
+
+def _import_pristine(root: Path, repo: Repo, new: Pin) -> tuple[str, Path]:
+    """The new sdist extracted under build/rebase/ and committed as apply would (checkout.import_pristine)."""
+    sdist = fetch.fetch(new, "sdist")
+    tree = state_mod.rebase_dir(root, new.name) / f"pristine-{new.version}"
+    if tree.exists():
+        shutil.rmtree(tree)
+    epoch = archive.extract(sdist, tree, strip_top=True)
+    return checkout.import_pristine(repo, new, tree, epoch), tree
+
+
+def _confirm(names: list[str], question: str) -> list[str]:
+    if not names or not sys.stdin.isatty():
+        return []
+    chosen = []
+    for n in names:
+        answer = input(f"  {question} {n}? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            chosen.append(n)
+    return chosen
+
+
+def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_factory: EnvFactory = wheel_env,
+          runner: Runner = run_in_env) -> int:
+    name, version = parse_requirement(requirement)
+    all_pins = pins_mod.load(root)
+    pin = _find_pin(all_pins, name)
+    if state_mod.load(root, pin.name):
+        raise UsageError(f"a rebase of {pin.name} is already in progress. Go on with `make rebase-continue` "
+                         "or undo it with `make rebase-abort`.")
+    if version == pin.version:
+        raise UsageError(f"{pin.name} is already pinned to {version}; nothing to rebase.")
+    series = series_mod.load(root, pin.name)
+    names = [p.name for p in series.patches]
+    drops = series_mod.match(_split(drop), names, pin.name)
+    _apply_first(root, pin, series)
+    repo = _require_clean_checkout(root, pin, series)
+    ui.step("rebase", f"{pin.name} {pin.version} -> {version}: download (trust on first use)")
+    new = fetch.download_unpinned(pin, version)
+    old_state = checkout.read_state(repo.path)
+    state = {
+        "name": pin.name, "old": dataclasses.asdict(pin), "new": dataclasses.asdict(new), "patches": names,
+        "old_commits": old_state["commits"][1 : 1 + len(names)], "next": 0, "results": [], "drop": drops,
+        "phase": "starting",
+    }
+    state["saved"] = state_mod.save(root, pin, repo)
+    state_mod.save_state(root, state)
+    ui.step("rebase", f"pristine {new.version} -> tag {checkout.upstream_tag(new)} in vendor/{pin.name}")
+    _, tree = _import_pristine(root, repo, new)
+    ui.step("rebase", f"each patch's own tests on pristine {new.version} (landed?)")
+    try:
+        state["landed"] = landed_mod.checks(root, repo, state, new, tree, env_factory, runner)
+    except LandedCheckNotRun:
+        state_mod.restore(root, state)  # a rebase without its landed check would not be honest: undo it
+        shutil.rmtree(state_mod.rebase_dir(root, pin.name))
+        ui.info(f"{pin.name} is back on {pin.version}: pins, patches and checkout as before the rebase")
+        raise
+    landed = [n for n in names if state["landed"][n]["verdict"] == "landed" and n not in drops]
+    state["drop"] = drops + _confirm(landed, "its tests pass on the pristine new upstream: drop")
+    repo("checkout", "-q", "-f", "-B", BRANCH, checkout.upstream_tag(new))
+    state["phase"] = "replaying"
+    state_mod.save_state(root, state)
+    return _replay(root, state)
+
+
+# --------------------------------------------------------------------------- replay
+
+def _row(result: dict) -> None:
+    extra = f"  ({result['detail']})" if result.get("detail") else ""
+    ui.info(f"{result['patch']:<60} {result['status']}{extra}")
+
+
+RANGE_DIFF_LINES = 40
+
+
+def _show_range_diff(result: dict, new: Pin) -> None:
+    """The range-diff of old and new patch, at most RANGE_DIFF_LINES lines (all of it is in the JSON report)."""
+    lines = result.get("range_diff", "").splitlines()
+    for line in lines[:RANGE_DIFF_LINES]:
+        ui.info(f"    {line}")
+    if len(lines) > RANGE_DIFF_LINES:
+        ui.info(f"    ... {len(lines) - RANGE_DIFF_LINES} more lines: the whole range-diff is in "
+                f"{REBASE_DIR}/{new.name}-{new.version}.json")
+
+
+def _replay(root: Path, state: dict) -> int:
+    name = state["name"]
+    new = Pin(**state["new"])
+    repo = Repo(root / "vendor" / name)
+    saved_patches = state_mod.rebase_dir(root, name) / "saved" / "patches"
+    ui.step("rebase", f"replay patches/{name}/ on {checkout.upstream_tag(new)} (git am -3)")
+    while state["next"] < len(state["patches"]):
+        i = state["next"]
+        pname = state["patches"][i]
+        patch = saved_patches / pname
+        landed = state["landed"].get(pname, {})
+        is_l = landed.get("verdict") == "landed"
+        result = {"patch": pname, "status": "", "detail": ""}
+        if pname in state["drop"]:
+            textual = "applies clean" if repo.try_("apply", "--check", str(patch))[0] else "does not apply as is"
+            result.update(status="landed" if is_l else "dropped",
+                          detail=f"dropped as confirmed; {textual}" + (f"; tests on pristine: {landed['summary']}" if is_l else ""))
+        else:
+            before = repo.head()
+            clean = repo.try_("apply", "--check", str(patch))[0]
+            ok, out = repo.try_(*AM, "--no-3way" if clean else "--3way", str(patch))
+            if not ok and clean:  # apply --check said yes, am said no: let the merge try
+                repo.try_("am", "--abort")
+                clean = False
+                ok, out = repo.try_(*AM, "--3way", str(patch))
+            if ok and repo.head() == before:
+                result.update(status="empty", detail="git am: no changes, the new upstream already has them")
+            elif ok:
+                result["status"] = "clean" if clean else "3-way"
+                result["commit"] = repo.head()
+                if not clean:
+                    result["range_diff"] = conflict_mod.range_diff(repo, state["old_commits"][i], repo.head())
+            elif conflict_mod.has_no_diff(repo, patch):
+                repo("am", "--skip")
+                result.update(status="empty", detail="git am: the patch is empty")
+            else:
+                files, report = conflict_mod.conflict_report(repo, patch, out)
+                state["phase"] = "conflict"
+                state["conflict"] = {"patch": pname, "before": before, "files": files}
+                state_mod.save_state(root, state)
+                result.update(status="conflict", detail=", ".join(files))
+                _row(result)
+                num = pname[:4]
+                hint = ""
+                if landed.get("verdict") == "partly landed":
+                    hint = (f" Part of it landed upstream: on pristine {new.version} its tests give {landed['summary']} "
+                            f"(now passing: {', '.join(t.rsplit('::', 1)[-1] for t in landed['now_passing'])}; still "
+                            f"failing: {', '.join(t.rsplit('::', 1)[-1] for t in landed['still_failing'])}): keep what "
+                            "upstream did and carry only what is still missing.")
+                if landed.get("verdict") == "unknown":
+                    hint = (f" Whether it landed upstream is unknown: its tests could not run on pristine {new.version} "
+                            f"({landed_mod.could_not_run_text(landed)}).")
+                if is_l:
+                    hint = (f" Its own tests already pass on pristine {new.version} ({landed['summary']}): it has "
+                            f"landed upstream; dropping it is likely right: `make rebase-continue DROP={num}`.")
+                raise PatchConflict(
+                    f"patches/{name}/{pname} conflicts with {new.distribution} {new.version}; vendor/{name} is stopped "
+                    f"in `git am` on branch {BRANCH}.{hint} Resolve it: cd vendor/{name}; fix the files listed below "
+                    f"(conflict markers); git add them; then `make rebase-continue`. Or drop this patch: "
+                    f"`make rebase-continue DROP={num}`. Or undo everything: `make rebase-abort`.",
+                    details=report,
+                )
+            if landed.get("verdict") == "unknown" and result["status"] in ("clean", "3-way", "empty"):
+                result["detail"] = ", ".join(x for x in (result["detail"], f"landed? unknown: its tests could not "
+                                                         f"run on pristine {new.version} ({landed_mod.could_not_run_text(landed)})") if x)
+            if is_l and result["status"] in ("clean", "3-way"):
+                result["detail"] = (f"applies {result['status']}, but its tests pass on pristine {new.version} "
+                                    f"({landed['summary']})")
+                result["textual"] = result["status"]
+                result["status"] = "landed"
+        _row(result)
+        _show_range_diff(result, new)
+        state["results"].append(result)
+        state["next"] = i + 1
+        state["phase"] = "replaying"
+        state.pop("conflict", None)
+        state_mod.save_state(root, state)
+    return _finish(root, state)
+
+
+def _finish(root: Path, state: dict) -> int:
+    name = state["name"]
+    new = Pin(**state["new"])
+    old = Pin(**state["old"])
+    results = state["results"]
+    ui.step("rebase", f"{name} {old.version} -> {new.version}: summary")
+    for r in results:
+        _row(r)
+        landed_mod.show_verdict(state["landed"].get(r["patch"], {}), new)
+    kept_landed = [r for r in results if r["status"] == "landed" and r.get("commit")]
+    for r in results:
+        ev = state["landed"].get(r["patch"], {})
+        if r["status"] == "empty":
+            ui.info(f"dropped {r['patch']}: empty on {new.version} ({r['detail']})")
+        elif r["status"] == "landed" and not r.get("commit"):
+            ui.info(f"dropped {r['patch']}: landed ({ev.get('summary')} on {ev.get('env')})")
+    for r in kept_landed:
+        ui.warn(f"{r['patch']} looks landed ({r['detail']}) but was kept (not confirmed). To drop it later: "
+                f"`make rebase-abort` now and `make rebase PIN={new.distribution}=={new.version} DROP={r['patch'][:4]}`, "
+                f"or remove it from patches/{name}/ after this rebase and `make apply`.")
+    by_hand = [r["patch"] for r in results if r["status"] == "conflict" and r.get("commit")]
+    for pname in by_hand:
+        ui.warn(f"{pname} was resolved by hand: its commit message and tests still describe {old.version}. Review "
+                f"them on {new.version} (cd vendor/{name}; git rebase -i {checkout.upstream_tag(new)}; make export), "
+                "then `make build test`.")
+    # The replay commits become the series (a patch dropped as confirmed was never committed).
+    ui.step("rebase", f"export patches/{name}/, pin {new.requirement}, apply")
+    export_mod.export(root, new)
+    pins_mod.write(root, new)
+    ui.info(f"vendor/pins.toml: [{name}] -> {new.version} (sdist sha256 {new.sdist_sha256}, wheel sha256 {new.wheel_sha256})")
+    report = {"name": name, "from": old.version, "to": new.version,
+              "results": [{k: v for k, v in r.items()} for r in results], "landed": state["landed"]}
+    atomic_write_json(root / REBASE_DIR / f"{name}-{new.version}.json", report)
+    checkout.apply(root, new)
+    shutil.rmtree(state_mod.rebase_dir(root, name))
+    ui.info(f"done: report in {REBASE_DIR}/{name}-{new.version}.json; review and commit vendor/pins.toml and patches/{name}/")
+    return 0
+
+
+# --------------------------------------------------------------------------- continue / abort
+
+def _in_progress(root: Path, name: str | None) -> dict:
+    base = root / REBASE_DIR
+    found = sorted(p.name for p in base.iterdir() if (p / STATE).exists()) if base.exists() else []
+    if name:
+        found = [n for n in found if n == name]
+    if not found:
+        raise UsageError("no rebase in progress. Start one with `make rebase PIN=name==version`.")
+    if len(found) > 1:
+        raise UsageError(f"rebases of {', '.join(found)} are in progress: choose one with --only NAME (ONLY=NAME).")
+    state = state_mod.load(root, found[0])
+    assert state is not None
+    return state
+
+
+def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None) -> int:
+    state = _in_progress(root, name)
+    name = state["name"]
+    state["drop"] = list(dict.fromkeys(state["drop"] + series_mod.match(_split(drop), state["patches"], name)))
+    repo = Repo(root / "vendor" / name)
+    if state["phase"] == "starting":
+        raise UsageError(f"the rebase of {name} stopped before the replay began. Undo it with `make rebase-abort` "
+                         "and start again.")
+    if state["phase"] == "conflict":
+        conflict = state["conflict"]
+        pname = conflict["patch"]
+        landed = state["landed"].get(pname, {})
+        result = {"patch": pname}
+        if pname in state["drop"]:
+            if repo.am_in_progress():
+                repo("am", "--skip")
+            elif repo.head() != conflict["before"]:
+                repo("reset", "-q", "--hard", conflict["before"])
+            is_l = landed.get("verdict") == "landed"
+            result.update(status="landed" if is_l else "dropped",
+                          detail="conflicted; dropped as confirmed" + (f"; tests on pristine: {landed['summary']}" if is_l else ""))
+        elif repo.am_in_progress():
+            left = conflict_mod.unmerged(repo)
+            marked = conflict_mod.staged_markers(repo)
+            if left or marked:
+                raise PatchConflict(
+                    f"{pname} is not resolved yet in vendor/{name}. Fix the files, `git add` them, then "
+                    f"`make rebase-continue` (or drop it: `make rebase-continue DROP={pname[:4]}`).",
+                    details="\n".join([f"  unmerged: {f}" for f in left] + [f"  still has conflict markers: {f}" for f in marked]),
+                )
+            if repo.try_("diff", "--cached", "--quiet", "HEAD")[0]:  # the resolution leaves nothing to commit
+                repo("am", "--skip")
+                result.update(status="empty", detail="resolved to no change")
+            else:
+                ok, out = repo.try_("am", "--continue")
+                if not ok:
+                    raise PatchConflict(f"git am --continue failed in vendor/{name}; fix what it says, then "
+                                        "`make rebase-continue` again.", details=out)
+                result.update(status="conflict", detail="resolved by hand", commit=repo.head())
+        else:  # resolved (or skipped) with git am directly
+            if repo.head() == conflict["before"]:
+                result.update(status="dropped", detail="skipped in git am")
+            else:
+                result.update(status="conflict", detail="resolved by hand", commit=repo.head())
+        if result["status"] == "conflict":
+            result["range_diff"] = conflict_mod.range_diff(repo, state["old_commits"][state["next"]], repo.head())
+        _row(result)
+        _show_range_diff(result, Pin(**state["new"]))
+        state["results"].append(result)
+        state["next"] += 1
+        state["phase"] = "replaying"
+        state.pop("conflict", None)
+        state_mod.save_state(root, state)
+    elif repo.am_in_progress():
+        raise UnsavedWork(f"vendor/{name} is in `git am` but the rebase did not stop there; finish or abort it "
+                          "(git am --abort), then `make rebase-continue`.")
+    return _replay(root, state)
+
+
+def abort(root: Path, name: str | None = None) -> int:
+    state = _in_progress(root, name)
+    name = state["name"]
+    ui.step("rebase-abort", f"{name}: restoring vendor/pins.toml, patches/{name}/ and vendor/{name}")
+    state_mod.restore(root, state)
+    shutil.rmtree(state_mod.rebase_dir(root, name))
+    old = Pin(**state["old"])
+    ui.info(f"{name} is back on {old.version}: pins, patches and checkout as before the rebase")
+    return 0
+
+
