@@ -23,6 +23,9 @@ from ..rebase import conflict as conflict_mod
 
 CANARY_DIR = Path("build") / "canary"
 BRANCH = "headroom-canary"
+# A patch's detail for each kind of empty patch (conflict_mod.am_patch's "empty").
+EMPTY = {conflict_mod.UNCHANGED: "no changes: the new upstream already has them",
+         conflict_mod.NO_DIFF: "the patch is empty"}
 
 
 def patch_id(name: str, patch: Path) -> str:
@@ -88,28 +91,18 @@ def replay(root: Path, repo: Repo, new: Pin, patches: list[tuple[str, str]]) -> 
     out: dict[str, dict] = {}
     for pid, old_commit in patches:
         patch = source / Path(pid).name
-        before = repo.head()
-        clean = repo.try_("apply", "--check", str(patch))[0]
-        ok, text = repo.try_(*checkout.AM, "--no-3way" if clean else "--3way", str(patch))
-        if not ok and clean:
+        am = conflict_mod.am_patch(repo, patch, old_commit)
+        if am["status"] == "empty":
+            result = {"replay": "empty", "detail": EMPTY[am["empty"]]}
+        elif am["status"] != "conflict":
+            result = {"replay": am["status"]}
+            if "range_diff" in am:
+                result["range_diff"] = am["range_diff"]
+        else:  # the patch is left out: back to the HEAD before it, and the next one is tried
             repo.try_("am", "--abort")
-            clean = False
-            ok, text = repo.try_(*checkout.AM, "--3way", str(patch))
-        if ok and repo.head() == before:
-            result = {"replay": "empty", "detail": "no changes: the new upstream already has them"}
-        elif ok:
-            result = {"replay": "clean" if clean else "3-way"}
-            if not clean:
-                result["range_diff"] = conflict_mod.range_diff(repo, old_commit, repo.head())
-        elif conflict_mod.has_no_diff(repo, patch):
-            repo("am", "--skip")
-            result = {"replay": "empty", "detail": "the patch is empty"}
-        else:
-            files, report = conflict_mod.conflict_report(repo, patch, text)
-            repo.try_("am", "--abort")
-            if repo.head() != before:
-                repo("reset", "-q", "--hard", before)
-            result = {"replay": "conflict", "files": files, "detail": report}
+            if repo.head() != am["before"]:
+                repo("reset", "-q", "--hard", am["before"])
+            result = {"replay": "conflict", "files": am["files"], "detail": am["report"]}
         ui.info(f"{pid:<60} {result['replay']}" + (f"  ({', '.join(result['files'])})" if result.get("files") else ""))
         out[pid] = result
     return out

@@ -46,7 +46,9 @@ from .landed import EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the
 from .state import REBASE_DIR, STATE
 
 BRANCH = "headroom-rebase"
-AM = checkout.AM
+# A row's detail for each kind of empty patch (conflict_mod.am_patch's "empty").
+EMPTY = {conflict_mod.UNCHANGED: "git am: no changes, the new upstream already has them",
+         conflict_mod.NO_DIFF: "git am: the patch is empty"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -209,27 +211,18 @@ def _replay(root: Path, state: dict) -> int:
             result.update(status="landed" if is_l else "dropped",
                           detail=f"dropped as confirmed; {textual}" + (f"; tests on pristine: {landed['summary']}" if is_l else ""))
         else:
-            before = repo.head()
-            clean = repo.try_("apply", "--check", str(patch))[0]
-            ok, out = repo.try_(*AM, "--no-3way" if clean else "--3way", str(patch))
-            if not ok and clean:  # apply --check said yes, am said no: let the merge try
-                repo.try_("am", "--abort")
-                clean = False
-                ok, out = repo.try_(*AM, "--3way", str(patch))
-            if ok and repo.head() == before:
-                result.update(status="empty", detail="git am: no changes, the new upstream already has them")
-            elif ok:
-                result["status"] = "clean" if clean else "3-way"
-                result["commit"] = repo.head()
-                if not clean:
-                    result["range_diff"] = conflict_mod.range_diff(repo, state["old_commits"][i], repo.head())
-            elif conflict_mod.has_no_diff(repo, patch):
-                repo("am", "--skip")
-                result.update(status="empty", detail="git am: the patch is empty")
+            am = conflict_mod.am_patch(repo, patch, state["old_commits"][i])
+            if am["status"] == "empty":
+                result.update(status="empty", detail=EMPTY[am["empty"]])
+            elif am["status"] != "conflict":
+                result["status"] = am["status"]
+                result["commit"] = am["commit"]
+                if "range_diff" in am:
+                    result["range_diff"] = am["range_diff"]
             else:
-                files, report = conflict_mod.conflict_report(repo, patch, out)
+                files, report = am["files"], am["report"]
                 state["phase"] = "conflict"
-                state["conflict"] = {"patch": pname, "before": before, "files": files}
+                state["conflict"] = {"patch": pname, "before": am["before"], "files": files}
                 state_mod.save_state(root, state)
                 result.update(status="conflict", detail=", ".join(files))
                 _row(result)
