@@ -325,6 +325,11 @@ class TestEnv:
     label: str
 
 
+def source_root(tree: Path) -> Path:
+    """What goes on PYTHONPATH for a source tree: ``tree/src`` when it is a folder (src layout), else ``tree``."""
+    return tree / "src" if (tree / "src").is_dir() else tree
+
+
 def junit_in(workdir: Path) -> Path:
     """Where :func:`run_in_env` writes the JUnit XML of a run in ``workdir``."""
     return workdir / "junit.xml"

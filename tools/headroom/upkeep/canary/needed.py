@@ -47,7 +47,7 @@ def source_env(root: Path, pins: Sequence[Pin], key: str) -> TestEnv | str:
         where = root / "build" / "canary" / "trees" / f"{pin.name}-{pin.version}"
         if not where.exists():
             where, _ = pristine_tree(root, pin)
-        paths.append(where / "src" if (where / "src").is_dir() else where)
+        paths.append(testrun.source_root(where))
     return TestEnv(Path(sys.executable), tuple(paths), "source trees " + ", ".join(f"{p.name} {p.version}" for p in pins))
 
 

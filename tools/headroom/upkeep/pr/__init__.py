@@ -35,7 +35,7 @@ from ...ground.vcs import Repo
 from ...sources import checkout, export as export_mod, pins as pins_mod, series as series_mod
 from ...sources.pins import Pin
 from ...proof import testrun
-from ...proof.testrun import TestEnv, run_in_env
+from ...proof.testrun import TestEnv, run_in_env, source_root
 from . import lint, config as prconfig, draft as prdraft, facts as prfacts, push as prpush, repro
 from .evidence import bench_figures, bench_tables, diff_facts, summary_tail
 
@@ -44,10 +44,6 @@ PR_DIR = Path("build") / "pr"
 # (root, pin, pristine tree, tree with the patch alone) -> {"pristine": env, "alone": env}, or None: not run
 EnvsFactory = Callable[[Path, Pin, Path, Path], "dict[str, TestEnv] | None"]
 Runner = Callable[[Path, list[str], TestEnv], dict[str, str]]
-
-
-def _src(tree: Path) -> Path:
-    return tree / "src" if (tree / "src").is_dir() else tree
 
 
 def installed_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv] | None:
@@ -59,15 +55,15 @@ def installed_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[st
     py = envs.python(root, "pristine")
     if not py.exists():
         return None
-    return {"pristine": TestEnv(py, (_src(pristine),), f"build/envs/pristine + {pin.name} {pin.version} source"),
-            "alone": TestEnv(py, (_src(alone),), f"build/envs/pristine + {pin.name} {pin.version} source + this patch")}
+    return {"pristine": TestEnv(py, (source_root(pristine),), f"build/envs/pristine + {pin.name} {pin.version} source"),
+            "alone": TestEnv(py, (source_root(alone),), f"build/envs/pristine + {pin.name} {pin.version} source + this patch")}
 
 
 def source_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv]:
     """This python with each source tree on PYTHONPATH (pure-Python upstreams, and the tests)."""
     py = Path(sys.executable)
-    return {"pristine": TestEnv(py, (_src(pristine),), "pristine source"),
-            "alone": TestEnv(py, (_src(alone),), "source with this patch alone")}
+    return {"pristine": TestEnv(py, (source_root(pristine),), "pristine source"),
+            "alone": TestEnv(py, (source_root(alone),), "source with this patch alone")}
 
 
 # --------------------------------------------------------------------------- selection

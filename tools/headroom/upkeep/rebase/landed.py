@@ -32,8 +32,7 @@ Runner = Callable[[Path, list[str], TestEnv], dict[str, str]]
 
 def source_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv:
     """The pristine source tree on PYTHONPATH (src layout or flat); for pure-Python upstreams."""
-    src = tree / "src"
-    return TestEnv(Path(sys.executable), (src if src.is_dir() else tree,), f"{pin.name} {pin.version} source tree")
+    return TestEnv(Path(sys.executable), (testrun.source_root(tree),), f"{pin.name} {pin.version} source tree")
 
 
 def landed_env_name(pin: Pin) -> str:
