@@ -44,7 +44,7 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
             "guards": str(guards), "reference": {}, "candidates": []}
     if not candidates:
         ui.info("nothing new: every pin is the newest release")
-        report_mod.write(root, data, [])
+        report_mod.write(root, data)
         return 0
 
     ui.step("canary", "download the new releases (trust on first use; cached by content)")
@@ -80,7 +80,7 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
         cpins = [new_pins.get((p.name, cand.version_of(p.name) or ""), p) for p in pins]
         data["candidates"].append(_candidate(root, cand, cpins, tests, replays, reference, guards, guard_files,
                                              env_factory, runner, base_requirements, pre))
-    attention = report_mod.write(root, data, [p.name for p in pins])
+    attention = report_mod.write(root, data)
     if attention:
         raise CanaryAttention(
             f"{len(attention)} thing(s) in the new releases need a person (report: build/canary/report.html, "

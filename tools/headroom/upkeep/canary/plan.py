@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
@@ -28,7 +28,6 @@ class Candidate:
 
     changes: tuple[tuple[str, str], ...]
     kind: str  # "release" (one new release alone) or "combination" (the newest of every upstream that has one)
-    pins: tuple[Pin, ...] = field(default=(), compare=False)  # every upstream, the new ones with their files
 
     @property
     def id(self) -> str:

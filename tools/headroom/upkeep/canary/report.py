@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from ...ground import ui
@@ -162,7 +161,7 @@ vertical-align:top;font-size:13px}} .err{{font-family:monospace;font-size:11px;m
 """
 
 
-def write(root: Path, data: dict, names: Sequence[str]) -> list[str]:
+def write(root: Path, data: dict) -> list[str]:
     """Print the grid, write report.json/.md/.html under build/canary/, return what needs a person."""
     out = root / CANARY_DIR
     data["generated"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
