@@ -32,16 +32,17 @@ SERIES = FIXTURES / "series"
 EPOCH = 1700000000
 
 
-def make_sdist(dest: Path, *, version: str = "1.0.0", tree: Path = TOY, extra: list[tarfile.TarInfo] | None = None) -> Path:
-    """A deterministic ``toypkg-<version>.tar.gz`` of ``tree`` with PKG-INFO, like an sdist."""
-    top = f"toypkg-{version}"
+def make_sdist(dest: Path, *, version: str = "1.0.0", tree: Path = TOY, extra: list[tarfile.TarInfo] | None = None,
+               name: str = "toypkg") -> Path:
+    """A deterministic ``<name>-<version>.tar.gz`` of ``tree`` with PKG-INFO, like an sdist."""
+    top = f"{name}-{version}"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         # Every version shares toypkg's in-tree build backend (tests/fixtures/toypkg/_backend).
         files = {p.relative_to(TOY).as_posix(): p for p in (TOY / "_backend").rglob("*.py")}
         files.update({p.relative_to(tree).as_posix(): p for p in tree.rglob("*") if p.is_file() and "__pycache__" not in p.parts})
         entries = [(f"{top}/{rel}", p.read_bytes()) for rel, p in files.items()]
-        entries.append((f"{top}/PKG-INFO", f"Metadata-Version: 2.1\nName: toypkg\nVersion: {version}\n".encode()))
+        entries.append((f"{top}/PKG-INFO", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()))
         for name, data in sorted(entries):
             if version != "1.0.0":
                 data = data.replace(b"1.0.0", version.encode())
@@ -77,12 +78,12 @@ def toy_env_links(dest: Path) -> Path:
     return dest
 
 
-def toy_pin(index: Path, version: str = "1.0.0", **overrides: str) -> pins_mod.Pin:
-    sdist = index / f"toypkg-{version}.tar.gz"
-    wheel = index / f"toypkg-{version}-py3-none-any.whl"
+def toy_pin(index: Path, version: str = "1.0.0", name: str = "toypkg", **overrides: str) -> pins_mod.Pin:
+    sdist = index / f"{name}-{version}.tar.gz"
+    wheel = index / f"{name}-{version}-py3-none-any.whl"
     fields = dict(
-        name="toypkg", distribution="toypkg", version=version, sdist=sdist.name, sdist_sha256=sha256_file(sdist),
-        wheel=wheel.name, wheel_sha256=sha256_file(wheel), repository="https://example.invalid/toypkg",
+        name=name, distribution=name, version=version, sdist=sdist.name, sdist_sha256=sha256_file(sdist),
+        wheel=wheel.name, wheel_sha256=sha256_file(wheel), repository=f"https://example.invalid/{name}",
         tag=f"v{version}",
     )
     fields.update(overrides)

@@ -22,67 +22,24 @@ The tests run on the pristine source trees (``canary.source_env``): no pip insta
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import EPOCH, FIXTURES, TOY, Project, make_sdist, make_wheel
+from conftest import FIXTURES, TOY, Project, make_sdist, make_wheel, toy_pin
 from headroom import cli
 from headroom.ground import errors
 from headroom.sources import pins as pins_mod
 from headroom.upkeep import canary
 from headroom.upkeep.canary import install, needed, plan
-from headroom.ground.fsutil import sha256_file
 
 CANARY = FIXTURES / "canary"
 TOYPKG = {"1.0.0": TOY, "1.1.0": FIXTURES / "toypkg-1.1.0", "1.3.0": CANARY / "toypkg-1.3.0", "1.4.0": TOY}
 RELEASES = "toypkg==1.1.0,toypkg==1.3.0,toypkg==1.4.0"
-
-
-def wheel(dest: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
-    out = dest / f"{name}-{version}-py3-none-any.whl"
-    info = f"{name}-{version}.dist-info"
-    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
-    with zipfile.ZipFile(out, "w") as zf:
-        zf.writestr(f"{name}/__init__.py", f'__version__ = "{version}"\n')
-        zf.writestr(f"{info}/METADATA", meta)
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr(f"{info}/RECORD", "")
-    return out
-
-
-def ext_sdist(dest: Path, version: str = "1.0.0") -> Path:
-    """toyext's sdist: its tree, toypkg's in-tree build backend, PKG-INFO."""
-    top = f"toyext-{version}"
-    files = {p.relative_to(TOY).as_posix(): p.read_bytes() for p in (TOY / "_backend").rglob("*.py")}
-    files |= {p.relative_to(CANARY / "toyext").as_posix(): p.read_bytes() for p in (CANARY / "toyext").rglob("*")
-              if p.is_file() and "__pycache__" not in p.parts}
-    files["PKG-INFO"] = f"Metadata-Version: 2.1\nName: toyext\nVersion: {version}\n".encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for rel, data in sorted(files.items()):
-            info = tarfile.TarInfo(f"{top}/{rel}")
-            info.size, info.mtime, info.mode = len(data), EPOCH, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    out = dest / f"{top}.tar.gz"
-    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(buf.getvalue())
-    return out
-
-
-def pin(index: Path, name: str, version: str) -> pins_mod.Pin:
-    sdist, whl = index / f"{name}-{version}.tar.gz", index / f"{name}-{version}-py3-none-any.whl"
-    return pins_mod.Pin(name=name, distribution=name, version=version, sdist=sdist.name, sdist_sha256=sha256_file(sdist),
-                        wheel=whl.name, wheel_sha256=sha256_file(whl), repository=f"https://example.invalid/{name}",
-                        tag=f"v{version}")
 
 
 @pytest.fixture(scope="session")
@@ -91,19 +48,19 @@ def canary_index(tmp_path_factory) -> Path:
     for version, tree in TOYPKG.items():
         make_sdist(index, version=version, tree=tree)
         if version == "1.4.0":
-            wheel(index, "toypkg", version, requires=("toydep>=2,<3",))
+            make_wheel(index, version=version, requires=("toydep>=2,<3",))
         else:
             make_wheel(index, version=version)
-    ext_sdist(index)
-    wheel(index, "toyext", "1.0.0")
-    wheel(index, "toydep", "1.0.0")
+    make_sdist(index, tree=CANARY / "toyext", name="toyext")
+    make_wheel(index, name="toyext")
+    make_wheel(index, name="toydep")
     return index
 
 
 def make_project(root: Path, index: Path) -> Project:
-    p = Project(root, index, pin(index, "toypkg", "1.0.0"))
+    p = Project(root, index, toy_pin(index))
     (root / "vendor").mkdir(parents=True)
-    (root / "vendor" / "pins.toml").write_text(pins_mod.render([p.pin, pin(index, "toyext", "1.0.0")]), encoding="utf-8")
+    (root / "vendor" / "pins.toml").write_text(pins_mod.render([p.pin, toy_pin(index, name="toyext")]), encoding="utf-8")
     shutil.copytree(FIXTURES / "series-rebase", root / "patches" / "toypkg")
     shutil.copytree(CANARY / "series-toyext", root / "patches" / "toyext")
     assert p.run("apply") == 0
@@ -274,10 +231,10 @@ def test_plan_finds_newer_releases_and_the_combination(canary_index, monkeypatch
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(canary_index))
     assert plan.index_versions("toypkg") == ["1.4.0", "1.3.0", "1.1.0", "1.0.0"]
-    p = pin(canary_index, "toypkg", "1.1.0")
+    p = toy_pin(canary_index, "1.1.0")
     assert plan.newer(p, ["1.0.0", "1.2.0", "1.3.0rc1", "1.10.0", "x"], pre=False) == ["1.2.0", "1.10.0"]
     assert plan.newer(p, ["1.3.0rc1"], pre=True) == ["1.3.0rc1"]
-    e = pin(canary_index, "toyext", "1.0.0")
+    e = toy_pin(canary_index, name="toyext")
     cands = plan.candidates([p, e], {"toypkg": ["1.2.0", "1.10.0"], "toyext": ["1.1.0"]})
     assert [(c.id, c.kind) for c in cands] == [("toypkg==1.2.0", "release"), ("toypkg==1.10.0", "release"),
                                                ("toyext==1.1.0", "release"),
