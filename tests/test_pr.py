@@ -313,24 +313,19 @@ def test_pr_settings_are_validated(tmp_path):
     assert peft.person_writes_description and acc.person_writes_description
     assert peft.policy_confirm == "This PR was authored by a human." and acc.policy_quote == ""
     assert "sdist holds no CONTRIBUTING.md" in peft.policy_source and "sdist holds no CONTRIBUTING.md" in acc.policy_source
-    (tmp_path / "x.toml").write_text('[policy]\ngenerated_description = "maybe"\nsource = "s"\n')
-    with pytest.raises(errors.PinsError, match="generated_description must be one of"):
-        prconfig.load("x", tmp_path)
-    (tmp_path / "x.toml").write_text('[policy]\ngenerated_description = "refused"\nquote = ""\nsource = "s"\n')
-    with pytest.raises(errors.PinsError, match="quote must give upstream's own words"):
-        prconfig.load("x", tmp_path)
-    shutil.copytree(PR_DATA / "toypkg", tmp_path / "toypkg")
-    (tmp_path / "x.toml").write_text('[pull_request]\ntemplate = "toypkg/PULL_REQUEST_TEMPLATE.md"\n[policy]\n'
-                                     'generated_description = "refused"\nquote = "Words it never says."\n'
-                                     'source = "toypkg/PULL_REQUEST_TEMPLATE.md"\n')
-    with pytest.raises(errors.PinsError, match="is not in"):
-        prconfig.load("x", tmp_path)
-    (tmp_path / "x.toml").write_text('[lint]\nruff_pin_fle = "setup.py"\n')
-    with pytest.raises(errors.PinsError, match="Did you mean 'ruff_pin_file'"):
-        prconfig.load("x", tmp_path)
-    (tmp_path / "x.toml").write_text('[[reviewers]]\narea = "a"\npaths = ["src/*"]\nhandles = ["SunMarc"]\n')
-    with pytest.raises(errors.PinsError, match="GitHub handles"):
-        prconfig.load("x", tmp_path)
+    shutil.copytree(PR_DATA / "toypkg", tmp_path / "toypkg")  # the template the third case quotes
+    for text, message in [
+        ('[policy]\ngenerated_description = "maybe"\nsource = "s"\n', "generated_description must be one of"),
+        ('[policy]\ngenerated_description = "refused"\nquote = ""\nsource = "s"\n',
+         "quote must give upstream's own words"),
+        ('[pull_request]\ntemplate = "toypkg/PULL_REQUEST_TEMPLATE.md"\n[policy]\ngenerated_description = "refused"\n'
+         'quote = "Words it never says."\nsource = "toypkg/PULL_REQUEST_TEMPLATE.md"\n', "is not in"),
+        ('[lint]\nruff_pin_fle = "setup.py"\n', "Did you mean 'ruff_pin_file'"),
+        ('[[reviewers]]\narea = "a"\npaths = ["src/*"]\nhandles = ["SunMarc"]\n', "GitHub handles"),
+    ]:
+        (tmp_path / "x.toml").write_text(text)
+        with pytest.raises(errors.PinsError, match=message):
+            prconfig.load("x", tmp_path)
 
 
 def test_pr_reports_a_ruff_failure(proj: Project):
