@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from .draft import outcome_table
+
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
@@ -75,9 +77,7 @@ def _red_green(checks: dict) -> list[str]:
     t = checks.get("tests", {})
     if t.get("status") != "run":
         return [f"not run ({t.get('reason', t.get('verdict', t.get('status')))})"]
-    left, right = t["pristine"]["outcomes"], t["alone"]["outcomes"]
-    rows = [f"| test | {checks['official']} | with the fix |", "| --- | --- | --- |"]
-    rows += [f"| `{n.rsplit('::', 1)[-1]}` | {left.get(n, '-')} | {right.get(n, '-')} |" for n in sorted(set(left) | set(right))]
+    rows = outcome_table(t["pristine"]["outcomes"], t["alone"]["outcomes"], checks["official"], "with the fix")
     return rows + ["", f"verdict: {t['verdict']} (pristine: {t['pristine']['summary']}; with the fix: {t['alone']['summary']})"]
 
 
