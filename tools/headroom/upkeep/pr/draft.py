@@ -24,6 +24,7 @@ import re
 
 from ...sources.pins import Pin
 from .config import PrConfig
+from .evidence import two_column_table
 
 TRAILER = re.compile(r"^(Fixes|Closes|Resolves|Upstream-Issue|Upstream-PR|Related)\s*:\s*(.+)$", re.IGNORECASE)
 _TRAILER_NAMES = {"fixes": "Fixes", "closes": "Closes", "resolves": "Resolves", "upstream-issue": "Upstream-Issue",
@@ -140,10 +141,7 @@ _VALUE = re.compile(r"^(?P<label>.*?)\s*(?P<value>-?\d[\d.,]*\s*(?:MiB|GiB|MB|GB
 def figures_table(left: list[str], right: list[str], left_title: str, right_title: str) -> list[str]:
     """A small table of the figures a test printed in two runs, paired by their label."""
     rows = figure_rows(left, right)
-    if not rows:
-        return []
-    out = [f"| | {left_title} | {right_title} |", "| --- | ---: | ---: |"]
-    return out + [f"| {label} | {a} | {b} |" for label, a, b in rows]
+    return two_column_table(rows, left_title, right_title) if rows else []
 
 
 def figure_rows(left: list[str], right: list[str]) -> list[tuple[str, str, str]]:

@@ -1,5 +1,6 @@
 """pr's evidence, read rather than run: the memory figures of build/bench/*.json for a patch, what its diff changes
-(files, functions, lines), and pytest's short summary. Kept in checks.json; PR.md and FACTS.md render them."""
+(files, functions, lines), and pytest's short summary. Kept in checks.json; PR.md and FACTS.md render them, each
+figure written by :func:`_num` and each two-run table by :func:`two_column_table` (the same in both)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def _num(value: object) -> str:
     return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def two_column_table(rows: list[tuple[str, str, str]], left_title: str, right_title: str) -> list[str]:
+    """A markdown table of figures from two runs, one line per (label, left, right): cells written by the caller."""
+    return [f"| | {left_title} | {right_title} |", "| --- | ---: | ---: |", *(f"| {label} | {a} | {b} |" for label, a, b in rows)]
+
+
 def bench_tables(root: Path, pin: Pin, patch: Path, section: str | None = None) -> list[dict]:
     """The memory figures of build/bench/*.json for this patch, pristine vs patched: [{title, source, rows:
     [[label, key, pristine, patched]]}] (kept in checks.json; PR.md and FACTS.md render them)."""
@@ -119,10 +125,8 @@ def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None,
     """Markdown lines with the memory figures of build/bench/*.json for this patch: pristine vs patched."""
     lines: list[str] = []
     for t in bench_tables(root, pin, patch, section) if tables is None else tables:
-        lines += ["", f"{t['title']}:", "", f"| | {pin.distribution} {pin.version} | with this change |",
-                  "| --- | ---: | ---: |"]
-        lines += [f"| {label} | {_num(a)} | {_num(b)} |" for label, _key, a, b in t["rows"]]
-        lines.append("")
+        rows = [(label, _num(a), _num(b)) for label, _key, a, b in t["rows"]]
+        lines += ["", f"{t['title']}:", "", *two_column_table(rows, f"{pin.distribution} {pin.version}", "with this change"), ""]
     return lines
 
 

@@ -13,12 +13,9 @@ import json
 import re
 
 from .draft import outcome_table
+from .evidence import _num, two_column_table
 
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
-
-
-def _num(value: object) -> str:
-    return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _cell(text: object) -> str:
@@ -86,14 +83,11 @@ def _measured(checks: dict) -> list[str]:
     lines: list[str] = []
     tests = figures.get("tests", [])
     if tests:
-        lines += ["What the new test printed:", "", f"| | {checks['official']} | with the fix |", "| --- | ---: | ---: |"]
-        lines += [f"| {_cell(label)} | {_cell(a)} | {_cell(b)} |" for label, a, b in tests]
-        lines.append("")
+        rows = [(_cell(label), _cell(a), _cell(b)) for label, a, b in tests]
+        lines += ["What the new test printed:", "", *two_column_table(rows, checks["official"], "with the fix"), ""]
     for table in figures.get("bench", []):
-        lines += [f"{table['title']} ({table['source']}):", "", f"| | {checks['official']} | with the fix |",
-                  "| --- | ---: | ---: |"]
-        lines += [f"| {_cell(label)} | {_num(a)} | {_num(b)} |" for label, _key, a, b in table["rows"]]
-        lines.append("")
+        rows = [(_cell(label), _num(a), _num(b)) for label, _key, a, b in table["rows"]]
+        lines += [f"{table['title']} ({table['source']}):", "", *two_column_table(rows, checks["official"], "with the fix"), ""]
     return lines or ["no measured figure for this patch in this run (no test figure, no build/bench result)"]
 
 
