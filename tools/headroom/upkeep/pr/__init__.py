@@ -144,11 +144,12 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
             out[label]["failures"] = testrun.failures(junit)
         log = where / "pytest.log"
         if log.exists():
-            out[label]["tail"] = summary_tail(log.read_text(encoding="utf-8"))
+            log_text = log.read_text(encoding="utf-8")
+            out[label]["tail"] = summary_tail(log_text)
             if keep_logs is not None:  # the evidence stays next to PR.md
                 keep_logs.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, keep_logs / f"pytest-{label}.log")
-            out[label]["figures"] = testrun.figures(log.read_text(encoding="utf-8"))
+            out[label]["figures"] = testrun.figures(log_text)
     out["verdict"] = testrun.verdict(out["pristine"]["outcomes"], out["alone"]["outcomes"])
     return out
 
@@ -233,10 +234,11 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
                     "first), then `make pr` again.",
                     details="files that fail: " + (", ".join(failing) or "(see git)") + "\n" + checkout.hunk_lines(err),
                 )
-            message = prdraft.parse_message(wt("log", "-1", "--format=%B"))
+            raw_message = wt("log", "-1", "--format=%B")
+            message = prdraft.parse_message(raw_message)
             # The branch proposed upstream: the person's identity, without our bookkeeping trailers.
             msg_file = tmpdir / "message.txt"
-            msg_file.write_text(prdraft.strip_trailers(wt("log", "-1", "--format=%B")), encoding="utf-8")
+            msg_file.write_text(prdraft.strip_trailers(raw_message), encoding="utf-8")
             wt("commit", "-q", "--amend", "--no-verify", "--reset-author", "-F", str(msg_file), env=_identity_env(identity))
             commit = wt.head()
             checks["applies_alone"] = {"status": "passed"}
@@ -253,7 +255,8 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             test_files = {f: (alone / f).read_text(encoding="utf-8") for f in checks["tests"].get("tests", [])}
             source_diff = repo("diff", tag, commit, "--", *[f for f in files if not f.startswith("tests/")], strip=False)
             checks["diff"] = diff_facts(repo, tag, commit, tmpdir)
-            issue_needed = not prdraft.upstream_issues(message, pin.repository)
+            issues = prdraft.upstream_issues(message, pin.repository)
+            issue_needed = not issues
             script = config.repro_script(subject_slug(message["subject"]))
             if script.exists():  # its real output goes into FACTS.md (and ISSUE.md when one is drafted)
                 envs = envs_factory(root, pin, pristine, alone) if checks["tests"].get("status") == "run" else None
@@ -267,7 +270,7 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
         finally:
             repo("worktree", "remove", "--force", str(alone))
             repo("worktree", "remove", "--force", str(pristine))
-    checks["upstream"] = {"issues": prdraft.upstream_issues(message, pin.repository),
+    checks["upstream"] = {"issues": issues,
                           "issue_none_recorded": message["upstream_issue_none"], "pull_requests": message["upstream_prs"],
                           "links": message["links"]}
     checks["official"] = f"{pin.distribution} {pin.version}"
