@@ -70,9 +70,7 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
             r = runner(Path(t["dir"]), t["files"], ref_env, out / "runs" / "reference" / Path(pid).with_suffix("") / "junit.xml")
             reference["patches"][pid] = {"tests": needed.results(r), "log": _rel(root, r.log)}
     if guard_files:
-        work = testrun.copy_tests(testrun.from_tree(guards), guard_files, out / "runs" / "reference" / "guards")
-        r = runner(work, guard_files, ref_env, work / "junit.xml")
-        reference["battery"] = {"tests": needed.results(r), "log": _rel(root, r.log)}
+        reference["battery"] = _battery(root, guards, guard_files, runner, ref_env, out / "runs" / "reference" / "guards")
     data["reference"] = reference
 
     for cand in candidates:
@@ -132,12 +130,17 @@ def _candidate(root: Path, cand: plan.Candidate, cpins: list[Pin], tests: dict, 
     elif isinstance(env, str):
         entry["battery"] = {"verdict": "not run", "error": env}
     else:
-        work = testrun.copy_tests(testrun.from_tree(guards), guard_files, runs / "guards")
-        r = runner(work, guard_files, env, work / "junit.xml")
-        now = needed.results(r)
-        entry["battery"] = {**needed.battery(now, reference["battery"]["tests"]), "tests": now, "log": _rel(root, r.log)}
+        ran = _battery(root, guards, guard_files, runner, env, runs / "guards")
+        entry["battery"] = {**needed.battery(ran["tests"], reference["battery"]["tests"]), **ran}
     ui.info(f"{'battery (regression guards)':<60} {entry['battery']['verdict']}")
     return entry
+
+
+def _battery(root: Path, guards: Path, guard_files: list[str], runner: Runner, env: testrun.TestEnv, where: Path) -> dict:
+    """The regression guards copied into ``where`` and run there in ``env``: {"tests": their results, "log": ...}."""
+    work = testrun.copy_tests(testrun.from_tree(guards), guard_files, where)
+    r = runner(work, guard_files, env, work / "junit.xml")
+    return {"tests": needed.results(r), "log": _rel(root, r.log)}
 
 
 def _pin(pins: list[Pin], name: str) -> Pin:
