@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from headroom import bench
+from headroom.sources import fetch
 from headroom.proof import envs
 from headroom.bench import jobs, plots, release_envs, releases, releases_report
-from headroom.ground.errors import DataError, DependencyUnresolved, ReleaseNotFound, UsageError
+from headroom.ground.errors import CommandFailed, DataError, DependencyUnresolved, ReleaseNotFound, UsageError
 
 MiB = 2**20
 
@@ -301,14 +302,30 @@ def test_a_release_whose_dependencies_do_not_resolve_is_named():
     exc = envs.unresolved("release-5.25.0-acc1.16.0")(PIP_NO_KERNELS)
     assert isinstance(exc, DependencyUnresolved) and exc.exit_code == 36
     assert release_envs.missing_requirement(exc) == "kernels<0.20,>=0.19.1"
-    assert release_envs.newest_in(PIP_INDEX_KERNELS, "kernels") == "0.17.2"
-    assert release_envs.newest_in("ERROR: No matching distribution found for kernels\n", "kernels") is None
+    assert fetch.newest(fetch.versions_in(PIP_INDEX_KERNELS, "kernels"), final=True) == "0.17.2"
+    assert fetch.newest(fetch.versions_in("ERROR: No matching distribution found for kernels\n", "kernels"),
+                        final=True) is None
     assert release_envs.not_installable("kernels<0.20,>=0.19.1", "0.17.2") == \
         "not installable: kernels<0.20,>=0.19.1 (newest on the index: 0.17.2)"
     assert release_envs.not_installable("kernels<0.20,>=0.19.1", None).endswith("(newest on the index: unknown)")
     conflict = DependencyUnresolved("x", details="  conflict: transformers 5.25.0 depends on kernels<0.20")
     assert release_envs.missing_requirement(conflict) is None
     assert release_envs.not_installable(None, None, "conflict: a") == "not installable: conflict: a"
+
+
+def test_newest_on_index_is_the_newest_final_release(monkeypatch):
+    """What `pip index versions` without --pre names in its header: pre-releases and dev releases are passed over."""
+    monkeypatch.setattr(fetch, "index_versions", lambda name: ["0.18.0rc1", "0.17.3.dev1", "0.17.2", "0.2.0"])
+    assert release_envs.newest_on_index("kernels") == "0.17.2"
+    monkeypatch.setattr(fetch, "index_versions", lambda name: ["0.18.0rc1"])
+    assert release_envs.newest_on_index("kernels") is None
+
+    def fails(name):
+        raise CommandFailed("pip index versions failed")
+
+    monkeypatch.setattr(fetch, "index_versions", fails)
+    assert release_envs.newest_on_index("kernels") is None
+    assert fetch.newest(["0.1.7", "0.18.0rc1", "x"]) == "0.18.0rc1"  # canary's install check: pre-releases count
 
 
 def test_wheel_and_sha256_from_pips_report():

@@ -33,7 +33,7 @@ import pytest
 from conftest import FIXTURES, TOY, Project, make_sdist, make_wheel, toy_pin
 from headroom import cli
 from headroom.ground import errors
-from headroom.sources import pins as pins_mod
+from headroom.sources import fetch, pins as pins_mod
 from headroom.upkeep import canary
 from headroom.upkeep.canary import install, needed, plan
 
@@ -230,7 +230,7 @@ def test_nothing_new_exits_0(project: Project, capsys, monkeypatch):
 def test_plan_finds_newer_releases_and_the_combination(canary_index, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(canary_index))
-    assert plan.index_versions("toypkg") == ["1.4.0", "1.3.0", "1.1.0", "1.0.0"]
+    assert fetch.index_versions("toypkg") == ["1.4.0", "1.3.0", "1.1.0", "1.0.0"]
     p = toy_pin(canary_index, "1.1.0")
     assert plan.newer(p, ["1.0.0", "1.2.0", "1.3.0rc1", "1.10.0", "x"], pre=False) == ["1.2.0", "1.10.0"]
     assert plan.newer(p, ["1.3.0rc1"], pre=True) == ["1.3.0rc1"]

@@ -4,21 +4,20 @@ what a row says when a pair's dependencies do not resolve.
 A release environment holds torch, one official transformers wheel and requirements/bench-env.txt, whose accelerate
 line a release list item ``5.23.0@1.15.0`` replaces (a copy under build/bench/releases/; bench-env.txt itself for its
 own accelerate). When envs.ensure raises DependencyUnresolved, :func:`explain` names the requirement pip found no
-match for and the newest version of it on the index (``pip index versions``), or says unknown.
+match for and the newest final release of it on the index (:func:`fetch.index_versions`), or says unknown.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..ground import proc
-from ..ground.errors import DataError, DependencyUnresolved
+from ..ground.errors import CommandFailed, DataError, DependencyUnresolved
 from ..ground.fsutil import atomic_write
+from ..sources import fetch
 from .common import OUT_DIR
 
 ENV_REQUIREMENTS = Path("requirements") / "bench-env.txt"
@@ -82,16 +81,13 @@ def missing_requirement(exc: DependencyUnresolved) -> str | None:
     return None
 
 
-def newest_in(output: str, name: str) -> str | None:
-    """The newest version in ``pip index versions <name>``'s output ("kernels (0.17.2)"), or None."""
-    found = re.search(rf"^{re.escape(name)} \(([^)\s]+)\)", output, re.M | re.I)
-    return found.group(1) if found else None
-
-
 def newest_on_index(name: str) -> str | None:
-    result = proc.run([sys.executable, "-m", "pip", "index", "versions", "--disable-pip-version-check", name],
-                      quiet=True, check=False, what=f"pip index versions {name}")
-    return newest_in(result.output, name) if result.returncode == 0 else None
+    """The newest final release of ``name`` on the index (what ``pip index versions`` without ``--pre`` names), or
+    None when there is none or pip fails."""
+    try:
+        return fetch.newest(fetch.index_versions(name), final=True)
+    except CommandFailed:
+        return None
 
 
 def not_installable(requirement: str | None, newest: str | None, fallback: str = "") -> str:

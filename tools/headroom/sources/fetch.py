@@ -3,7 +3,8 @@
 pip is used with ``--require-hashes`` so it honours the machine's index settings and
 refuses a wrong file before it unpacks or builds anything; the cached copy is then
 hashed again before every use. The cache is content-addressed
-(``<cache>/sha256/<hash>/<file name>``): a second run downloads nothing.
+(``<cache>/sha256/<hash>/<file name>``): a second run downloads nothing. The versions the index offers come
+from pip as well (``pip index versions``): :func:`index_versions`, and :func:`newest` of them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
 
 from ..ground import lock, proc, ui
 from ..ground.errors import CommandFailed, DiskFull, HashMismatch, PinsError
@@ -21,6 +25,7 @@ from ..ground.fsutil import cache_dir, disk_full, sha256_file
 from .pins import Pin
 
 _GOT = re.compile(r"Got\s+([0-9a-f]{64})")
+_AVAILABLE = re.compile(r"^Available versions:\s*(.*)$", re.M)
 
 
 def _cached(sha256: str, filename: str) -> Path:
@@ -135,3 +140,37 @@ def download_unpinned(pin: Pin, version: str, *,
     for kind in ("sdist", "wheel"):
         fetch(new, kind)  # the second lock: the cached copy has the hash we print
     return new
+
+
+def index_versions(distribution: str) -> list[str]:
+    """Every version the configured index offers for ``distribution`` (pre-releases included)."""
+    result = proc.run([sys.executable, "-m", "pip", "index", "versions", "--pre", "--disable-pip-version-check",
+                       distribution], what=f"pip index versions {distribution}", check=False, quiet=True)
+    return versions_in(result.output, distribution, result.returncode)
+
+
+def versions_in(output: str, distribution: str, returncode: int = 0) -> list[str]:
+    """The versions of ``pip index versions``'s output ("Available versions: 0.17.2, 0.17.1"); [] when pip found
+    no distribution of that name; :class:`CommandFailed` when pip failed otherwise."""
+    m = _AVAILABLE.search(output)
+    if returncode != 0 or not m:
+        if "No matching distribution found" in output:
+            return []
+        raise CommandFailed(f"could not list the releases of {distribution} on the package index "
+                            "(pip index versions); check the machine's pip settings (pip config list).",
+                            details=output[-4000:])
+    return [v.strip() for v in m.group(1).split(",") if v.strip()]
+
+
+def newest(versions: Iterable[str], *, final: bool = False) -> str | None:
+    """The newest of ``versions`` (texts that are no version are skipped); with ``final``, the newest final
+    release (no pre-release or dev release), what ``pip index versions`` without ``--pre`` names. None when none."""
+    parsed = []
+    for text in versions:
+        try:
+            v = Version(text.strip())
+        except InvalidVersion:
+            continue
+        if not final or not (v.is_prerelease or v.is_devrelease):
+            parsed.append(v)
+    return str(max(parsed)) if parsed else None

@@ -31,7 +31,7 @@ BASE_REQUIREMENTS = (TORCH,)  # resolved beside every candidate (tests set it to
 
 def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: Path = GUARDS,
         env_factory: EnvFactory = wheel_env, runner: Runner = needed.run_tests,
-        base_requirements: Sequence[str] | None = None, versions_of: Callable[[str], list[str]] = plan.index_versions) -> int:
+        base_requirements: Sequence[str] | None = None, versions_of: Callable[[str], list[str]] = fetch.index_versions) -> int:
     pins = pins_mod.load(root)
     out = root / CANARY_DIR
     base_requirements = BASE_REQUIREMENTS if base_requirements is None else base_requirements

@@ -14,10 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
-
 from ...ground import proc
 from ...ground.fsutil import atomic_write
+from ...sources import fetch
 
 # pip: "Could not find a version that satisfies the requirement kernels<0.20,>=0.19.1 (from transformers)
 # (from versions: 0.1.0, 0.17.2)" then "No matching distribution found for kernels<0.20,>=0.19.1".
@@ -26,23 +25,13 @@ _NO_MATCH = re.compile(r"Could not find a version that satisfies the requirement
 _CONFLICT = re.compile(r"^\s*(The user requested .*|\S+ \S+ depends on .*)$", re.M)
 
 
-def _newest(versions: str) -> str | None:
-    parsed = []
-    for text in versions.split(","):
-        try:
-            parsed.append(Version(text.strip()))
-        except InvalidVersion:
-            continue
-    return str(max(parsed)) if parsed else None
-
-
 def explain(output: str) -> dict:
     """What pip's failed resolution says: the requirement without a match and the newest available, or the
     conflict, or pip's last error line."""
     m = _NO_MATCH.search(output)
     if m:
         versions = (m.group("versions") or "").strip()
-        newest = _newest(versions) if versions and versions != "none" else None
+        newest = fetch.newest(versions.split(",")) if versions and versions != "none" else None
         by = f" (required by {m.group('by')})" if m.group("by") else ""
         tail = f"the index has up to {newest}" if newest else "the index has no version of it"
         return {"requirement": m.group("req"), "required_by": m.group("by") or "", "newest": newest,

@@ -1,7 +1,7 @@
 """canary's plan: which releases are new, and which release sets ("candidates") are looked at.
 
 New releases come from the machine's own pip index settings (``pip index versions NAME``, through
-:func:`proc.run`), compared with :mod:`packaging.version`; pre-releases only when asked. Or they are given
+:func:`fetch.index_versions`), compared with :mod:`packaging.version`; pre-releases only when asked. Or they are given
 (``RELEASES=accelerate==1.16.0,transformers==5.25.0``). Each new release is a candidate alone (the other
 upstreams stay on their pins); when more than one upstream has a new release, the newest of each together
 is one more candidate: the combination.
@@ -10,16 +10,14 @@ is one more candidate: the combination.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from ...ground import proc, ui
-from ...ground.errors import CommandFailed, UsageError
+from ...ground import ui
+from ...ground.errors import UsageError
+from ...sources import fetch
 from ...sources.pins import Pin
-
-_AVAILABLE = re.compile(r"^Available versions:\s*(.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -39,20 +37,6 @@ class Candidate:
 
     def version_of(self, name: str) -> str | None:
         return dict(self.changes).get(name)
-
-
-def index_versions(distribution: str) -> list[str]:
-    """Every version the configured index offers for ``distribution`` (pre-releases included)."""
-    result = proc.run([sys.executable, "-m", "pip", "index", "versions", "--pre", "--disable-pip-version-check",
-                       distribution], what=f"pip index versions {distribution}", check=False, quiet=True)
-    m = _AVAILABLE.search(result.output)
-    if result.returncode != 0 or not m:
-        if "No matching distribution found" in result.output:
-            return []
-        raise CommandFailed(f"could not list the releases of {distribution} on the package index "
-                            "(pip index versions); check the machine's pip settings (pip config list).",
-                            details=result.output[-4000:])
-    return [v.strip() for v in m.group(1).split(",") if v.strip()]
 
 
 def newer(pin: Pin, versions: list[str], *, pre: bool) -> list[str]:
@@ -92,7 +76,7 @@ def parse_releases(text: str, pins: list[Pin]) -> dict[str, list[str]]:
     return out
 
 
-def discover(pins: list[Pin], *, pre: bool, versions_of=index_versions) -> dict[str, list[str]]:
+def discover(pins: list[Pin], *, pre: bool, versions_of=fetch.index_versions) -> dict[str, list[str]]:
     """{upstream: new versions, oldest first} from the index, for every pin."""
     out = {}
     for pin in pins:
