@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 from ..ground.errors import CommandFailed, DataError, DependencyUnresolved
 from ..ground.fsutil import atomic_write
 from ..sources import fetch
+from ..proof import envs
 from .common import OUT_DIR
 
 ENV_REQUIREMENTS = Path("requirements") / "bench-env.txt"
@@ -30,13 +31,12 @@ def env_name(version: str, accelerate: str) -> str:
 
 def bench_accelerate(text: str) -> str:
     """The accelerate version requirements/bench-env.txt pins (``accelerate==X``): the releases' default."""
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
+    for _, line in envs.requirement_lines(text):
         try:
-            req = Requirement(line) if line and not line.startswith("-") else None
+            req = Requirement(line)
         except InvalidRequirement:
             continue
-        if req and canonicalize_name(req.name) == "accelerate" and len(req.specifier) == 1:
+        if canonicalize_name(req.name) == "accelerate" and len(req.specifier) == 1:
             spec = next(iter(req.specifier))
             if spec.operator == "==":
                 return spec.version

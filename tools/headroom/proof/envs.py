@@ -18,7 +18,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -67,13 +67,19 @@ def wheels_for(root: Path, pins: list[Pin], env: str, selected: list[Pin] | None
     return out
 
 
+def requirement_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, requirement) for each requirement line of a requirements file's ``text``: comments cut off,
+    empty lines and options ("-r other.txt", "--index-url ...") skipped."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            yield number, line
+
+
 def check_requirements(text: str, pins: list[Pin], path: Path = REQUIREMENTS) -> None:
     """The test requirements must not name a pinned upstream: it comes from pins.toml (official or ours)."""
     pinned = {canonicalize_name(p.distribution): p.name for p in pins}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
+    for number, line in requirement_lines(text):
         try:
             name = canonicalize_name(Requirement(line).name)
         except InvalidRequirement:
@@ -137,8 +143,7 @@ def unresolved(env: str) -> Callable[[str], DependencyUnresolved | None]:
 
 def _roots(requirements: str, wheels: list[Path]) -> list[Requirement]:
     """What a fresh environment is made of: torch, each line of the test requirements and each upstream."""
-    lines = [raw.split("#", 1)[0].strip() for raw in requirements.splitlines()]
-    texts = [TORCH, *(line for line in lines if line and not line.startswith("-"))]
+    texts = [TORCH, *(line for _, line in requirement_lines(requirements))]
     texts += [w.name.split("-")[0] for w in wheels]
     return [Requirement(t) for t in texts]
 
