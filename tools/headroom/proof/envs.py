@@ -150,8 +150,7 @@ def _roots(requirements: str, wheels: list[Path]) -> list[Requirement]:
 
 def needed(where: Path, roots: list[Requirement]) -> set[str]:
     """The distributions installed in ``where`` that ``roots`` need, transitively (markers and extras evaluated)."""
-    site = [str(p) for p in where.glob("lib/python*/site-packages")]
-    dists = {canonicalize_name(d.metadata["Name"]): d for d in importlib.metadata.distributions(path=site)}
+    dists = _distributions(where)
     seen: set[tuple[str, frozenset[str]]] = set()
     todo = [(req, ("",)) for req in roots]
     while todo:
@@ -167,8 +166,13 @@ def needed(where: Path, roots: list[Requirement]) -> set[str]:
 
 
 def installed(where: Path) -> set[str]:
+    return set(_distributions(where))
+
+
+def _distributions(where: Path) -> dict[str, importlib.metadata.Distribution]:
+    """{canonical name: distribution} for what is installed in the environment ``where`` (its site-packages)."""
     site = [str(p) for p in where.glob("lib/python*/site-packages")]
-    return {canonicalize_name(d.metadata["Name"]) for d in importlib.metadata.distributions(path=site)}
+    return {canonicalize_name(d.metadata["Name"]): d for d in importlib.metadata.distributions(path=site)}
 
 
 # What `python -m venv` itself installs: never an orphan.
