@@ -112,6 +112,10 @@ def _pip_install(py: Path) -> list[str | Path]:
     return [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
 
 
+def _pip_uninstall(py: Path) -> list[str | Path]:
+    return [py, "-m", "pip", "uninstall", "-y", "-q", "--disable-pip-version-check"]
+
+
 # pip's words for a requirement it cannot meet: "No matching distribution found for kernels>=0.3",
 # "Could not find a version that satisfies the requirement kernels>=0.3 (from transformers==5.25.0)", and the
 # resolver's "The conflict is caused by:" block (two requirements that exclude each other).
@@ -189,15 +193,13 @@ def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements
     py = python(root, env)
     upstreams = {canonicalize_name(w.split("-")[0]) for w in [*recorded.get("wheels", []), *(w.name for w in wheels)]}
     ui.info(f"build/envs/{env}: installing {', '.join(w.name for w in wheels)} and their dependencies")
-    proc.run([py, "-m", "pip", "uninstall", "-y", "-q", "--disable-pip-version-check", *sorted(upstreams & installed(where))],
-             what=f"pip uninstall the old upstreams ({env})")
+    proc.run([*_pip_uninstall(py), *sorted(upstreams & installed(where))], what=f"pip uninstall the old upstreams ({env})")
     proc.run([*_pip_install(py), TORCH, "-r", root / requirements_file, *_specs(root, env, wheels)],
              what=f"pip install wheels ({env})", diagnose=unresolved(env))
     orphans = sorted(installed(where) - needed(where, _roots(requirements, wheels)))
     if orphans:
         ui.info(f"build/envs/{env}: removing {', '.join(orphans)} (nothing needs them any more)")
-        proc.run([py, "-m", "pip", "uninstall", "-y", "-q", "--disable-pip-version-check", *orphans],
-                 what=f"pip uninstall what nothing needs ({env})")
+        proc.run([*_pip_uninstall(py), *orphans], what=f"pip uninstall what nothing needs ({env})")
     check = proc.run([py, "-m", "pip", "check", "--disable-pip-version-check"], check=False, what=f"pip check ({env})")
     if check.returncode != 0:
         raise DependencyUnresolved(
