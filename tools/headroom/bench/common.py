@@ -1,4 +1,5 @@
-"""What every part of the bench shares: where things go, the model sizes, the plan of each mode, the offline env."""
+"""What every part of the bench shares: where things go, the model sizes, the plan of each mode, the offline env,
+the markdown tables."""
 
 from __future__ import annotations
 
@@ -45,3 +46,10 @@ SWEEP_RANKS = 2
 # The offline environment of every test run (testrun), quiet progress bars, one thread per rank.
 OFFLINE_ENV = {**testrun.OFFLINE_ENV, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "OMP_NUM_THREADS": "1"}
 FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}
+
+
+def md_table(rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    """Rows (the header first) as a markdown table: the first ``text_columns`` columns left-aligned, the rest right."""
+    lines = ["| " + " | ".join(rows[0]) + " |",
+             "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(rows[0]))) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows[1:]]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..ground import proc, ui
 from ..ground.fsutil import atomic_write
-from .common import DATA, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES
+from .common import DATA, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES, md_table
 from .jobs import RUN_DIR, torchrun
 from .machine import too_big
 
@@ -201,12 +201,6 @@ def goal_rows(section: dict) -> list[list[str]]:
     return rows
 
 
-def _markdown(rows: list[list[str]], text_columns: int) -> list[str]:
-    lines = ["| " + " | ".join(rows[0]) + " |",
-             "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(rows[0]))) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows[1:]]
-
-
 def table_lines(section: dict) -> list[str]:
     """The markdown section of build/bench/table.md (and build/bench/prepare.md)."""
     lines = ["## Accelerate FSDP2 `prepare` (patches/accelerate/0001): official, patched, torch's path, the floor", "",
@@ -224,11 +218,11 @@ def table_lines(section: dict) -> list[str]:
              "outside the timed step of torch and the floor (inside `prepare` for accelerate); *exact*: every "
              "rank's shards equal the checkpoint. One run per path on the machine of the run: times under a few "
              "seconds vary from run to run by as much as they differ.", ""]
-    lines += _markdown(table_rows(section), 4)
+    lines += md_table(table_rows(section), 4)
     lines += ["", f"Goal of the patch: within {GOAL_FLOOR_MULTIPLE}x of the floor's time, rank 1's peak within "
               f"{GOAL_PEAK_OVER_FINAL:.2f}x of its final, ahead of official and of torch on time and on peak "
               "(a miss says by how much: time in seconds and as a multiple of the rival's, peak in MiB).", ""]
-    lines += _markdown(goal_rows(section), 2)
+    lines += md_table(goal_rows(section), 2)
     layouts = {same_layout(c) for c in section["cases"]}
     if layouts == {True}:
         lines += ["", "Every path sharded the model in the same FSDP units and placements (recorded by each worker)."]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import prepare, releases_report
-from .common import ENVS, MODES, RATIO_FLOOR_MIB, SCHEMA
+from .common import ENVS, MODES, RATIO_FLOOR_MIB, SCHEMA, md_table
 from .stats import case_ratio, fmt, format_ratio, mib, ratio
 
 
@@ -81,12 +81,6 @@ def validate_part(results: dict) -> list[str]:
     return problems
 
 
-def _md(rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(rows[0]))) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return out
-
-
 def fix2_rows(results: dict) -> list[list[str]]:
     rows = [["model", "params", "ranks", "model MiB", "shard MiB",
              "rank-1 load rise: pristine", "patched", "ratio",
@@ -136,7 +130,7 @@ def gpu_lines(results: dict) -> list[str]:
             value, clamped = ratio(mib(p[key]), mib(entry[key]))
             rows.append([str(entry["lora_rank"]), fmt(mib(entry["adapter_bytes"])), fmt(mib(p[key])),
                          fmt(mib(entry[key])), format_ratio(value, clamped)])
-        out += _md(rows)
+        out += md_table(rows)
         out.append("")
     return out
 
@@ -186,7 +180,7 @@ def render_table(results: dict) -> str:
     """The markdown report of a results dict (build/bench/table.md), or of one part run alone."""
     lines = header(results)
     if results.get("part") == "releases":
-        lines += [""] + releases_report.lines(results["releases"], _md)
+        lines += [""] + releases_report.lines(results["releases"], md_table)
         return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
     if results.get("part") == "prepare":
         lines += ["", *prepare.table_lines(results["accelerate_prepare"])]
@@ -197,14 +191,14 @@ def render_table(results: dict) -> str:
                  "`accelerator.prepare` (absolute; the RssAnon before loading is in the note below). "
                  f"Ratios are pristine / patched, with patched taken as at least {RATIO_FLOOR_MIB:.0f} MiB (then shown as >=).")
     lines.append("")
-    lines += _md(fix2_rows(results))
+    lines += md_table(fix2_rows(results))
     before = sorted({round(c["envs"][e]["summary"]["rank1_before_mib"]) for c in results["fix2"]["cases"]
                      for e in ENVS if "summary" in c["envs"][e]})
     if before:
         lines += ["", f"Note: rank 1's RssAnon before `from_pretrained` (torch, transformers, accelerate imported; gloo "
                       f"up): {before[0]}-{before[-1]} MiB."]
     if results.get("releases"):  # absent from a run stopped before it, and from schema 1 results
-        lines += [""] + releases_report.lines(results["releases"], _md)
+        lines += [""] + releases_report.lines(results["releases"], md_table)
     if "accelerate_prepare" in results:
         lines += [*prepare.table_lines(results["accelerate_prepare"]), ""]
     lines += ["## GPU", ""]
@@ -214,7 +208,7 @@ def render_table(results: dict) -> str:
     if pipe.get("note"):
         lines += [pipe["note"], ""]
     if pipe.get("steps"):
-        lines += _md(pipeline_rows(results))
+        lines += md_table(pipeline_rows(results))
     lines += ["", f"Total bench time: {results['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 
