@@ -52,11 +52,32 @@ def replot(root: Path) -> list[Path]:
     """Re-draw the plots and the table of build/bench/results.json (no measurement)."""
     out = root / OUT_DIR
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    _check(results, "build/bench/results.json is incomplete")
+    _write_table(results, out)
+    return plot(results, out, ensure_matplotlib(root))
+
+
+def _head(mode: str, part: str | None = None) -> dict:
+    """The first keys of a results dict, in their order: schema, mode, the part run alone (if one), the date (UTC)."""
+    head: dict = {"schema": SCHEMA, "mode": mode}
+    if part is not None:
+        head["part"] = part
+    head["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return head
+
+
+def _check(results: dict, incomplete: str) -> None:
+    """BuildError("<incomplete>: <problems>") unless ``results`` has the shape :func:`validate` asks for."""
     problems = validate(results)
     if problems:
-        raise BuildError("build/bench/results.json is incomplete: " + "; ".join(problems))
-    atomic_write(out / "table.md", render_table(results))
-    return plot(results, out, ensure_matplotlib(root))
+        raise BuildError(f"{incomplete}: " + "; ".join(problems))
+
+
+def _write_table(results: dict, out: Path) -> str:
+    """The markdown table of ``results``, written to ``out``/table.md."""
+    table = render_table(results)
+    atomic_write(out / "table.md", table)
+    return table
 
 
 def environment(pythons: dict[str, Path], root: Path) -> dict:
@@ -83,9 +104,7 @@ def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int
     """One part of the bench alone (``--part releases|prepare``): its section and the environments, in build/bench/part-<part>/."""
     start = time.monotonic()
     pythons = _pythons(root)
-    results: dict = {"schema": SCHEMA, "mode": mode, "part": part,
-                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     "environment": environment(pythons, root)}
+    results: dict = {**_head(mode, part), "environment": environment(pythons, root)}
     if part == "releases":
         ui.step("bench", f"{mode}, {part} only: transformers releases (sha256 from the index, wheels verified)")
         results["releases"] = releases.releases(root, pythons, mode, releases.prepare(root, mode, releases_text))
@@ -93,13 +112,10 @@ def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int
         ui.step("bench", f"{mode}, {part} only: Accelerate's FSDP2 prepare")
         results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     results["seconds"] = round(time.monotonic() - start, 1)
-    problems = validate(results)
-    if problems:
-        raise BuildError(f"bench {part} results are incomplete: " + "; ".join(problems))
+    _check(results, f"bench {part} results are incomplete")
     out = root / OUT_DIR / f"part-{part}"
     atomic_write_json(out / "results.json", results)
-    table = render_table(results)
-    atomic_write(out / "table.md", table)
+    table = _write_table(results, out)
     ui.step("bench", "results")
     print(table, flush=True)
     ui.info(f"written: {(out / 'results.json').relative_to(root)}, {(out / 'table.md').relative_to(root)}")
@@ -131,9 +147,7 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     elif in_loader["pristine"]:  # transformers 5.23.0 and newer: upstream's own loader, transformers/0002 retired
         ui.info("both environments' transformers carry fix 2 (upstream since 5.23.0): fix 2's figures compare like with "
                 "like, and the releases show where it came from")
-    results: dict = {"schema": SCHEMA, "mode": mode,
-                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     "environment": env_info}
+    results: dict = {**_head(mode), "environment": env_info}
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
     results["releases"] = releases.releases(root, pythons, mode, recs)
     atomic_write_json(partial, results)
@@ -150,13 +164,10 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
         ui.warn(f"build/envs/{', '.join(changed)} changed during the bench: {after}")
         results["environment"]["changed_during_run"] = after
     results["seconds"] = round(time.monotonic() - start, 1)
-    problems = validate(results)
-    if problems:
-        raise BuildError("bench results are incomplete: " + "; ".join(problems))
+    _check(results, "bench results are incomplete")
     atomic_write_json(out / "results.json", results)
     partial.unlink(missing_ok=True)
-    table = render_table(results)
-    atomic_write(out / "table.md", table)
+    table = _write_table(results, out)
     pngs = plot(results, out, plt)
     for stale in set(out.glob("fix2-*.png")) - set(pngs):  # e.g. the per-rank plot of an earlier full run
         stale.unlink()
