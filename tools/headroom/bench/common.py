@@ -3,8 +3,12 @@ the markdown tables."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
+from ..ground import proc, ui
 from ..proof import testrun
 
 SCHEMA = 2  # 2: the releases section
@@ -53,3 +57,27 @@ def md_table(rows: list[list[str]], text_columns: int = 1) -> list[str]:
     lines = ["| " + " | ".join(rows[0]) + " |",
              "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(rows[0]))) + "|"]
     return lines + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def llama_config(size: str) -> dict:
+    """The random Llama of ``size``: LLAMA's set keys and SIZES[size], as many key/value heads as attention heads."""
+    config = {**{k: v for k, v in LLAMA.items() if v is not None}, **SIZES[size]}
+    config["num_key_value_heads"] = config["num_attention_heads"]
+    return config
+
+
+def model_once(root: Path, name: str, size: str, marker: str, make: list, note: str = "") -> tuple[Path, dict]:
+    """build/bench/models/<name>-<hash of the config>: the random Llama of ``size`` written once by ``make`` (an
+    argv; the folder and the config as JSON are appended), reused while ``marker`` (a JSON file it writes) is
+    there; returns the folder and the marker's content."""
+    config = llama_config(size)
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    where = root / MODELS_DIR / f"{name}-{key}"
+    if not (where / marker).exists():
+        ui.info(f"writing a random {size} Llama checkpoint to {where.relative_to(root)}{note}")
+        for stale in (where, where.with_name(where.name + ".tmp")):
+            if stale.exists():
+                shutil.rmtree(stale)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        proc.run([*make, where, json.dumps(config)], env=OFFLINE_ENV, what=f"make the {size} checkpoint")
+    return where, json.loads((where / marker).read_text(encoding="utf-8"))

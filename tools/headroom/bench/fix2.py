@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
-from ..ground import proc, ui
+from ..ground import ui
 from ..ground.errors import CommandFailed
-from .common import DATA, ENVS, LLAMA, MIB, MODELS_DIR, OFFLINE_ENV, PLAN, SIZES, SWEEP_RANKS
+from .common import DATA, ENVS, MIB, PLAN, SIZES, SWEEP_RANKS, model_once
 from .jobs import RUN_DIR, torchrun
 from .machine import too_big
 from .stats import case_ratio, env_summary
@@ -23,22 +20,7 @@ def estimated_bytes(env: str, model_bytes: int, ranks: int) -> int:
 
 def checkpoint(root: Path, size: str, py: Path) -> tuple[Path, dict]:
     """build/bench/models/<size>-<hash>: made once with the pristine env, reused."""
-    config = {**{k: v for k, v in LLAMA.items() if v is not None}, **SIZES[size]}
-    config["num_key_value_heads"] = config["num_attention_heads"]
-    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    where = root / MODELS_DIR / f"{size}-{key}"
-    meta = where / "headroom-bench.json"
-    if not meta.exists():
-        ui.info(f"writing a random {size} Llama checkpoint to {where.relative_to(root)}")
-        if where.exists():
-            shutil.rmtree(where)
-        tmp = where.with_name(where.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        where.parent.mkdir(parents=True, exist_ok=True)
-        proc.run([py, DATA / "make_model.py", where, json.dumps(config)], env=OFFLINE_ENV,
-                 what=f"make the {size} checkpoint")
-    return where, json.loads(meta.read_text(encoding="utf-8"))
+    return model_once(root, size, size, "headroom-bench.json", [py, DATA / "make_model.py"])
 
 
 def run_fsdp(root: Path, py: Path, env: str, ckpt: Path, ranks: int, tag: str) -> dict:

@@ -26,14 +26,12 @@ build/bench/prepare.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
-from ..ground import proc, ui
+from ..ground import ui
 from ..ground.fsutil import atomic_write
-from .common import DATA, MIB, MODELS_DIR, OFFLINE_ENV, OUT_DIR, SIZES, md_table
+from .common import DATA, MIB, OUT_DIR, SIZES, md_table, model_once
 from .jobs import RUN_DIR, torchrun
 from .machine import too_big
 
@@ -44,9 +42,7 @@ PATHS = {"official": ("pristine", "accelerate"), "patched": ("patched", "acceler
 RIVALS = ("official", "torch")  # what the patched path must be ahead of, on time and on peak
 GOAL_PEAK_OVER_FINAL = 1.05  # rank 1's peak in prepare within 5% of what it keeps
 GOAL_FLOOR_MULTIPLE = 1.5  # the patched prepare within 1.5x of the floor's time
-_LLAMA = {"tie_word_embeddings": False, "max_position_embeddings": 2048}
 PLAN = {"quick": {"sizes": ["60M"], "ranks": [2]}, "full": {"sizes": ["250M", "1B"], "ranks": [2, 4]}}
-ENV = OFFLINE_ENV  # the bench's offline environment (one thread per rank)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -258,18 +254,7 @@ def estimated_bytes(path: str, meta: dict, ranks: int) -> int:
 
 def checkpoint(root: Path, size: str, py: Path) -> tuple[Path, dict]:
     """build/bench/models/prepare-<size>-<hash>: model.pt + meta.json, made once (with the pristine env), reused."""
-    config = {**_LLAMA, **SIZES[size]}
-    config["num_key_value_heads"] = config["num_attention_heads"]
-    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    where = root / MODELS_DIR / f"prepare-{size}-{key}"
-    if not (where / "meta.json").exists():
-        ui.info(f"writing a random {size} Llama checkpoint to {where.relative_to(root)} (once)")
-        for stale in (where, where.with_name(where.name + ".tmp")):
-            if stale.exists():
-                shutil.rmtree(stale)
-        where.parent.mkdir(parents=True, exist_ok=True)
-        proc.run([py, WORKER, "make", where, json.dumps(config)], env=ENV, what=f"make the {size} checkpoint")
-    return where, json.loads((where / "meta.json").read_text(encoding="utf-8"))
+    return model_once(root, f"prepare-{size}", size, "meta.json", [py, WORKER, "make"], note=" (once)")
 
 
 def run_job(root: Path, py: Path, path: str, ckpt: Path, ranks: int, size: str) -> dict:
