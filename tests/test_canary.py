@@ -60,7 +60,8 @@ def canary_index(tmp_path_factory) -> Path:
 def make_project(root: Path, index: Path) -> Project:
     p = Project(root, index, toy_pin(index))
     (root / "vendor").mkdir(parents=True)
-    (root / "vendor" / "pins.toml").write_text(pins_mod.render([p.pin, toy_pin(index, name="toyext")]), encoding="utf-8")
+    pins = pins_mod.render([p.pin, toy_pin(index, name="toyext")])
+    (root / "vendor" / "pins.toml").write_text(pins, encoding="utf-8")
     shutil.copytree(FIXTURES / "series-rebase", root / "patches" / "toypkg")
     shutil.copytree(CANARY / "series-toyext", root / "patches" / "toyext")
     assert p.run("apply") == 0

@@ -193,7 +193,8 @@ def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements
     py = python(root, env)
     upstreams = {canonicalize_name(w.split("-")[0]) for w in [*recorded.get("wheels", []), *(w.name for w in wheels)]}
     ui.info(f"build/envs/{env}: installing {', '.join(w.name for w in wheels)} and their dependencies")
-    proc.run([*_pip_uninstall(py), *sorted(upstreams & installed(where))], what=f"pip uninstall the old upstreams ({env})")
+    proc.run([*_pip_uninstall(py), *sorted(upstreams & installed(where))],
+             what=f"pip uninstall the old upstreams ({env})")
     proc.run([*_pip_install(py), TORCH, "-r", root / requirements_file, *_specs(root, env, wheels)],
              what=f"pip install wheels ({env})", diagnose=unresolved(env))
     orphans = sorted(installed(where) - needed(where, _roots(requirements, wheels)))

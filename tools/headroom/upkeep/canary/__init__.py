@@ -31,7 +31,8 @@ BASE_REQUIREMENTS = (TORCH,)  # resolved beside every candidate (tests set it to
 
 def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: Path = GUARDS,
         env_factory: EnvFactory = wheel_env, runner: Runner = needed.run_tests,
-        base_requirements: Sequence[str] | None = None, versions_of: Callable[[str], list[str]] = fetch.index_versions) -> int:
+        base_requirements: Sequence[str] | None = None,
+        versions_of: Callable[[str], list[str]] = fetch.index_versions) -> int:
     pins = pins_mod.load(root)
     out = root / CANARY_DIR
     base_requirements = BASE_REQUIREMENTS if base_requirements is None else base_requirements
@@ -70,7 +71,8 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
             r = runner(Path(t["dir"]), t["files"], ref_env, out / "runs" / "reference" / Path(pid).with_suffix("") / "junit.xml")
             reference["patches"][pid] = {"tests": needed.results(r), "log": _rel(root, r.log)}
     if guard_files:
-        reference["battery"] = _battery(root, guards, guard_files, runner, ref_env, out / "runs" / "reference" / "guards")
+        reference["battery"] = _battery(root, guards, guard_files, runner, ref_env,
+                                        out / "runs" / "reference" / "guards")
     data["reference"] = reference
 
     for cand in candidates:
@@ -136,7 +138,8 @@ def _candidate(root: Path, cand: plan.Candidate, cpins: list[Pin], tests: dict, 
     return entry
 
 
-def _battery(root: Path, guards: Path, guard_files: list[str], runner: Runner, env: testrun.TestEnv, where: Path) -> dict:
+def _battery(root: Path, guards: Path, guard_files: list[str], runner: Runner, env: testrun.TestEnv,
+             where: Path) -> dict:
     """The regression guards copied into ``where`` and run there in ``env``: {"tests": their results, "log": ...}."""
     work = testrun.copy_tests(testrun.from_tree(guards), guard_files, where)
     r = runner(work, guard_files, env, work / "junit.xml")

@@ -56,7 +56,8 @@ def installed_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[st
     if not py.exists():
         return None
     return {"pristine": TestEnv(py, (source_root(pristine),), f"build/envs/pristine + {pin.name} {pin.version} source"),
-            "alone": TestEnv(py, (source_root(alone),), f"build/envs/pristine + {pin.name} {pin.version} source + this patch")}
+            "alone": TestEnv(py, (source_root(alone),),
+                             f"build/envs/pristine + {pin.name} {pin.version} source + this patch")}
 
 
 def source_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv]:

@@ -83,7 +83,8 @@ def _num(value: object) -> str:
 
 def two_column_table(rows: list[tuple[str, str, str]], left_title: str, right_title: str) -> list[str]:
     """A markdown table of figures from two runs, one line per (label, left, right): cells written by the caller."""
-    return [f"| | {left_title} | {right_title} |", "| --- | ---: | ---: |", *(f"| {label} | {a} | {b} |" for label, a, b in rows)]
+    return [f"| | {left_title} | {right_title} |", "| --- | ---: | ---: |",
+            *(f"| {label} | {a} | {b} |" for label, a, b in rows)]
 
 
 def bench_tables(root: Path, pin: Pin, patch: Path, section: str | None = None) -> list[dict]:
@@ -126,7 +127,8 @@ def bench_figures(root: Path, pin: Pin, patch: Path, section: str | None = None,
     lines: list[str] = []
     for t in bench_tables(root, pin, patch, section) if tables is None else tables:
         rows = [(label, _num(a), _num(b)) for label, _key, a, b in t["rows"]]
-        lines += ["", f"{t['title']}:", "", *two_column_table(rows, f"{pin.distribution} {pin.version}", "with this change"), ""]
+        table = two_column_table(rows, f"{pin.distribution} {pin.version}", "with this change")
+        lines += ["", f"{t['title']}:", "", *table, ""]
     return lines
 
 

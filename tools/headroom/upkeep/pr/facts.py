@@ -87,7 +87,8 @@ def _measured(checks: dict) -> list[str]:
         lines += ["What the new test printed:", "", *two_column_table(rows, checks["official"], "with the fix"), ""]
     for table in figures.get("bench", []):
         rows = [(_cell(label), _num(a), _num(b)) for label, _key, a, b in table["rows"]]
-        lines += [f"{table['title']} ({table['source']}):", "", *two_column_table(rows, checks["official"], "with the fix"), ""]
+        lines += [f"{table['title']} ({table['source']}):", "",
+                  *two_column_table(rows, checks["official"], "with the fix"), ""]
     return lines or ["no measured figure for this patch in this run (no test figure, no build/bench result)"]
 
 
