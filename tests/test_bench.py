@@ -171,7 +171,8 @@ def test_table_rendering(results):
     assert rows[0].startswith("| 60M | 60M | 2 | 229.0 | 114.5 | 229.7 | 0.7 | >=230x |")
     assert rows[2].startswith("| 250M | 245M | 4 | 935.0 | 233.8 | 936.0 | 2.0 | 468x |")
     assert rows[2].endswith("| 2,808.0 | 6.0 | 468x |")  # sums over ranks 1..3
-    assert "fix 2 in the loader: yes" in table and "fix 2 in the loader: no" in table
+    assert "missing keys left on meta (#45649): yes" in table and "missing keys left on meta (#45649): no" in table
+    assert "loader: not measured in this run" in table  # results written before the loads section
     assert table.count("skipped: no CUDA") == 2
     pipe = next(line for line in lines if line.startswith("| cold `apply` + `build`"))
     assert pipe == "| cold `apply` + `build` | 3 | 100.00 | 90.00-110.00 | 20.00 | 2.50 |"
@@ -548,3 +549,40 @@ def test_the_releases_part_runs_alone(tmp_path, monkeypatch, results, capsys):
     assert bench.validate(written) == ["missing releases"]
     with pytest.raises(UsageError, match="--part must be one of releases, prepare"):
         bench.run(tmp_path, mode="quick", part="fix2")
+
+
+LOADS_RESULTS = Path(__file__).parent / "fixtures" / "bench_loads" / "results.json"
+
+
+def test_loads_part_renders_the_node_table_the_projection_and_the_targets():
+    """transformers/0002's part (a quick run's results, kept as data): per node, official beside patched, the
+    measured line of each environment, the Qwen3-30B-A3B projection and each target, met or not."""
+    from headroom.bench import loads
+
+    results = json.loads(LOADS_RESULTS.read_text(encoding="utf-8"))
+    assert bench.validate(results) == []
+    table = bench.render_table(results)
+    assert "| moe | 1 x 2 | 100.1 | 0 | 196.3 (1.96x) | 99.2 (0.99x) | 135.3% | 1.7% |" in table
+    assert "| moe | 2 x 1 | 100.1 | 1 |" in table  # the second node's own row
+    assert "another rank commits (peak, % of the model, measured below): dense 0%, dense-cast 101%, moe 135%" in table
+    assert "moe 479 GB official, 64 GB patched" in table
+    assert "- met: moe, 2 ranks: node total 0.991x the model" in table
+
+    # The targets can fail: the official build's figures do not meet them
+    official = copy.deepcopy(results["loads"])
+    for case in official["cases"]:
+        case["envs"]["patched"] = case["envs"]["pristine"]
+    assert all(line.startswith("NOT met") for line in loads.targets(official))
+
+
+def test_loads_summary_adds_up_each_node():
+    from headroom.bench import loads
+
+    mib = 2**20
+    ranks = [{"rank": r, "node": r // 2, "rise_mib": rise, "peak_rise_mib": peak, "load_seconds": 1.0 + r,
+              "model_bytes": 100 * mib, "fsdp_enabled": True}
+             for r, (rise, peak) in enumerate([(98.0, 130.0), (1.0, 2.0), (97.0, 120.0), (0.5, 1.0)])]
+    s = loads.summary(ranks)
+    assert [n["total_rise_mib"] for n in s["nodes"]] == [99.0, 97.5]
+    assert [n["max_other_peak_mib"] for n in s["nodes"]] == [2.0, 120.0]  # node 1's local rank 0 is another rank
+    assert s["nodes"][1]["max_load_seconds"] == 4.0

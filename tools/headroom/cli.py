@@ -196,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
                     "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one; X@Y: with official accelerate Y instead of "
                     "requirements/bench-env.txt's, e.g. 5.23.0@1.15.0); default: quick 5.5.4,pin, "
                     "full 5.5.4,5.6.0,5.22.2,5.23.0")
-    bn.add_argument("--part", choices=("releases", "prepare"),
+    bn.add_argument("--part", choices=("releases", "prepare", "loads"),
                     help="run this part alone (releases: the release rows beside the patched build; prepare: "
                     "Accelerate's FSDP2 prepare, official, patched, torch's path and the floor); results in "
                     "build/bench/part-<part>/")

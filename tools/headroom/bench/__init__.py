@@ -39,7 +39,7 @@ from ..ground.errors import BuildError, NotApplied, UsageError
 from ..ground.fsutil import atomic_write, atomic_write_json
 from ..proof import envs
 from .common import (DATA, ENVS, MODES, OUT_DIR, PLAN, SCHEMA, SIZES, SWEEP_RANKS)  # noqa: F401 (re-exported)
-from . import fix2, pipeline, prepare, releases
+from . import fix2, loads, pipeline, prepare, releases
 from .fix2 import estimated_bytes  # noqa: F401
 from .gpu import gpu_fixes
 from .machine import gpu_info, machine_info, probe_env
@@ -108,6 +108,9 @@ def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int
     if part == "releases":
         ui.step("bench", f"{mode}, {part} only: transformers releases (sha256 from the index, wheels verified)")
         results["releases"] = releases.releases(root, pythons, mode, releases.prepare(root, mode, releases_text))
+    elif part == "loads":
+        ui.step("bench", f"{mode}, {part} only: what each rank commits in from_pretrained (transformers/0002)")
+        results["loads"] = loads.loads(root, pythons, mode)
     else:
         ui.step("bench", f"{mode}, {part} only: Accelerate's FSDP2 prepare")
         results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
@@ -140,18 +143,15 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     env_info = environment(pythons, root)
     for env, info in env_info["envs"].items():
         ui.info(f"{env}: transformers {info['packages']['transformers']}, peft {info['packages']['peft']}; "
-                f"fix 2 in the loader: {'yes' if info['fix2_in_loader'] else 'no'}")
-    in_loader = {env: info["fix2_in_loader"] for env, info in env_info["envs"].items()}
-    if not in_loader["patched"]:
-        ui.warn("the patched environment's transformers does not carry fix 2: its figures will match pristine")
-    elif in_loader["pristine"]:  # transformers 5.23.0 and newer: upstream's own loader, transformers/0002 retired
-        ui.info("both environments' transformers carry fix 2 (upstream since 5.23.0): fix 2's figures compare like with "
-                "like, and the releases show where it came from")
+                f"missing keys left on meta (#45649, read in the source): {'yes' if info['fix2_in_loader'] else 'no'}; "
+                "what another rank commits for each load: measured below (transformers/0002)")
     results: dict = {**_head(mode), "environment": env_info}
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
     results["releases"] = releases.releases(root, pythons, mode, recs)
     atomic_write_json(partial, results)
     results["fix2"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
+    atomic_write_json(partial, results)
+    results["loads"] = loads.loads(root, pythons, mode)  # patches/transformers/0002
     atomic_write_json(partial, results)
     results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     atomic_write_json(partial, results)
@@ -173,7 +173,7 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
         stale.unlink()
     ui.step("bench", "results")
     print(table, flush=True)
-    for line in terminal_ratios(results):
+    for line in terminal_ratios(results) + loads.targets(results["loads"]):
         ui.info(line)
     ui.info(f"written: {', '.join(str(p.relative_to(root)) for p in [out / 'results.json', out / 'table.md', *pngs])}")
     ui.info(f"bench {mode}: {results['seconds']:.0f}s")

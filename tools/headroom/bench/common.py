@@ -66,15 +66,17 @@ def llama_config(size: str) -> dict:
     return config
 
 
-def model_once(root: Path, name: str, size: str, marker: str, make: list, note: str = "") -> tuple[Path, dict]:
-    """build/bench/models/<name>-<hash of the config>: the random Llama of ``size`` written once by ``make`` (an
-    argv; the folder and the config as JSON are appended), reused while ``marker`` (a JSON file it writes) is
-    there; returns the folder and the marker's content."""
-    config = llama_config(size)
+def model_once(root: Path, name: str, size: str, marker: str, make: list, note: str = "",
+               config: dict | None = None) -> tuple[Path, dict]:
+    """build/bench/models/<name>-<hash of the config>: the random Llama of ``size`` (or the model ``config`` says)
+    written once by ``make`` (an argv; the folder and the config as JSON are appended), reused while ``marker`` (a
+    JSON file it writes) is there; returns the folder and the marker's content."""
+    what = f"{size} Llama" if config is None else config.get("model_type", "llama")
+    config = llama_config(size) if config is None else config
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     where = root / MODELS_DIR / f"{name}-{key}"
     if not (where / marker).exists():
-        ui.info(f"writing a random {size} Llama checkpoint to {where.relative_to(root)}{note}")
+        ui.info(f"writing a random {what} checkpoint to {where.relative_to(root)}{note}")
         for stale in (where, where.with_name(where.name + ".tmp")):
             if stale.exists():
                 shutil.rmtree(stale)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import prepare, releases_report
+from . import loads, prepare, releases_report
 from .common import ENVS, MODES, RATIO_FLOOR_MIB, SCHEMA, md_table
 from .stats import case_ratio, fmt, format_ratio, mib, ratio
 
@@ -13,7 +13,7 @@ REQUIRED = {
 }
 CASE_KEYS = ("size", "params", "model_bytes", "shard_bytes", "ranks", "envs")
 # What `headroom bench --part` runs alone, and the section of results.json that then holds it (and nothing else)
-PART_SECTIONS = {"releases": "releases", "prepare": "accelerate_prepare"}
+PART_SECTIONS = {"releases": "releases", "prepare": "accelerate_prepare", "loads": "loads"}
 PARTS = tuple(PART_SECTIONS)
 PART_REQUIRED = {"schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict, "part": str}
 
@@ -76,8 +76,8 @@ def validate_part(results: dict) -> list[str]:
     problems = _schema_and_mode(results)
     if part == "releases":
         problems += releases_report.validate(results["releases"])
-    elif not isinstance(results["accelerate_prepare"].get("cases"), list):
-        problems.append("accelerate_prepare.cases is not a list")
+    elif not isinstance(results[PART_SECTIONS[part]].get("cases"), list):
+        problems.append(f"{PART_SECTIONS[part]}.cases is not a list")
     return problems
 
 
@@ -172,7 +172,8 @@ def header(results: dict) -> list[str]:
         e = env["envs"][name]
         pk = e.get("packages", {})
         lines.append(f"- {name}: transformers {pk.get('transformers')}, peft {pk.get('peft')}, torch {pk.get('torch')}, "
-                     f"accelerate {pk.get('accelerate')}; fix 2 in the loader: {'yes' if e.get('fix2_in_loader') else 'no'}")
+                     f"accelerate {pk.get('accelerate')}; missing keys left on meta (#45649): "
+                     f"{'yes' if e.get('fix2_in_loader') else 'no'}; {loads.measured_line(results.get('loads'), name)}")
     return lines
 
 
@@ -181,6 +182,9 @@ def render_table(results: dict) -> str:
     lines = header(results)
     if results.get("part") == "releases":
         lines += [""] + releases_report.lines(results["releases"], md_table)
+        return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
+    if results.get("part") == "loads":
+        lines += ["", *loads.table_lines(results["loads"], md_table)]
         return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
     if results.get("part") == "prepare":
         lines += ["", *prepare.table_lines(results["accelerate_prepare"])]
@@ -197,6 +201,8 @@ def render_table(results: dict) -> str:
     if before:
         lines += ["", f"Note: rank 1's RssAnon before `from_pretrained` (torch, transformers, accelerate imported; gloo "
                       f"up): {before[0]}-{before[-1]} MiB."]
+    if results.get("loads"):  # absent from results written before transformers/0002
+        lines += ["", *loads.table_lines(results["loads"], md_table)]
     if results.get("releases"):  # absent from a run stopped before it, and from schema 1 results
         lines += [""] + releases_report.lines(results["releases"], md_table)
     if "accelerate_prepare" in results:

@@ -1,6 +1,7 @@
-"""Write a random Llama-style checkpoint (safetensors, float32) for the fix 2 benchmark; no hub access.
+"""Write a random checkpoint (safetensors) for the benchmark; no hub access.
 
-Usage: make_model.py OUT_DIR CONFIG_JSON   (CONFIG_JSON: LlamaConfig keyword arguments)
+Usage: make_model.py OUT_DIR CONFIG_JSON   (CONFIG_JSON: LlamaConfig keyword arguments; with "model_type":
+"qwen3_moe", Qwen3MoeConfig's; with "dtype", stored in that dtype instead of float32)
 Prints one JSON line: {"params": ..., "bytes": ...}.
 """
 
@@ -11,11 +12,14 @@ import sys
 
 def main(out_dir: str, config_json: str) -> None:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-    config = LlamaConfig(**json.loads(config_json))
+    kwargs = json.loads(config_json)
+    dtype = getattr(torch, kwargs.pop("dtype", "float32"))
+    moe = kwargs.pop("model_type", "llama") == "qwen3_moe"
+    config = Qwen3MoeConfig(**kwargs) if moe else LlamaConfig(**kwargs)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = (Qwen3MoeForCausalLM if moe else LlamaForCausalLM)(config).to(dtype)
     params = sum(p.numel() for p in model.parameters())
     nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     tmp = out_dir + ".tmp"
