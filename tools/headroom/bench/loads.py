@@ -20,11 +20,14 @@ from ..ground.fsutil import atomic_write
 from .common import DATA, ENVS, FSDP_ENV, MIB, OFFLINE_ENV, OUT_DIR, model_once
 from .jobs import RUN_DIR, failure, torchrun
 
-# The mixture of experts: Qwen3-MoE's architecture (the model of transformers #43749), 8 layers x 32 experts, in bf16
-MOE = {"model_type": "qwen3_moe", "dtype": "bfloat16", "vocab_size": 1024, "hidden_size": 256,
-       "intermediate_size": 512, "moe_intermediate_size": 256, "num_hidden_layers": 8, "num_experts": 32,
-       "num_experts_per_tok": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
-       "tie_word_embeddings": False}
+# The mixture of experts: Qwen3-MoE's architecture (the model of transformers #43749), 8 layers x 32 experts, in bf16.
+# Each rank that loads nothing still grows by ~1 MiB (the process's own allocations, whatever the model's size), so
+# the full bench measures a model large enough for the per-node target to be about the model: ~400 MiB, quick ~100 MiB.
+MOE = {"model_type": "qwen3_moe", "dtype": "bfloat16", "vocab_size": 1024, "intermediate_size": 512,
+       "num_hidden_layers": 8, "num_experts": 32, "num_experts_per_tok": 2, "num_attention_heads": 4,
+       "num_key_value_heads": 2, "head_dim": 64, "tie_word_embeddings": False}
+MOE_SIZES = {"quick": {"hidden_size": 256, "moe_intermediate_size": 256},
+             "full": {"hidden_size": 512, "moe_intermediate_size": 512}}
 # name: (what it is, checkpoint, dtype of the load)
 LOADS = {
     "dense": ("dense Llama 60M, stored fp32, loaded as stored", "60M", "auto"),
@@ -42,10 +45,10 @@ TARGET_NODE_TOTAL = 1.05
 TARGET_OTHER_RANK = 0.02
 
 
-def checkpoint(root: Path, name: str, py: Path) -> tuple[Path, dict]:
+def checkpoint(root: Path, name: str, py: Path, mode: str) -> tuple[Path, dict]:
     """build/bench/models/<name>-<hash>: made once with the pristine env, reused."""
     return model_once(root, name, "60M", "headroom-bench.json", [py, DATA / "make_model.py"],
-                      config=MOE if name == "moe" else None)
+                      config={**MOE, **MOE_SIZES[mode]} if name == "moe" else None)
 
 
 def free_port() -> int:
@@ -116,7 +119,7 @@ def loads(root: Path, pythons: dict[str, Path], mode: str) -> dict:
     plan = PLAN[mode]
     out: dict = {"ranks": plan["ranks"], "cases": []}
     for name, (what, ckpt_name, dtype) in LOADS.items():
-        ckpt, meta = checkpoint(root, ckpt_name, pythons["pristine"])
+        ckpt, _ = checkpoint(root, ckpt_name, pythons["pristine"], mode)
         layouts = [(1, plan["ranks"])] + ([plan["nodes"]] if plan["nodes"] and name in plan["node_loads"] else [])
         for nodes, per_node in layouts:
             case = {"load": name, "what": what, "nodes": nodes, "ranks_per_node": per_node, "envs": {}}
