@@ -376,11 +376,11 @@ def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
             "last carried in 0123456789ab. Nothing to draft.")
     for spec in ("toypkg/0006", "toypkg/6", "toypkg/0006-memory-drop-the-cache-after-a-load",
                  "toypkg/0006-memory-drop-the-cache-after-a-load.patch"):
-        with pytest.raises(errors.UsageError) as exc:
+        with pytest.raises(errors.RetiredPatch) as exc:
             pr.select(proj.root, spec)
         assert str(exc.value) == line
     capsys.readouterr()
-    assert proj.run("pr", "toypkg/0006") == 2  # UsageError's exit code
+    assert proj.run("pr", "toypkg/0006") == errors.RetiredPatch.exit_code == 21  # not 2: that is a usage error
     err = capsys.readouterr().err
     assert line in err and "Traceback" not in err
     assert not (proj.root / "build" / "pr").exists()

@@ -6,6 +6,9 @@ One top-level handler (``headroom.__main__.main``) turns them into exit codes.
 from __future__ import annotations
 
 
+INTERRUPTED = 130  # Ctrl-C (SIGINT): not an error class; ``cli.main`` returns it with one line on the state left
+
+
 class HeadroomError(Exception):
     """Base class. ``exit_code`` is what the process exits with."""
 
@@ -21,6 +24,9 @@ class HeadroomError(Exception):
 
 
 class UsageError(HeadroomError):
+    """The command line is wrong: an unknown option or value, a missing argument, an option the subcommand cannot
+    honour. Checked before any work."""
+
     exit_code = 2
 
 
@@ -67,6 +73,8 @@ class ExportDrift(HeadroomError):
 
 
 class BuildError(HeadroomError):
+    """A wheel could not be built (e.g. the package has no version line to stamp)."""
+
     exit_code = 10
 
 
@@ -98,6 +106,19 @@ class DataError(HeadroomError):
     """One of the tool's own data files (``upstream_data/*.toml``, ``known_failures.txt``) is malformed."""
 
     exit_code = 15
+
+
+class RetiredPatch(HeadroomError):
+    """``pr``: the patch is retired (patches/<name>/retired.toml: upstream made it unnecessary); nothing to draft."""
+
+    exit_code = 21
+
+
+class DocsStale(HeadroomError):
+    """``docs --check``: docs/reference/commands.md or exit-codes.md differs from what the parser and these classes say
+    (``make docs-ref`` rewrites them)."""
+
+    exit_code = 16
 
 
 class IdentityMissing(HeadroomError):
@@ -173,7 +194,7 @@ class ProvenanceMismatch(HeadroomError):
 
 
 class ReleaseNotFound(HeadroomError):
-    """``bench --releases``: the package index has no official wheel (with a sha256) of that release."""
+    """``bench --transformers``: the package index has no official wheel (with a sha256) of that release."""
 
     exit_code = 50
 
