@@ -118,7 +118,7 @@ docs-ref: $(TOOL_STAMP) ## regenerate docs/reference/commands.md and exit-codes.
 
 docs: $(DOCS_STAMP) ## build the documentation site into build/site/ (mkdocs --strict: a broken link fails)
 	@$(HEADROOM) docs --check
-	@$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 	@echo "[docs] build/site/index.html"
 
 distclean: ## remove dist/, build/ and the tool environment .venv/
