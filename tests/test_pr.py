@@ -352,16 +352,21 @@ def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project)
     git(proj.root, "commit", "-q", "-m", "toypkg: stage loads on the CPU (fix 2)")
     (proj.root / "build" / "bench").mkdir(parents=True)
     (proj.root / "build" / "bench" / "results.json").write_text(json.dumps({
-        "fix1": {"pristine": {"skipped": "no CUDA"}, "patched": {"skipped": "no CUDA"}},
-        "fix2": {"cases": [{"size": "60M", "ranks": 2, "envs": {
+        "trainer_best_adapter": {"pristine": {"skipped": "no CUDA"}, "patched": {"skipped": "no CUDA"}},
+        "fsdp_loading": {"cases": [{"size": "60M", "ranks": 2, "envs": {
             "pristine": {"summary": {"rank1_load_rise_mib": 229.7, "fsdp_enabled": True}},
             "patched": {"summary": {"rank1_load_rise_mib": 0.7, "fsdp_enabled": True}}}}]}}))
     patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
-    assert previdence.fix_section(proj.root, patch) == "fix2"
+    assert previdence.fix_section(proj.root, patch) == "fsdp_loading"
     lines = previdence.bench_figures(proj.root, proj.pin, patch)
     assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in lines
     assert any(line.startswith("Memory (") and "size=60M" in line and "ranks=2" in line for line in lines)
-    assert previdence.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure
+    assert previdence.bench_figures(proj.root, proj.pin, patch, "trainer_best_adapter") == []  # skipped parts show no figure
+    # results written before the parts were named after what they measure (fix1/fix2/fix3) still read
+    old = json.loads((proj.root / "build" / "bench" / "results.json").read_text())
+    old["fix2"] = old.pop("fsdp_loading")
+    (proj.root / "build" / "bench" / "results.json").write_text(json.dumps(old))
+    assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in previdence.bench_figures(proj.root, proj.pin, patch)
 
 
 def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):

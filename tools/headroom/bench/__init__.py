@@ -151,11 +151,11 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
     results["releases"] = releases.releases(root, pythons, mode, recs)
     atomic_write_json(partial, results)
-    results["fix2"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
+    results["fsdp_loading"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
     atomic_write_json(partial, results)
     results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     atomic_write_json(partial, results)
-    results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
+    results["trainer_best_adapter"], results["peft_load_adapter"] = gpu_fixes(root, pythons, mode)
     atomic_write_json(partial, results)
     results["pipeline"] = pipeline.pipeline(root, mode)
     after = {env: probe_env(py)["packages"] for env, py in pythons.items()}
@@ -169,7 +169,7 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     partial.unlink(missing_ok=True)
     table = _write_table(results, out)
     pngs = plot(results, out, plt)
-    for stale in set(out.glob("fix2-*.png")) - set(pngs):  # e.g. the per-rank plot of an earlier full run
+    for stale in set(out.glob("fsdp-loading-*.png")) - set(pngs):  # e.g. the per-rank plot of an earlier full run
         stale.unlink()
     ui.step("bench", "results")
     print(table, flush=True)
