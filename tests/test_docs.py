@@ -99,7 +99,8 @@ POINTER = re.compile(r"((?:\.\./)*(?:docs/[\w./-]+|[\w./-]*README|CHANGELOG|[\w-
 def pointers() -> list[tuple[Path, str, str]]:
     """(file, target path, anchor) for every pointer to a Markdown page in the tool's code and in the docs."""
     found = []
-    sources = [*sorted((REPO / "tools").rglob("*.py")), REPO / "Makefile", REPO / "mkdocs.yml", *PAGES]
+    sources = [*sorted((REPO / "tools").rglob("*.py")), REPO / "Makefile", REPO / "mkdocs.yml",
+               *sorted((REPO / ".github").rglob("*.yml")), REPO / ".ci" / "run", *PAGES]
     for src in sources:
         text = src.read_text(encoding="utf-8")
         if src.suffix == ".md":  # links only: [text](target)

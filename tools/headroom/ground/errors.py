@@ -31,19 +31,19 @@ class UsageError(HeadroomError):
 
 
 class PinsError(HeadroomError):
-    """vendor/pins.toml is missing, malformed or incomplete."""
+    """vendor/pins.toml is missing, malformed or incomplete (the message names the key and the likely intended one)."""
 
     exit_code = 3
 
 
 class HashMismatch(HeadroomError):
-    """A downloaded or cached file does not have the pinned sha256."""
+    """A downloaded or cached file does not have the pinned sha256 (both are printed; nothing is extracted)."""
 
     exit_code = 4
 
 
 class UnsafeArchive(HeadroomError):
-    """An sdist member would land outside the extraction directory."""
+    """An sdist member would land outside the extraction directory (absolute path, ``..``, a link leaving the tree)."""
 
     exit_code = 5
 
@@ -55,7 +55,7 @@ class SeriesError(HeadroomError):
 
 
 class PatchConflict(HeadroomError):
-    """A patch of the series does not apply; the checkout is left mid-``git am``."""
+    """A patch of the series does not apply (upstream moved); the checkout is left mid-``git am``."""
 
     exit_code = 7
 
@@ -79,25 +79,25 @@ class BuildError(HeadroomError):
 
 
 class IndexConflict(HeadroomError):
-    """A file of the same name but different bytes already exists in dist/."""
+    """A file of the same name but other bytes already exists in dist/: it is never overwritten."""
 
     exit_code = 11
 
 
 class CommandFailed(HeadroomError):
-    """A subprocess (git, pip, python -m build, pytest) failed."""
+    """A subprocess (git, pip, python -m build, pytest) failed; its output is replayed."""
 
     exit_code = 12
 
 
 class ProofFailed(HeadroomError):
-    """A patch's own tests are not red on pristine and green on patched."""
+    """A patch's own tests are not red on pristine and green on patched, or the upstream suites failed."""
 
     exit_code = 13
 
 
 class NotApplied(HeadroomError):
-    """A step needs ``make apply`` first."""
+    """A step needs ``make apply`` or ``make build`` first (also: its state file is malformed)."""
 
     exit_code = 14
 
@@ -152,7 +152,8 @@ class UploadFailed(HeadroomError):
 
 
 class Locked(HeadroomError):
-    """Another run holds a lock this command needs, and ``--no-wait`` was given."""
+    """Another run holds a lock this command needs, and ``--no-wait`` (NO_WAIT=1) was given; the message names its pid
+    and command."""
 
     exit_code = 40
 
@@ -164,7 +165,8 @@ class CorruptPatch(HeadroomError):
 
 
 class DiskFull(HeadroomError):
-    """A write failed with ENOSPC; the previous state is left as it was."""
+    """A write failed with ENOSPC (disk full): the step, the space it needs and the space free are printed; the previous
+    state is left as it was."""
 
     exit_code = 42
 
