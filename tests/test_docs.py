@@ -247,3 +247,26 @@ def test_every_path_the_comments_name_exists():
                for m in re.finditer(r"tools/headroom/[\w/]+\.py", src.read_text(encoding="utf-8"))
                if not (REPO / m.group(0)).is_file()]
     assert missing == []
+
+
+def test_install_recipes_name_the_pins():
+    """The install commands (README, tutorial, publish how-to) name exactly the pinned versions."""
+    pins = {name: pin["version"] for name, pin in tomllib.loads((REPO / "vendor" / "pins.toml").read_text()).items()}
+    wrong = []
+    for page in (REPO / "README.md", REPO / "docs" / "tutorial.md", REPO / "docs" / "how-to" / "publish-and-install.md"):
+        for name, version in re.findall(rf"\b({'|'.join(pins)})==(\d+(?:\.\d+)+)", page.read_text(encoding="utf-8")):
+            if version != pins[name]:
+                wrong.append(f"{page.relative_to(REPO)}: {name}=={version} (pinned: {pins[name]})")
+    assert wrong == []
+
+
+def test_verify_inspect_and_serve_check_their_values_first(tmp_path, capsys):
+    assert cli.main(["--root", str(tmp_path), "verify", "dist/nope.whl"]) == errors.UsageError.exit_code
+    assert "dist/nope.whl: no such wheel file" in capsys.readouterr().err
+    argv = ["--root", str(tmp_path), "inspect", "transformers", "--python", "nope/bin/python"]
+    assert cli.main(argv) == errors.UsageError.exit_code
+    assert "no such interpreter" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--root", str(tmp_path), "serve", "--port", "70000"])
+    assert exc.value.code == 2 and "expected a port number" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

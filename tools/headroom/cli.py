@@ -150,6 +150,12 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(value: str) -> int:
+    if value.isdigit() and int(value) <= 65535:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {value!r}")
+
+
 def _jobs(value: str) -> str:
     if value == "auto" or value.isdigit() and int(value) > 0:
         return value
@@ -209,7 +215,7 @@ def parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=cmd_publish)
     sv = sub.add_parser("serve", help="serve dist/ (the static index) over HTTP on localhost")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 picks a free one)")
     sv.set_defaults(func=cmd_serve)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
     t.add_argument("--upstream", default="default", choices=("default", "full", "none"),
@@ -289,6 +295,11 @@ def _check(args: argparse.Namespace) -> None:
         from .bench import releases
 
         releases.parse(args.transformers, args.mode, "0", "0")  # the syntax; the index is asked later
+    if args.command == "verify" and not Path(args.wheel).is_file():
+        raise UsageError(f"{args.wheel}: no such wheel file. `make verify WHEEL=dist/<name>-<version>+headroom.<hash>-"
+                         "py3-none-any.whl` (ls dist/*.whl).")
+    if args.command == "inspect" and args.python and not Path(args.python).is_file():
+        raise UsageError(f"--python {args.python}: no such interpreter (e.g. build/envs/patched/bin/python).")
     if args.command == "canary" and args.releases is not None:
         from .upkeep.canary import plan
 
