@@ -324,7 +324,7 @@ def test_pr_settings_are_validated(tmp_path):
         ('[[reviewers]]\narea = "a"\npaths = ["src/*"]\nhandles = ["SunMarc"]\n', "GitHub handles"),
     ]:
         (tmp_path / "x.toml").write_text(text)
-        with pytest.raises(errors.PinsError, match=message):
+        with pytest.raises(errors.DataError, match=message):
             prconfig.load("x", tmp_path)
 
 
@@ -496,7 +496,7 @@ def test_bench_section_from_pr_data_and_a_part_run_alone(proj: Project, tmp_path
     assert not any("9.0" in line for line in lines)
     assert any("size=1B" in line and "ranks=4" in line for line in lines)
     for bad in ('[bench]\nsections = { "1" = "x" }\n', '[bench]\nsection = {}\n', "bench = 3\n"):
-        with pytest.raises(errors.PinsError):
+        with pytest.raises(errors.DataError):
             prconfig.parse(bad, tmp_path / "x.toml", "toypkg")
 
 

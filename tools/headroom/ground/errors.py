@@ -103,7 +103,8 @@ class NotApplied(HeadroomError):
 
 
 class DataError(HeadroomError):
-    """One of the tool's own data files (``upstream_data/*.toml``, ``known_failures.txt``) is malformed."""
+    """One of the tool's own data files (``upstream_data/*.toml``, ``known_failures.txt``, ``pr_data/<name>.toml``) is
+    malformed; the file and line or key are named."""
 
     exit_code = 15
 
