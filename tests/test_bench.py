@@ -81,14 +81,14 @@ def results() -> dict:
                             "fix2_in_loader": True},
             },
         },
-        "fix2": {"sweep_ranks": 2, "cases": [
+        "fsdp_loading": {"sweep_ranks": 2, "cases": [
             case("60M", 229.0, 2, 229.7, 0.7),
             case("250M", 935.0, 2, 936.0, 2.0),
             case("250M", 935.0, 4, 936.0, 2.0),
         ]},
         "releases": releases_section(),
-        "fix1": copy.deepcopy(skipped),
-        "fix3": copy.deepcopy(skipped),
+        "trainer_best_adapter": copy.deepcopy(skipped),
+        "peft_load_adapter": copy.deepcopy(skipped),
         "pipeline": {"note": "fixture", "steps": {
             "cold_total": bench.summary([100.0, 90.0, 110.0]),
             "noop_total": bench.summary([1.0, 1.2, 1.1]),
@@ -132,12 +132,12 @@ def test_env_summary_sums_the_non_zero_ranks():
 
 
 def test_case_ratio(results):
-    c = results["fix2"]["cases"][2]
+    c = results["fsdp_loading"]["cases"][2]
     r = bench.case_ratio(c)
     assert r["rank1_load_rise"] == pytest.approx(468.0)
     assert r["nonzero_ranks_load_rise"] == pytest.approx(468.0)
     assert not r["rank1_load_rise_lower_bound"]
-    assert bench.case_ratio(results["fix2"]["cases"][0])["rank1_load_rise_lower_bound"]
+    assert bench.case_ratio(results["fsdp_loading"]["cases"][0])["rank1_load_rise_lower_bound"]
     c["envs"]["patched"] = {"skipped": "skipped: needs ~30 GiB"}
     assert bench.case_ratio(c) is None
 
@@ -149,17 +149,17 @@ def test_schema_accepts_the_fixture_and_rejects_holes(results):
     del broken["pipeline"]
     assert bench.validate(broken) == ["missing pipeline"]
     broken = copy.deepcopy(results)
-    broken["fix2"]["cases"][1]["envs"]["patched"] = {}
+    broken["fsdp_loading"]["cases"][1]["envs"]["patched"] = {}
     assert any("cases[1].envs.patched" in p for p in bench.validate(broken))
     broken = copy.deepcopy(results)
-    broken["fix1"]["patched"] = {}
-    assert bench.validate(broken) == ["fix1.patched: neither results nor skipped"]
+    broken["trainer_best_adapter"]["patched"] = {}
+    assert bench.validate(broken) == ["trainer_best_adapter.patched: neither results nor skipped"]
     broken = copy.deepcopy(results)
     broken["mode"] = "slow"
     assert bench.validate(broken) == ["mode 'slow'"]
     broken = copy.deepcopy(results)
-    broken["fix2"]["cases"] = []
-    assert bench.validate(broken) == ["fix2.cases is empty"]
+    broken["fsdp_loading"]["cases"] = []
+    assert bench.validate(broken) == ["fsdp_loading.cases is empty"]
 
 
 def test_table_rendering(results):
@@ -180,10 +180,10 @@ def test_table_rendering(results):
 
 
 def test_table_with_gpu_results_and_a_skipped_case(results):
-    for fix, key in (("fix1", "extra_bytes"), ("fix3", "reserved_unallocated_bytes")):
+    for fix, key in (("trainer_best_adapter", "extra_bytes"), ("peft_load_adapter", "reserved_unallocated_bytes")):
         for env, value in (("pristine", 512 * MiB), ("patched", 0)):
             results[fix][env] = {"gpu": "H100", "results": [{"lora_rank": 1024, "adapter_bytes": 256 * MiB, key: value}]}
-    results["fix2"]["cases"][2]["envs"]["pristine"] = {"skipped": "skipped: needs ~30.0 GiB, 10.0 GiB available"}
+    results["fsdp_loading"]["cases"][2]["envs"]["pristine"] = {"skipped": "skipped: needs ~30.0 GiB, 10.0 GiB available"}
     assert bench.validate(results) == []
     table = bench.render_table(results)
     assert "| 1024 | 256.0 | 512.0 | 0.0 | >=512x |" in table
@@ -231,7 +231,7 @@ def test_plots_are_small_pngs(results, tmp_path):
     pytest.importorskip("matplotlib")
     plt = bench.ensure_matplotlib(tmp_path)  # already importable: installs nothing
     written = bench.plot(results, tmp_path, plt)
-    assert [p.name for p in written] == ["fix2-rank1-memory.png", "fix2-per-rank.png", "fix2-releases.png"]
+    assert [p.name for p in written] == ["fsdp-loading-rank1-memory.png", "fsdp-loading-per-rank.png", "fsdp-loading-releases.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert p.stat().st_size < 200 * 1024
@@ -403,7 +403,7 @@ def test_node_summary_sums_every_rank():
 
 def test_table_has_the_releases_the_node_and_the_projection(results):
     table = bench.render_table(results)
-    assert "## Fix 2 across transformers releases" in table
+    assert "## FSDP loading across transformers releases" in table
     assert "| transformers 5.23.0 + accelerate 1.15.0 | 1.15.0 | `abababababab` | 1.1 | 0% | 401.1 | yes | 0.25 | " \
         "small, aliased |" in table
     assert "| transformers 5.6.0 | 8 | 8,600 | 6,560 | 937 |" in table
@@ -540,24 +540,24 @@ def test_the_releases_part_runs_alone(tmp_path, monkeypatch, results, capsys):
     assert bench.run(tmp_path, mode="quick", releases_text="5.23.0@1.15.0", part="releases") == 0
     out = tmp_path / "build" / "bench" / "part-releases"
     written = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert written["part"] == "releases" and "fix2" not in written and bench.validate(written) == []
+    assert written["part"] == "releases" and "fsdp_loading" not in written and bench.validate(written) == []
     table = (out / "table.md").read_text(encoding="utf-8")
-    assert table.startswith("# headroom bench (quick, releases only)") and "## Fix 2 across transformers releases" in table
+    assert table.startswith("# headroom bench (quick, releases only)") and "## FSDP loading across transformers releases" in table
     assert "## Pipeline" not in table and table in capsys.readouterr().out
     assert not (tmp_path / "build" / "bench" / "results.json").exists()  # a full run's results are left alone
     del written["releases"]
     assert bench.validate(written) == ["missing releases"]
     with pytest.raises(UsageError, match="--part must be one of releases, prepare"):
-        bench.run(tmp_path, mode="quick", part="fix2")
+        bench.run(tmp_path, mode="quick", part="fsdp_loading")
 
 
-LOADS_RESULTS = Path(__file__).parent / "fixtures" / "bench_loads" / "results.json"
+LOADS_RESULTS = Path(__file__).parent / "fixtures" / "bench_node_loads" / "results.json"
 
 
 def test_loads_part_renders_the_node_table_the_projection_and_the_targets():
     """transformers/0002's part (a quick run's results, kept as data): per node, official beside patched, the
     measured line of each environment, the Qwen3-30B-A3B projection and each target, met or not."""
-    from headroom.bench import loads
+    from headroom.bench import node_loads as loads
 
     results = json.loads(LOADS_RESULTS.read_text(encoding="utf-8"))
     assert bench.validate(results) == []
@@ -569,14 +569,14 @@ def test_loads_part_renders_the_node_table_the_projection_and_the_targets():
     assert "- met: moe, 2 ranks: node total 0.991x the model" in table
 
     # The targets can fail: the official build's figures do not meet them
-    official = copy.deepcopy(results["loads"])
+    official = copy.deepcopy(results["node_loads"])
     for case in official["cases"]:
         case["envs"]["patched"] = case["envs"]["pristine"]
     assert all(line.startswith("NOT met") for line in loads.targets(official))
 
 
 def test_loads_summary_adds_up_each_node():
-    from headroom.bench import loads
+    from headroom.bench import node_loads as loads
 
     mib = 2**20
     ranks = [{"rank": r, "node": r // 2, "rise_mib": rise, "peak_rise_mib": peak, "load_seconds": 1.0 + r,

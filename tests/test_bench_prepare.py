@@ -127,8 +127,8 @@ def test_table_lines_and_terminal_lines():
 def test_bench_table_includes_the_section_when_present():
     results = {"schema": bench.SCHEMA, "mode": "quick", "date": "2026-11-29T00:00:00Z", "seconds": 1.0,
                "environment": {"machine": {}, "gpu": None, "envs": {e: {"packages": {}} for e in bench.ENVS}},
-               "fix2": {"cases": []}, "pipeline": {},
-               **{fix: {e: {"skipped": "no CUDA"} for e in bench.ENVS} for fix in ("fix1", "fix3")},
+               "fsdp_loading": {"cases": []}, "pipeline": {},
+               **{fix: {e: {"skipped": "no CUDA"} for e in bench.ENVS} for fix in ("trainer_best_adapter", "peft_load_adapter")},
                "accelerate_prepare": {"cases": [case()]}}
     text = bench.render_table(results)
     assert "## Accelerate FSDP2 `prepare`" in text and "same FSDP units and placements" in text
@@ -165,11 +165,11 @@ def test_the_prepare_part_runs_alone(tmp_path, monkeypatch, capsys):
     assert bench.run(tmp_path, mode="full", part="prepare") == 0
     out = tmp_path / "build" / "bench" / "part-prepare"
     written = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert written["part"] == "prepare" and written["accelerate_prepare"] == section and "fix2" not in written
+    assert written["part"] == "prepare" and written["accelerate_prepare"] == section and "fsdp_loading" not in written
     assert bench.validate(written) == []
     table = (out / "table.md").read_text(encoding="utf-8")
     assert table.startswith("# headroom bench (full, prepare only)") and "## Accelerate FSDP2 `prepare`" in table
-    assert "## Fix 2" not in table and table in capsys.readouterr().out
+    assert "## FSDP loading" not in table and table in capsys.readouterr().out
     assert not (tmp_path / "build" / "bench" / "results.json").exists()
     del written["accelerate_prepare"]
     assert bench.validate(written) == ["missing accelerate_prepare"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from headroom.sources import pins
-from headroom.ground.errors import PinsError
+from headroom.ground.errors import PinsError, UsageError
 
 GOOD = """
 [toy]
@@ -64,7 +64,7 @@ def test_bad_toml_and_empty():
 
 def test_select_unknown_upstream_suggests():
     parsed = pins.parse(GOOD, Path("p"))
-    with pytest.raises(PinsError, match="Did you mean 'toy'"):
+    with pytest.raises(UsageError, match="Did you mean 'toy'"):
         pins.select(parsed, ["toyy"])
 
 

@@ -71,7 +71,7 @@ def test_conflict_stops_with_its_exit_code_and_names_the_patch(project: Project,
     assert (project.vendor / ".git" / "rebase-apply").exists()
     # The checkout is left mid-am: a second apply refuses rather than destroy the resolution.
     assert project.run("apply") == errors.UnsavedWork.exit_code
-    # Resolve as the README says (here: drop the patch), export, apply again.
+    # Resolve as docs/how-to/change-a-patch.md says (here: drop the patch), export, apply again.
     git(project.vendor, "am", "--skip")
     assert project.run("export") == 0
     assert (project.patches / "series").read_text() == "0001-memory-stage-loads-on-the-CPU.patch\n"

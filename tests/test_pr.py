@@ -324,7 +324,7 @@ def test_pr_settings_are_validated(tmp_path):
         ('[[reviewers]]\narea = "a"\npaths = ["src/*"]\nhandles = ["SunMarc"]\n', "GitHub handles"),
     ]:
         (tmp_path / "x.toml").write_text(text)
-        with pytest.raises(errors.PinsError, match=message):
+        with pytest.raises(errors.DataError, match=message):
             prconfig.load("x", tmp_path)
 
 
@@ -352,16 +352,21 @@ def test_bench_section_found_from_the_commit_that_added_the_patch(proj: Project)
     git(proj.root, "commit", "-q", "-m", "toypkg: stage loads on the CPU (fix 2)")
     (proj.root / "build" / "bench").mkdir(parents=True)
     (proj.root / "build" / "bench" / "results.json").write_text(json.dumps({
-        "fix1": {"pristine": {"skipped": "no CUDA"}, "patched": {"skipped": "no CUDA"}},
-        "fix2": {"cases": [{"size": "60M", "ranks": 2, "envs": {
+        "trainer_best_adapter": {"pristine": {"skipped": "no CUDA"}, "patched": {"skipped": "no CUDA"}},
+        "fsdp_loading": {"cases": [{"size": "60M", "ranks": 2, "envs": {
             "pristine": {"summary": {"rank1_load_rise_mib": 229.7, "fsdp_enabled": True}},
             "patched": {"summary": {"rank1_load_rise_mib": 0.7, "fsdp_enabled": True}}}}]}}))
     patch = proj.patches / "0002-memory-stage-loads-on-the-CPU.patch"
-    assert previdence.fix_section(proj.root, patch) == "fix2"
+    assert previdence.fix_section(proj.root, patch) == "fsdp_loading"
     lines = previdence.bench_figures(proj.root, proj.pin, patch)
     assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in lines
     assert any(line.startswith("Memory (") and "size=60M" in line and "ranks=2" in line for line in lines)
-    assert previdence.bench_figures(proj.root, proj.pin, patch, "fix1") == []  # skipped parts show no figure
+    assert previdence.bench_figures(proj.root, proj.pin, patch, "trainer_best_adapter") == []  # skipped parts show no figure
+    # results written before the parts were named after what they measure (fix1/fix2/fix3) still read
+    old = json.loads((proj.root / "build" / "bench" / "results.json").read_text())
+    old["fix2"] = old.pop("fsdp_loading")
+    (proj.root / "build" / "bench" / "results.json").write_text(json.dumps(old))
+    assert "| rank 1 load rise (MiB) | 229.7 | 0.7 |" in previdence.bench_figures(proj.root, proj.pin, patch)
 
 
 def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
@@ -376,11 +381,11 @@ def test_a_retired_patch_gets_one_line_and_no_draft(proj: Project, capsys):
             "last carried in 0123456789ab. Nothing to draft.")
     for spec in ("toypkg/0006", "toypkg/6", "toypkg/0006-memory-drop-the-cache-after-a-load",
                  "toypkg/0006-memory-drop-the-cache-after-a-load.patch"):
-        with pytest.raises(errors.UsageError) as exc:
+        with pytest.raises(errors.RetiredPatch) as exc:
             pr.select(proj.root, spec)
         assert str(exc.value) == line
     capsys.readouterr()
-    assert proj.run("pr", "toypkg/0006") == 2  # UsageError's exit code
+    assert proj.run("pr", "toypkg/0006") == errors.RetiredPatch.exit_code == 21  # not 2: that is a usage error
     err = capsys.readouterr().err
     assert line in err and "Traceback" not in err
     assert not (proj.root / "build" / "pr").exists()
@@ -491,7 +496,7 @@ def test_bench_section_from_pr_data_and_a_part_run_alone(proj: Project, tmp_path
     assert not any("9.0" in line for line in lines)
     assert any("size=1B" in line and "ranks=4" in line for line in lines)
     for bad in ('[bench]\nsections = { "1" = "x" }\n', '[bench]\nsection = {}\n', "bench = 3\n"):
-        with pytest.raises(errors.PinsError):
+        with pytest.raises(errors.DataError):
             prconfig.parse(bad, tmp_path / "x.toml", "toypkg")
 
 

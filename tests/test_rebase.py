@@ -214,14 +214,14 @@ def test_command_line_rebase_conflict_continue_and_abort(proj: Project, capsys, 
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
 
     root = ["--root", str(proj.root)]
-    assert cli_with_rebase([*root, "rebase", "toypkg==1.1.0", "--landed-env", "source"]) == errors.PatchConflict.exit_code
+    assert cli_with_rebase([*root, "rebase", "toypkg==1.1.0", "--env", "source"]) == errors.PatchConflict.exit_code
     err = capsys.readouterr().err
     assert "make rebase-continue DROP=0002" in err
     assert cli_with_rebase([*root, "rebase-continue", "--drop", "0002"]) == errors.PatchConflict.exit_code
     assert cli_with_rebase([*root, "rebase-continue"]) == errors.PatchConflict.exit_code  # not resolved yet
     assert cli_with_rebase([*root, "rebase-abort"]) == 0
     assert cli_with_rebase([*root, "rebase-abort"]) == errors.UsageError.exit_code
-    assert cli_with_rebase([*root, "rebase", "toypkg==1.2.0", "--landed-env", "source", "--drop", "0002"]) == 0
+    assert cli_with_rebase([*root, "rebase", "toypkg==1.2.0", "--env", "source", "--drop", "0002"]) == 0
     assert 'version = "1.2.0"' in (proj.root / "vendor" / "pins.toml").read_text()
     assert cli_with_rebase([*root, "pr", "toypkg/0001"]) == 0  # no build/envs here: tests "not run"
     assert "tests alone: not run" in capsys.readouterr().out

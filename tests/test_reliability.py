@@ -4,7 +4,7 @@ Locks: two ``headroom apply`` on one checkout (the second waits, naming the firs
 and command; ``--no-wait`` fails at once; a killed holder's lock is taken over). Corrupt
 inputs: a patch file git cannot parse, a damaged sdist, malformed state files. ENOSPC
 while extracting, committing and building leaves the previous state usable. And the
-README's exit-code table names a test for every error class.
+every error class has its own exit code and a test that produces it (PRODUCED_BY).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import git as gitpython
 import pytest
 from conftest import Project, git, make_sdist, toy_pin
 
-from headroom.ground import errors, fsutil, proc
+from headroom.ground import errors, fsutil, proc, refdocs
 from headroom.sources import archive, checkout, version as version_mod
 from headroom.wheels import build as build_mod
 from headroom.ground.fsutil import sha256_file
@@ -355,30 +355,56 @@ def test_a_package_without_a_version_line_is_a_build_error(tmp_path):
         version_mod.stamp(tmp_path, "1.0.0", "1.0.0+headroom.0")
 
 
-def _exit_code_table() -> dict[int, str]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and cells[0].isdigit():
-            rows[int(cells[0])] = cells[-1]
-    return rows
+PRODUCED_BY = {  # exit code: a test that produces it (and names its class)
+    2: "tests/test_pr.py::test_selection_errors",
+    3: "tests/test_pins.py::test_typo_names_file_key_and_suggestion",
+    4: "tests/test_pipeline.py::test_wrong_sha256_is_refused_before_extraction",
+    5: "tests/test_pipeline.py::test_unsafe_sdist_in_cache_stops_apply",
+    6: "tests/test_pipeline.py::test_series_must_list_every_patch",
+    7: "tests/test_pipeline.py::test_conflict_stops_with_its_exit_code_and_names_the_patch",
+    8: "tests/test_pipeline.py::test_dirty_checkout_is_protected_and_force_backs_it_up",
+    9: "tests/test_pipeline.py::test_export_check_catches_a_series_edited_out_of_band",
+    10: "tests/test_reliability.py::test_a_package_without_a_version_line_is_a_build_error",
+    11: "tests/test_pipeline.py::test_dist_never_overwrites_a_name_with_other_bytes",
+    12: "tests/test_testsource.py::test_missing_tag_is_an_error_that_leads_with_the_fix",
+    13: "tests/test_pr.py::test_pr_red_green_failure_is_reported",
+    14: "tests/test_reliability.py::test_a_malformed_checkout_state_is_not_done",
+    15: "tests/test_upstream.py::test_known_failures_by_node_glob_and_malformed_lines",
+    16: "tests/test_docs.py::test_docs_check_fails_on_a_changed_parser",
+    20: "tests/test_pr.py::test_pr_needs_the_persons_git_identity",
+    21: "tests/test_pr.py::test_a_retired_patch_gets_one_line_and_no_draft",
+    25: "tests/test_publish.py::test_same_name_with_other_bytes_is_refused_naming_both_hashes",
+    26: "tests/test_publish.py::test_wrong_credentials_fail_clearly_and_the_next_publish_completes",
+    27: "tests/test_publish.py::test_unreachable_index_fails_clearly",
+    28: "tests/test_publish.py::test_upload_rejected_half_way_is_completed_by_the_next_publish",
+    30: "tests/test_provenance.py::test_inspect_an_official_wheel_says_it_has_no_sbom",
+    31: "tests/test_provenance.py::test_verify_fails_on_one_changed_byte_inside_a_member",
+    32: "tests/test_provenance.py::test_verify_refuses_when_the_checkout_is_not_what_the_sbom_names",
+    35: "tests/test_envs.py::test_test_requirements_may_not_name_a_pinned_upstream",
+    36: "tests/test_envs.py::test_a_swapped_environment_equals_a_fresh_one",
+    37: "tests/test_rebase.py::test_a_landed_check_that_cannot_run_stops_and_undoes_the_rebase",
+    40: "tests/test_reliability.py::test_two_applies_at_once_the_second_waits_and_both_end_correct",
+    41: "tests/test_reliability.py::test_a_corrupt_patch_is_a_broken_file_not_upstream_drift",
+    42: "tests/test_reliability.py::test_disk_full_while_extracting",
+    43: "tests/test_reliability.py::test_a_pinned_sdist_that_is_not_a_tarball_has_its_own_error",
+    50: "tests/test_bench.py::test_wheel_and_sha256_from_pips_report",
+    60: "tests/test_canary.py::test_exit_code_says_a_person_is_needed",
+}
 
 
-def test_readme_lists_every_error_class_with_the_test_that_produces_it():
-    classes = [c for c in vars(errors).values()
-               if isinstance(c, type) and issubclass(c, errors.HeadroomError) and c is not errors.HeadroomError]
+def test_every_error_class_has_its_own_exit_code_and_a_test_that_produces_it():
+    classes = refdocs.error_classes()
     codes = [c.exit_code for c in classes]
     assert len(codes) == len(set(codes)), "two error classes share an exit code"
-    table = _exit_code_table()
-    missing = [f"{c.__name__} ({c.exit_code})" for c in classes if c.exit_code not in table]
-    assert not missing, f"README's exit-code table lacks {missing}"
+    missing = [f"{c.__name__} ({c.exit_code})" for c in classes if c.exit_code not in PRODUCED_BY]
+    assert not missing, f"PRODUCED_BY lacks {missing}"
+    assert set(PRODUCED_BY) == set(codes), "PRODUCED_BY names a code no class has"
+    page = (REPO / refdocs.EXIT_CODES).read_text()
     for cls in classes:
-        ref = re.search(r"`(tests/[\w/]+\.py)::(\w+)`", table[cls.exit_code])
-        assert ref, f"README names no test for exit code {cls.exit_code} ({cls.__name__})"
-        source = (REPO / ref.group(1)).read_text()
+        assert f"| {cls.exit_code} | `{cls.__name__}` |" in page, f"{refdocs.EXIT_CODES} lacks {cls.__name__}"
+        path, name = PRODUCED_BY[cls.exit_code].split("::")
+        source = (REPO / path).read_text()
         funcs = {f.name: ast.get_source_segment(source, f) for f in ast.walk(ast.parse(source))
                  if isinstance(f, ast.FunctionDef)}
-        assert ref.group(2) in funcs, f"{ref.group(0)} does not exist"
-        assert cls.__name__ in funcs[ref.group(2)], f"{ref.group(0)} does not check {cls.__name__}"
+        assert name in funcs, f"{PRODUCED_BY[cls.exit_code]} does not exist"
+        assert cls.__name__ in funcs[name], f"{PRODUCED_BY[cls.exit_code]} does not check {cls.__name__}"

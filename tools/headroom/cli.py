@@ -1,6 +1,7 @@
 """Command line: one subcommand per step; ``main(argv)`` returns an exit code.
 
-Every Makefile target is a thin call to one of these.
+Every Makefile target is a thin call to one of these. Every value is checked before any work (``_check``): a wrong one
+is a usage error (exit 2) that names what would be right.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import __version__
 from .ground import lock, ui
-from .ground.errors import HeadroomError
+from .ground import refdocs
+from .ground.errors import INTERRUPTED, HeadroomError, UsageError
 from .sources import checkout, export as export_mod, fetch as fetch_mod, pins as pins_mod
 from .upkeep import pr as pr_mod, rebase as rebase_mod
 from .wheels import build as build_mod, index as index_mod, publish as publish_mod, inspect as inspect_mod
@@ -67,7 +70,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    ui.step("publish", "dist/ wheels to " + (publish_mod.redact(args.repository) or "?"))
+    ui.step("publish", "dist/ wheels to " + publish_mod.redact(args.repository))
     return publish_mod.publish(_root(args), _pins(args), args.repository, index_url=args.index_url,
                                config_file=args.config_file)
 
@@ -107,7 +110,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    return bench.run(_root(args), mode=args.mode, releases_text=args.releases, part=args.part)
+    return bench.run(_root(args), mode=args.mode, releases_text=args.transformers, part=args.part)
 
 
 def _first_only(args: argparse.Namespace) -> str | None:
@@ -115,7 +118,7 @@ def _first_only(args: argparse.Namespace) -> str | None:
 
 
 def cmd_rebase(args: argparse.Namespace) -> int:
-    factory = rebase_mod.source_env if args.landed_env == "source" else rebase_mod.wheel_env
+    factory = rebase_mod.source_env if args.env == "source" else rebase_mod.wheel_env
     return rebase_mod.start(_root(args), args.requirement, drop=args.drop, env_factory=factory)
 
 
@@ -140,20 +143,57 @@ def cmd_canary(args: argparse.Namespace) -> int:
     return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory)
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    ui.step("docs", "docs/reference/ from the parser and the error classes" + (" (check)" if args.check else ""))
+    for path in refdocs.write(_root(args), parser(), check=args.check):
+        ui.info(f"{'differs' if args.check else 'written'}: {path}")
+    return 0
+
+
+def _port(value: str) -> int:
+    if value.isdigit() and int(value) <= 65535:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {value!r}")
+
+
 def _jobs(value: str) -> str:
     if value == "auto" or value.isdigit() and int(value) > 0:
         return value
     raise argparse.ArgumentTypeError(f"expected auto or a positive number, not {value!r}")
 
 
+DESCRIPTION = """\
+Carry memory fixes for accelerate, transformers and peft as an upstream-style patch series on pinned releases: apply
+it, build patched wheels and a package index, prove every fix red on the official release and green on the patched
+build, and keep the series alive as upstream moves on."""
+
+EPILOG = """\
+the main job, in order:
+  headroom apply          vendor/<name>: the pinned release + the series (make apply)
+  headroom build          dist/: one wheel per upstream + the index dist/simple/ (make build)
+  headroom test           the proof (red on the release, green on the build) + upstream's suites (make test)
+
+every subcommand has its own --help (headroom rebase --help). Exit codes, options and files:
+docs/reference/ (make docs builds the site into build/site/)."""
+
+# The subcommands that act on a subset of the upstreams (--only NAME). Every other one refuses --only: it would be
+# ignored there.
+HONOURS_ONLY = frozenset({"fetch", "apply", "export", "build", "test", "publish", "rebase-continue", "rebase-abort"})
+ONE_ONLY = frozenset({"rebase-continue", "rebase-abort"})  # these act on one upstream's rebase
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="headroom", description=__doc__)
+    p = argparse.ArgumentParser(prog="headroom", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--root", default=".", help="repository root (where vendor/pins.toml is); default: .")
     p.add_argument("-v", "--verbose", action="store_true", help="show every command's output (also V=1)")
-    p.add_argument("--only", action="append", metavar="NAME", help="only this upstream (repeatable)")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="only this upstream (repeatable; ONLY=NAME): for " + ", ".join(sorted(HONOURS_ONLY))
+                   + "; the other subcommands refuse it")
     p.add_argument("--no-wait", action="store_true",
                    help="fail at once (exit 40) instead of waiting when another run holds a lock (also NO_WAIT=1)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     sub.add_parser("fetch", help="download and verify the pinned sdists and wheels").set_defaults(func=cmd_fetch)
     a = sub.add_parser("apply", help="materialise vendor/<name>: pristine + series + version commit")
     a.add_argument("--force", action="store_true", help="replace a checkout holding unsaved work (saved to a bundle first)")
@@ -167,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("index", help="write the PEP 503 index dist/simple/").set_defaults(func=cmd_index)
     sub.add_parser("clean", help="remove dist/ and build/").set_defaults(func=cmd_clean)
     pb = sub.add_parser("publish", help="upload the built wheels with twine; skip what the index has, never overwrite")
-    pb.add_argument("--repository", default="",
+    pb.add_argument("--repository", required=True,
                     help="the upload URL (twine's --repository-url) or a ~/.pypirc section name (twine's --repository)")
     pb.add_argument("--index-url", default=None,
                     help="the index's simple URL, read before uploading (default: <upload url>/simple/ or /+simple/)")
@@ -175,7 +215,7 @@ def parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=cmd_publish)
     sv = sub.add_parser("serve", help="serve dist/ (the static index) over HTTP on localhost")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 picks a free one)")
     sv.set_defaults(func=cmd_serve)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
     t.add_argument("--upstream", default="default", choices=("default", "full", "none"),
@@ -191,20 +231,22 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--mode", choices=("quick", "full"), default="full",
                     help="quick: one small model, releases 5.5.4 + the pin, a no-op pipeline run (~5 min); "
                     "full: 3 model sizes, 2 and 4 ranks, 4 releases, an 8-rank node, 3 cold pipeline runs (~45 min)")
-    bn.add_argument("--releases", metavar="X,Y,...",
-                    help="official transformers releases to measure fix 2 on, beside the patched build (e.g. "
+    bn.add_argument("--transformers", metavar="X[@Y],...",
+                    help="official transformers releases to measure the loader on (TRANSFORMERS=), beside the "
+                    "patched build (e.g. "
                     "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one; X@Y: with official accelerate Y instead of "
                     "requirements/bench-env.txt's, e.g. 5.23.0@1.15.0); default: quick 5.5.4,pin, "
                     "full 5.5.4,5.6.0,5.22.2,5.23.0")
-    bn.add_argument("--part", choices=("releases", "prepare", "loads"),
+    bn.add_argument("--part", choices=("releases", "prepare", "node_loads"),
                     help="run this part alone (releases: the release rows beside the patched build; prepare: "
-                    "Accelerate's FSDP2 prepare, official, patched, torch's path and the floor); results in "
-                    "build/bench/part-<part>/")
+                    "Accelerate's FSDP2 prepare, official, patched, torch's path and the floor; node_loads: what "
+                    "each rank of a node commits in from_pretrained, dense, dense cast and MoE, on 1 and 2 nodes); "
+                    "results in build/bench/part-<part>/")
     bn.set_defaults(func=cmd_bench)
     r = sub.add_parser("rebase", help="move one upstream's series to a new release (NAME==VERSION)")
     r.add_argument("requirement", help="e.g. transformers==5.23.0")
     r.add_argument("--drop", action="append", metavar="P1,P2", help="drop these patches if found landed/empty (0002, file name)")
-    r.add_argument("--landed-env", choices=["wheel", "source"], default="wheel",
+    r.add_argument("--env", choices=["wheel", "source"], default="wheel",
                    help="where a patch's tests run for the landed check: build/envs/landed-<name>-<version>, made "
                         "with the official wheels of every pin and the new release (default), or the pristine "
                         "source tree on PYTHONPATH")
@@ -216,21 +258,53 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pr", help="prepare one patch as an upstream pull request (branch, PR.md, checks; never pushes)")
     pr.add_argument("patch", help="UPSTREAM/NUMBER, e.g. transformers/0001")
     pr.add_argument("--bench", metavar="SECTION", help="the build/bench/*.json section with this patch's figures "
-                    "(e.g. fix2); default: from the commit that added the patch, '(fix N)'")
+                    "(e.g. accelerate_prepare); default: pr_data/<upstream>.toml's [bench].sections, else the section named by "
+                    "'(fix N)' in the commit that added the patch")
     pr.set_defaults(func=cmd_pr)
     cn = sub.add_parser("canary", help="what the new upstream releases do to the series (never touches vendor/ or patches/)")
-    cn.add_argument("--releases", metavar="N==V,...", help="these releases (e.g. accelerate==1.16.0,transformers==5.25.0) "
+    cn.add_argument("--releases", metavar="NAME==VERSION,...", help="these releases (RELEASES=; e.g. "
+                    "accelerate==1.16.0,transformers==5.25.0) "
                     "instead of every release newer than the pins on the configured index")
     cn.add_argument("--pre", action="store_true", help="pre-releases too (when looking on the index)")
     cn.add_argument("--guards", metavar="DIR", help="the regression guards' folder (<DIR>/<upstream>/test_*.py); "
                     "default tools/headroom/proof/upstream_data/guards")
     cn.add_argument("--env", choices=("wheel", "source"), default="wheel",
-                    help="where tests run: the official wheels in build/envs/canary-* (default) or the pristine "
+                    help="where a patch's tests run: the official wheels in build/envs/canary-* (default) or the pristine "
                     "source trees on PYTHONPATH (pure-Python upstreams)")
     cn.set_defaults(func=cmd_canary)
+    d = sub.add_parser("docs", help="regenerate docs/reference/commands.md and exit-codes.md from this parser and "
+                       "the error classes")
+    d.add_argument("--check", action="store_true", help="write nothing; fail (exit 16) if a page would change")
+    d.set_defaults(func=cmd_docs)
     inspect_mod.add_parser(sub)  # inspect (sbom.py writes what it reads)
     verify_mod.add_parser(sub)  # verify
     return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Every value the parser cannot check alone, before any work: raises UsageError."""
+    if args.only:
+        if args.command not in HONOURS_ONLY:
+            raise UsageError(f"`{args.command}` cannot work on one upstream: it does not take --only (ONLY=). "
+                             f"--only is for {', '.join(sorted(HONOURS_ONLY))}.")
+        if args.command in ONE_ONLY and len(args.only) > 1:
+            raise UsageError(f"`{args.command}` works on one upstream's rebase: give one --only NAME, not {args.only}.")
+        _pins(args)  # an unknown name is a usage error naming the known ones
+    if args.command == "publish" and not args.repository.strip():
+        raise UsageError("no repository given: `make publish REPOSITORY=<upload url or ~/.pypirc section name>`")
+    if args.command == "bench" and args.transformers is not None:
+        from .bench import releases
+
+        releases.parse(args.transformers, args.mode, "0", "0")  # the syntax; the index is asked later
+    if args.command == "verify" and not Path(args.wheel).is_file():
+        raise UsageError(f"{args.wheel}: no such wheel file. `make verify WHEEL=dist/<name>-<version>+headroom.<hash>-"
+                         "py3-none-any.whl` (ls dist/*.whl).")
+    if args.command == "inspect" and args.python and not Path(args.python).is_file():
+        raise UsageError(f"--python {args.python}: no such interpreter (e.g. build/envs/patched/bin/python).")
+    if args.command == "canary" and args.releases is not None:
+        from .upkeep.canary import plan
+
+        plan.parse_releases(args.releases, pins_mod.load(_root(args)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         ui.set_verbose(True)
     lock.configure(no_wait=args.no_wait, command="headroom " + " ".join(sys.argv[1:] if argv is None else argv))
     try:
+        _check(args)
         with _locks(args):
             return args.func(args)
     except HeadroomError as exc:
@@ -248,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         ui.error(f"interrupted: {ui.state_left()}")
-        return 130
+        return INTERRUPTED
 
 
 def _locks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:

@@ -13,6 +13,10 @@ save and what the pipeline costs, measured: build/bench/ (results.json, table.md
   the same model files: the memory figures above, and correctness (optimizer params aliased,
   largest difference from a single-process run) on a checkpoint missing two parameters; the
   one-node figure (8 ranks) and its projection to the upstream report's setup.
+* What each rank of a node commits in ``from_pretrained`` (``node_loads``, patches/transformers/0002): a dense
+  checkpoint in its own dtype, the same with a dtype cast, and a Qwen3-MoE (experts fused on load); one node of 2
+  (quick) or 8 (full) ranks, and two nodes as two torchrun agents on 127.0.0.1; official beside patched, the
+  per-node targets and a projection to Qwen3-30B-A3B.
 * Accelerate's FSDP2 ``prepare`` (``prepare``, patches/accelerate/0001): rank 0's weights sharded over the ranks
   by official accelerate, the headroom build, torch's ``set_model_state_dict(broadcast_from_rank0=True)`` and the
   floor (one scatter per parameter); rank 1's peak against its final, each path's time as a multiple of the floor's.
@@ -39,7 +43,7 @@ from ..ground.errors import BuildError, NotApplied, UsageError
 from ..ground.fsutil import atomic_write, atomic_write_json
 from ..proof import envs
 from .common import (DATA, ENVS, MODES, OUT_DIR, PLAN, SCHEMA, SIZES, SWEEP_RANKS)  # noqa: F401 (re-exported)
-from . import fix2, loads, pipeline, prepare, releases
+from . import fix2, node_loads, pipeline, prepare, releases
 from .fix2 import estimated_bytes  # noqa: F401
 from .gpu import gpu_fixes
 from .machine import gpu_info, machine_info, probe_env
@@ -101,16 +105,16 @@ def _pythons(root: Path) -> dict[str, Path]:
 
 
 def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int:
-    """One part of the bench alone (``--part releases|prepare``): its section and the environments, in build/bench/part-<part>/."""
+    """One part of the bench alone (``--part releases|prepare|node_loads``): its section and the environments, in build/bench/part-<part>/."""
     start = time.monotonic()
     pythons = _pythons(root)
     results: dict = {**_head(mode, part), "environment": environment(pythons, root)}
     if part == "releases":
         ui.step("bench", f"{mode}, {part} only: transformers releases (sha256 from the index, wheels verified)")
         results["releases"] = releases.releases(root, pythons, mode, releases.prepare(root, mode, releases_text))
-    elif part == "loads":
+    elif part == "node_loads":
         ui.step("bench", f"{mode}, {part} only: what each rank commits in from_pretrained (transformers/0002)")
-        results["loads"] = loads.loads(root, pythons, mode)
+        results["node_loads"] = node_loads.node_loads(root, pythons, mode)
     else:
         ui.step("bench", f"{mode}, {part} only: Accelerate's FSDP2 prepare")
         results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
@@ -149,13 +153,13 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     partial = out / "results.partial.json"  # what was measured so far, should a later part fail
     results["releases"] = releases.releases(root, pythons, mode, recs)
     atomic_write_json(partial, results)
-    results["fix2"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
+    results["fsdp_loading"] = fix2.fix2(root, pythons, mode, releases.done_jobs(results["releases"]))
     atomic_write_json(partial, results)
-    results["loads"] = loads.loads(root, pythons, mode)  # patches/transformers/0002
+    results["node_loads"] = node_loads.node_loads(root, pythons, mode)  # patches/transformers/0002
     atomic_write_json(partial, results)
     results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     atomic_write_json(partial, results)
-    results["fix1"], results["fix3"] = gpu_fixes(root, pythons, mode)
+    results["trainer_best_adapter"], results["peft_load_adapter"] = gpu_fixes(root, pythons, mode)
     atomic_write_json(partial, results)
     results["pipeline"] = pipeline.pipeline(root, mode)
     after = {env: probe_env(py)["packages"] for env, py in pythons.items()}
@@ -169,11 +173,11 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     partial.unlink(missing_ok=True)
     table = _write_table(results, out)
     pngs = plot(results, out, plt)
-    for stale in set(out.glob("fix2-*.png")) - set(pngs):  # e.g. the per-rank plot of an earlier full run
+    for stale in set(out.glob("fsdp-loading-*.png")) - set(pngs):  # e.g. the per-rank plot of an earlier full run
         stale.unlink()
     ui.step("bench", "results")
     print(table, flush=True)
-    for line in terminal_ratios(results) + loads.targets(results["loads"]):
+    for line in terminal_ratios(results) + node_loads.targets(results["node_loads"]):
         ui.info(line)
     ui.info(f"written: {', '.join(str(p.relative_to(root)) for p in [out / 'results.json', out / 'table.md', *pngs])}")
     ui.info(f"bench {mode}: {results['seconds']:.0f}s")

@@ -36,7 +36,7 @@ SIZES = {
 }
 PLAN = {
     # (size, ranks) cases of fix 2; the first ranks value is the size sweep, the others the per-rank scaling.
-    # releases: the official transformers releases measured beside the patched build when RELEASES is not given
+    # releases: the official transformers releases measured beside the patched build when TRANSFORMERS (--transformers) is not given
     # ("pin" is the pinned release, measured in build/envs/pristine); release_size: their model; node_ranks /
     # node_size: the one-node figure (all ranks on this machine), 0 ranks: left out.
     "quick": {"sizes": ["60M"], "scaling_size": None, "scaling_ranks": [], "pipeline_runs": 1,

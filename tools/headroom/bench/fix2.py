@@ -42,7 +42,7 @@ def fix2(root: Path, pythons: dict[str, Path], mode: str, done: dict | None = No
         cases += [(plan["scaling_size"], n) for n in plan["scaling_ranks"]]
     out = []
     for size, ranks in cases:
-        ui.step("bench", f"fix 2: {size} model, {ranks} ranks")
+        ui.step("bench", f"FSDP loading: {size} model, {ranks} ranks")
         ckpt, meta = checkpoint(root, size, pythons["pristine"])
         case = {"size": size, "params": meta["params"], "model_bytes": meta["bytes"],
                 "shard_bytes": meta["bytes"] // ranks, "ranks": ranks, "dtype": meta["dtype"],
@@ -52,7 +52,7 @@ def fix2(root: Path, pythons: dict[str, Path], mode: str, done: dict | None = No
                 case["envs"][env] = done[(size, ranks, env)]
                 ui.info(f"{env}: measured in this run's releases section (same model, ranks and environment)")
                 continue
-            reason = too_big(estimated_bytes(env, meta["bytes"], ranks), f"fix 2 {size} x {ranks} ranks ({env})")
+            reason = too_big(estimated_bytes(env, meta["bytes"], ranks), f"FSDP loading {size} x {ranks} ranks ({env})")
             if reason:
                 case["envs"][env] = {"skipped": reason}
                 continue

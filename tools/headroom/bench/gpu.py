@@ -12,8 +12,8 @@ from .machine import last_json
 
 
 def gpu_fixes(root: Path, pythons: dict[str, Path], mode: str) -> tuple[dict, dict]:
-    sections: dict[str, dict] = {"fix1": {}, "fix3": {}}
-    scripts = {"fix1": "gpu_load_best.py", "fix3": "gpu_load_adapter.py"}
+    sections: dict[str, dict] = {"trainer_best_adapter": {}, "peft_load_adapter": {}}
+    scripts = {"trainer_best_adapter": "gpu_load_best.py", "peft_load_adapter": "gpu_load_adapter.py"}
     for fix, script in scripts.items():
         ui.step("bench", f"{fix} (GPU): {script}")
         for env in ENVS:
@@ -24,4 +24,4 @@ def gpu_fixes(root: Path, pythons: dict[str, Path], mode: str) -> tuple[dict, di
             sections[fix][env] = data
             ui.info(f"{env}: skipped: {data['skipped']}" if "skipped" in data else
                     f"{env}: measured {len(data.get('results', []))} adapter size(s) on {data.get('gpu')}")
-    return sections["fix1"], sections["fix3"]
+    return sections["trainer_best_adapter"], sections["peft_load_adapter"]

@@ -48,7 +48,7 @@ def _save(fig, path: Path) -> None:
 def plot(results: dict, out: Path, plt) -> list[Path]:
     written = []
     colours = {"pristine": "#c0392b", "patched": "#27ae60"}
-    sweep = [c for c in results["fix2"]["cases"] if c["ranks"] == results["fix2"].get("sweep_ranks", SWEEP_RANKS)]
+    sweep = [c for c in results["fsdp_loading"]["cases"] if c["ranks"] == results["fsdp_loading"].get("sweep_ranks", SWEEP_RANKS)]
     if sweep:
         fig, ax = plt.subplots(figsize=(7, 4.4))
         top = max(mib(c["model_bytes"]) for c in sweep) * 1.05
@@ -66,10 +66,10 @@ def plot(results: dict, out: Path, plt) -> list[Path]:
         ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
         ax.set_xlabel("model size (MiB, float32)")
         ax.set_ylabel("rank 1 RssAnon (MiB)")
-        ax.set_title(f"Fix 2: rank 1 CPU memory, {sweep[0]['ranks']} ranks, FSDP2 cpu_ram_efficient_loading")
-        written.append(_finish(plt, fig, ax, out / "fix2-rank1-memory.png"))
+        ax.set_title(f"FSDP loading: rank 1 CPU memory, {sweep[0]['ranks']} ranks, FSDP2 cpu_ram_efficient_loading")
+        written.append(_finish(plt, fig, ax, out / "fsdp-loading-rank1-memory.png"))
     by_size: dict[str, list[dict]] = {}
-    for c in results["fix2"]["cases"]:
+    for c in results["fsdp_loading"]["cases"]:
         by_size.setdefault(c["size"], []).append(c)
     scaling = max(by_size.values(), key=len) if by_size else []
     if len(scaling) > 1:
@@ -90,8 +90,8 @@ def plot(results: dict, out: Path, plt) -> list[Path]:
         ax.set_xticks(ranks)
         ax.set_xlabel("ranks (processes on one node)")
         ax.set_ylabel("RssAnon (MiB)")
-        ax.set_title(f"Fix 2: cost per rank, {scaling[0]['size']} model ({model:,.0f} MiB)")
-        written.append(_finish(plt, fig, ax, out / "fix2-per-rank.png"))
+        ax.set_title(f"FSDP loading: cost per rank, {scaling[0]['size']} model ({model:,.0f} MiB)")
+        written.append(_finish(plt, fig, ax, out / "fsdp-loading-per-rank.png"))
     if results.get("releases", {}).get("rows"):
         written.append(plot_releases(results["releases"], out, plt))
     return written
@@ -123,6 +123,6 @@ def plot_releases(section: dict, out: Path, plt) -> Path:
     ax.set_ylim(0, 130)
     ax.set_ylabel("rank 1 RssAnon rise in from_pretrained (% of model)")
     ax.set_xlabel("transformers release (optimizer check under each bar's figure)")
-    ax.set_title(f"Fix 2 by release: {model:,.0f} MiB model, {section['ranks']} ranks, FSDP2 cpu_ram_efficient_loading",
+    ax.set_title(f"FSDP loading by release: {model:,.0f} MiB model, {section['ranks']} ranks, FSDP2 cpu_ram_efficient_loading",
                  fontsize=10)
-    return _finish(plt, fig, ax, out / "fix2-releases.png")
+    return _finish(plt, fig, ax, out / "fsdp-loading-releases.png")

@@ -49,7 +49,7 @@ def with_accelerate(text: str, version: str) -> str:
     old = bench_accelerate(text)
     lines = [f"accelerate=={version}" if raw.split("#", 1)[0].strip().replace(" ", "") == f"accelerate=={old}" else raw
              for raw in text.splitlines()]
-    return f"# {ENV_REQUIREMENTS} with accelerate=={version} (headroom bench --releases X@{version})\n" \
+    return f"# {ENV_REQUIREMENTS} with accelerate=={version} (headroom bench --transformers X@{version})\n" \
         + "\n".join(lines) + "\n"
 
 

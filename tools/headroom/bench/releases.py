@@ -55,14 +55,14 @@ def _exact(item: str, version: str) -> str:
     try:
         parsed = Version(version)
     except InvalidVersion:
-        raise UsageError(f"--releases: {item!r} is not a release version (expected e.g. 5.5.4,5.23.0@1.15.0).") from None
+        raise UsageError(f"--transformers (TRANSFORMERS=): {item!r} is not a release version (expected e.g. 5.5.4,5.23.0@1.15.0).") from None
     if parsed.is_devrelease or parsed.local or str(parsed) != version:
-        raise UsageError(f"--releases: {item!r} is not an exact official release version (e.g. 5.22.2, 5.23.0@1.15.0).")
+        raise UsageError(f"--transformers (TRANSFORMERS=): {item!r} is not an exact official release version (e.g. 5.22.2, 5.23.0@1.15.0).")
     return version
 
 
 def parse(text: str | None, mode: str, pinned: str, accelerate: str) -> list[tuple[str, str]]:
-    """(transformers, accelerate) pairs of ``--releases`` ("5.5.4,5.23.0@1.15.0"), or the mode's default; "pin" is
+    """(transformers, accelerate) pairs of ``--transformers`` ("5.5.4,5.23.0@1.15.0"), or the mode's default; "pin" is
     the pinned transformers release, and an item without "@accelerate" gets ``accelerate`` (bench-env.txt's)."""
     items = [v.strip() for v in text.split(",")] if text else list(PLAN[mode]["releases"])
     out = []
@@ -72,7 +72,7 @@ def parse(text: str | None, mode: str, pinned: str, accelerate: str) -> list[tup
         if pair not in out:
             out.append(pair)
     if not out:
-        raise UsageError("--releases is empty: give one or more transformers releases, e.g. 5.5.4,5.23.0@1.15.0.")
+        raise UsageError("--transformers (TRANSFORMERS=) is empty: give one or more transformers releases, e.g. 5.5.4,5.23.0@1.15.0.")
     return out
 
 

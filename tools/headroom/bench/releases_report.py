@@ -149,7 +149,7 @@ def projection_rows(section: dict) -> list[list[str]]:
 
 def lines(section: dict, md) -> list[str]:
     """The markdown of the releases section; ``md`` turns rows into a table."""
-    out = ["## Fix 2 across transformers releases (same model files, same run)", ""]
+    out = ["## FSDP loading across transformers releases (same model files, same run)", ""]
     out.append(f"{section['params'] / 1e6:,.0f}M-parameter float32 Llama ({section['model_bytes'] / MIB:,.1f} MiB), "
                f"{section['ranks']} CPU ranks, FSDP2 `cpu_ram_efficient_loading`. *rank-1 rise*: RssAnon across "
                "`from_pretrained`; *peak in prepare*: highest RssAnon through Accelerate's `prepare` (absolute). "

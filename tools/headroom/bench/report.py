@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from . import loads, prepare, releases_report
+from . import node_loads, prepare, releases_report
 from .common import ENVS, MODES, RATIO_FLOOR_MIB, SCHEMA, md_table
 from .stats import case_ratio, fmt, format_ratio, mib, ratio
 
 
 REQUIRED = {
     "schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict,
-    "fix2": dict, "releases": dict, "fix1": dict, "fix3": dict, "pipeline": dict,
+    "fsdp_loading": dict, "releases": dict, "trainer_best_adapter": dict, "peft_load_adapter": dict, "pipeline": dict,
 }
 CASE_KEYS = ("size", "params", "model_bytes", "shard_bytes", "ranks", "envs")
 # What `headroom bench --part` runs alone, and the section of results.json that then holds it (and nothing else)
-PART_SECTIONS = {"releases": "releases", "prepare": "accelerate_prepare", "loads": "loads"}
+PART_SECTIONS = {"releases": "releases", "prepare": "accelerate_prepare", "node_loads": "node_loads"}
 PARTS = tuple(PART_SECTIONS)
 PART_REQUIRED = {"schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict, "part": str}
 
@@ -40,20 +40,20 @@ def validate(results: dict) -> list[str]:
     for env in ENVS:
         if env not in results["environment"].get("envs", {}):
             problems.append(f"environment.envs.{env} missing")
-    cases = results["fix2"].get("cases")
+    cases = results["fsdp_loading"].get("cases")
     if not isinstance(cases, list) or not cases:
-        problems.append("fix2.cases is empty")
+        problems.append("fsdp_loading.cases is empty")
         cases = []
     for i, case in enumerate(cases):
         for key in CASE_KEYS:
             if key not in case:
-                problems.append(f"fix2.cases[{i}].{key} missing")
+                problems.append(f"fsdp_loading.cases[{i}].{key} missing")
         for env in ENVS:
             entry = case.get("envs", {}).get(env)
             if not isinstance(entry, dict) or not ("summary" in entry or "skipped" in entry):
-                problems.append(f"fix2.cases[{i}].envs.{env}: neither a summary nor skipped")
+                problems.append(f"fsdp_loading.cases[{i}].envs.{env}: neither a summary nor skipped")
     problems += releases_report.validate(results["releases"])
-    for fix in ("fix1", "fix3"):
+    for fix in ("trainer_best_adapter", "peft_load_adapter"):
         for env in ENVS:
             entry = results[fix].get(env)
             if not isinstance(entry, dict) or not ("results" in entry or "skipped" in entry):
@@ -86,7 +86,7 @@ def fix2_rows(results: dict) -> list[list[str]]:
              "rank-1 load rise: pristine", "patched", "ratio",
              "rank-1 peak in prepare: pristine", "patched",
              "ranks>=1 load rise (sum): pristine", "patched", "ratio"]]
-    for case in results["fix2"]["cases"]:
+    for case in results["fsdp_loading"]["cases"]:
         row = [case["size"], f"{case['params'] / 1e6:,.0f}M", str(case["ranks"]), fmt(mib(case["model_bytes"])),
                fmt(mib(case["shard_bytes"]))]
         envs_ = case["envs"]
@@ -108,8 +108,8 @@ def fix2_rows(results: dict) -> list[list[str]]:
 
 def gpu_lines(results: dict) -> list[str]:
     out = []
-    titles = {"fix1": "Fix 1 (GPU): `Trainer._load_best_model`, extra accelerator bytes while reloading the best LoRA adapter",
-              "fix3": "Fix 3 (GPU): `PeftModel.load_adapter`, reserved-but-unallocated bytes left behind"}
+    titles = {"trainer_best_adapter": "transformers/0001 (GPU): `Trainer._load_best_model`, extra accelerator bytes while reloading the best LoRA adapter",
+              "peft_load_adapter": "peft/0001 (GPU): `PeftModel.load_adapter`, reserved-but-unallocated bytes left behind"}
     for fix, title in titles.items():
         out.append(f"**{title}**")
         out.append("")
@@ -119,8 +119,8 @@ def gpu_lines(results: dict) -> list[str]:
             out.append("skipped: " + "; ".join(sorted(skipped)))
             out.append("")
             continue
-        key = "extra_bytes" if fix == "fix1" else "reserved_unallocated_bytes"
-        label = "extra MiB during reload" if fix == "fix1" else "reserved - allocated MiB"
+        key = "extra_bytes" if fix == "trainer_best_adapter" else "reserved_unallocated_bytes"
+        label = "extra MiB during reload" if fix == "trainer_best_adapter" else "reserved - allocated MiB"
         rows = [["LoRA rank", "adapter MiB", f"{label}: pristine", "patched", "ratio"]]
         pristine = {r["lora_rank"]: r for r in section["pristine"]["results"]}
         for entry in section["patched"]["results"]:
@@ -173,7 +173,7 @@ def header(results: dict) -> list[str]:
         pk = e.get("packages", {})
         lines.append(f"- {name}: transformers {pk.get('transformers')}, peft {pk.get('peft')}, torch {pk.get('torch')}, "
                      f"accelerate {pk.get('accelerate')}; missing keys left on meta (#45649): "
-                     f"{'yes' if e.get('fix2_in_loader') else 'no'}; {loads.measured_line(results.get('loads'), name)}")
+                     f"{'yes' if e.get('fix2_in_loader') else 'no'}; {node_loads.measured_line(results.get('node_loads'), name)}")
     return lines
 
 
@@ -183,26 +183,26 @@ def render_table(results: dict) -> str:
     if results.get("part") == "releases":
         lines += [""] + releases_report.lines(results["releases"], md_table)
         return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
-    if results.get("part") == "loads":
-        lines += ["", *loads.table_lines(results["loads"], md_table)]
+    if results.get("part") == "node_loads":
+        lines += ["", *node_loads.table_lines(results["node_loads"], md_table)]
         return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
     if results.get("part") == "prepare":
         lines += ["", *prepare.table_lines(results["accelerate_prepare"])]
         return "\n".join([*lines, "", f"Total bench time: {results['seconds']:.0f} s.", ""])
-    lines += ["", "## Fix 2: FSDP `cpu_ram_efficient_loading` on CPU (torchrun, gloo, Accelerate FSDP2)", ""]
+    lines += ["", "## FSDP loading (transformers): `cpu_ram_efficient_loading` on CPU (torchrun, gloo, Accelerate FSDP2)", ""]
     lines.append("RssAnon of rank 1 in MiB (anonymous memory: the memory-mapped checkpoint's pages are not counted). "
                  "*load rise*: across `from_pretrained`; *peak in prepare*: highest RssAnon sampled through "
                  "`accelerator.prepare` (absolute; the RssAnon before loading is in the note below). "
                  f"Ratios are pristine / patched, with patched taken as at least {RATIO_FLOOR_MIB:.0f} MiB (then shown as >=).")
     lines.append("")
     lines += md_table(fix2_rows(results))
-    before = sorted({round(c["envs"][e]["summary"]["rank1_before_mib"]) for c in results["fix2"]["cases"]
+    before = sorted({round(c["envs"][e]["summary"]["rank1_before_mib"]) for c in results["fsdp_loading"]["cases"]
                      for e in ENVS if "summary" in c["envs"][e]})
     if before:
         lines += ["", f"Note: rank 1's RssAnon before `from_pretrained` (torch, transformers, accelerate imported; gloo "
                       f"up): {before[0]}-{before[-1]} MiB."]
-    if results.get("loads"):  # absent from results written before transformers/0002
-        lines += ["", *loads.table_lines(results["loads"], md_table)]
+    if results.get("node_loads"):  # absent from results written before transformers/0002
+        lines += ["", *node_loads.table_lines(results["node_loads"], md_table)]
     if results.get("releases"):  # absent from a run stopped before it, and from schema 1 results
         lines += [""] + releases_report.lines(results["releases"], md_table)
     if "accelerate_prepare" in results:
@@ -221,14 +221,14 @@ def render_table(results: dict) -> str:
 
 def terminal_ratios(results: dict) -> list[str]:
     out = []
-    for case in results["fix2"]["cases"]:
+    for case in results["fsdp_loading"]["cases"]:
         r = case_ratio(case)
         if r is None:
-            out.append(f"fix 2, {case['size']}, {case['ranks']} ranks: incomplete (see the table)")
+            out.append(f"FSDP loading, {case['size']}, {case['ranks']} ranks: incomplete (see the table)")
             continue
         p = case["envs"]["pristine"]["summary"]
         q = case["envs"]["patched"]["summary"]
-        out.append(f"fix 2, {case['size']} ({mib(case['model_bytes']):,.0f} MiB), {case['ranks']} ranks: rank-1 RssAnon "
+        out.append(f"FSDP loading, {case['size']} ({mib(case['model_bytes']):,.0f} MiB), {case['ranks']} ranks: rank-1 RssAnon "
                    f"rise {p['rank1_load_rise_mib']:,.1f} -> {q['rank1_load_rise_mib']:,.1f} MiB "
                    f"({format_ratio(r['rank1_load_rise'], r['rank1_load_rise_lower_bound'])}); ranks>=1 "
                    f"{p['nonzero_ranks_load_rise_mib']:,.1f} -> {q['nonzero_ranks_load_rise_mib']:,.1f} MiB "

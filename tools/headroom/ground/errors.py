@@ -6,6 +6,9 @@ One top-level handler (``headroom.__main__.main``) turns them into exit codes.
 from __future__ import annotations
 
 
+INTERRUPTED = 130  # Ctrl-C (SIGINT): not an error class; ``cli.main`` returns it with one line on the state left
+
+
 class HeadroomError(Exception):
     """Base class. ``exit_code`` is what the process exits with."""
 
@@ -21,23 +24,26 @@ class HeadroomError(Exception):
 
 
 class UsageError(HeadroomError):
+    """The command line is wrong: an unknown option or value, a missing argument, an option the subcommand cannot
+    honour. Checked before any work."""
+
     exit_code = 2
 
 
 class PinsError(HeadroomError):
-    """vendor/pins.toml is missing, malformed or incomplete."""
+    """vendor/pins.toml is missing, malformed or incomplete (the message names the key and the likely intended one)."""
 
     exit_code = 3
 
 
 class HashMismatch(HeadroomError):
-    """A downloaded or cached file does not have the pinned sha256."""
+    """A downloaded or cached file does not have the pinned sha256 (both are printed; nothing is extracted)."""
 
     exit_code = 4
 
 
 class UnsafeArchive(HeadroomError):
-    """An sdist member would land outside the extraction directory."""
+    """An sdist member would land outside the extraction directory (absolute path, ``..``, a link leaving the tree)."""
 
     exit_code = 5
 
@@ -49,7 +55,7 @@ class SeriesError(HeadroomError):
 
 
 class PatchConflict(HeadroomError):
-    """A patch of the series does not apply; the checkout is left mid-``git am``."""
+    """A patch of the series does not apply (upstream moved); the checkout is left mid-``git am``."""
 
     exit_code = 7
 
@@ -67,37 +73,53 @@ class ExportDrift(HeadroomError):
 
 
 class BuildError(HeadroomError):
+    """A wheel could not be built (e.g. the package has no version line to stamp)."""
+
     exit_code = 10
 
 
 class IndexConflict(HeadroomError):
-    """A file of the same name but different bytes already exists in dist/."""
+    """A file of the same name but other bytes already exists in dist/: it is never overwritten."""
 
     exit_code = 11
 
 
 class CommandFailed(HeadroomError):
-    """A subprocess (git, pip, python -m build, pytest) failed."""
+    """A subprocess (git, pip, python -m build, pytest) failed; its output is replayed."""
 
     exit_code = 12
 
 
 class ProofFailed(HeadroomError):
-    """A patch's own tests are not red on pristine and green on patched."""
+    """A patch's own tests are not red on pristine and green on patched, or the upstream suites failed."""
 
     exit_code = 13
 
 
 class NotApplied(HeadroomError):
-    """A step needs ``make apply`` first."""
+    """A step needs ``make apply`` or ``make build`` first (also: its state file is malformed)."""
 
     exit_code = 14
 
 
 class DataError(HeadroomError):
-    """One of the tool's own data files (``upstream_data/*.toml``, ``known_failures.txt``) is malformed."""
+    """One of the tool's own data files (``upstream_data/*.toml``, ``known_failures.txt``, ``pr_data/<name>.toml``) is
+    malformed; the file and line or key are named."""
 
     exit_code = 15
+
+
+class RetiredPatch(HeadroomError):
+    """``pr``: the patch is retired (patches/<name>/retired.toml: upstream made it unnecessary); nothing to draft."""
+
+    exit_code = 21
+
+
+class DocsStale(HeadroomError):
+    """``docs --check``: docs/reference/commands.md or exit-codes.md differs from what the parser and these classes say
+    (``make docs-ref`` rewrites them)."""
+
+    exit_code = 16
 
 
 class IdentityMissing(HeadroomError):
@@ -131,7 +153,8 @@ class UploadFailed(HeadroomError):
 
 
 class Locked(HeadroomError):
-    """Another run holds a lock this command needs, and ``--no-wait`` was given."""
+    """Another run holds a lock this command needs, and ``--no-wait`` (NO_WAIT=1) was given; the message names its pid
+    and command."""
 
     exit_code = 40
 
@@ -143,7 +166,8 @@ class CorruptPatch(HeadroomError):
 
 
 class DiskFull(HeadroomError):
-    """A write failed with ENOSPC; the previous state is left as it was."""
+    """A write failed with ENOSPC (disk full): the step, the space it needs and the space free are printed; the previous
+    state is left as it was."""
 
     exit_code = 42
 
@@ -173,7 +197,7 @@ class ProvenanceMismatch(HeadroomError):
 
 
 class ReleaseNotFound(HeadroomError):
-    """``bench --releases``: the package index has no official wheel (with a sha256) of that release."""
+    """``bench --transformers``: the package index has no official wheel (with a sha256) of that release."""
 
     exit_code = 50
 

@@ -52,6 +52,7 @@ COMMAND_LOCKS: dict[str, tuple[str, ...]] = {
     "publish": ("dist",),  # reads dist/ and build/state: a build must not swap a wheel under it
     "serve": (),
     "inspect": (),  # reads a wheel or an installed distribution
+    "docs": (),  # writes docs/reference/ only
     "verify": (),  # rebuilds in a temporary project of its own  # long-running and read-only: it must not hold dist/ against the next build
 }
 ALL = ("vendor", "dist", "envs")

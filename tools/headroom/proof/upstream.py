@@ -81,7 +81,7 @@ ACCELERATE_CORE = ("tests/test_utils.py", "tests/test_dataclasses.py", "tests/te
 
 SELECTIONS: dict[str, tuple[Suite, ...]] = {
     "default": (
-        # Too small to gain from workers: starting them cost more than they saved (README: 8 s in one process, 14 s
+        # Too small to gain from workers: starting them cost more than they saved (reports/README.md: 8 s in one process, 14 s
         # on 2 workers), and the training suite is one test.
         Suite("accelerate-core", "accelerate", ACCELERATE_CORE, parallel=False),
         # with random-weight stand-ins for the tiny hub models its tests load (tinyhub.py)
@@ -214,7 +214,7 @@ def workers(jobs: str) -> int:
 def worker_threads(jobs: str) -> int | None:
     """Threads for torch in each pytest-xdist worker: the cores shared out among the workers; None for one process
     (torch's own default). Without this every worker starts one thread per core: on 2 cores that made ``JOBS=auto``
-    1.3-2.8x slower than one process instead of faster (README)."""
+    1.3-2.8x slower than one process instead of faster (reports/README.md)."""
     return None if jobs == "1" else max(1, cores() // workers(jobs))
 
 

@@ -263,7 +263,7 @@ def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, loca
                                         dest.parent, needed, left):
             outcome = _make_checkout(root, pin, series, key, local, sdist, new)
     except PatchConflict:
-        _swap(new, dest)  # resolved in place, as the README says
+        _swap(new, dest)  # resolved in place, as docs/how-to/change-a-patch.md#when-a-patch-does-not-apply says
         raise
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
@@ -315,7 +315,7 @@ def _make_checkout(root: Path, pin: Pin, series: series_mod.Series, key: str, lo
                 f"{rel} does not apply to {pin.distribution} {pin.version}; vendor/{pin.name} is stopped in `git am`. "
                 f"Resolve it: cd vendor/{pin.name} && git am --show-current-patch=diff; fix the files; git add them; "
                 "git am --continue; then `make export` (or drop the patch: git am --skip). "
-                "See README, 'When a patch does not apply'.",
+                "See docs/how-to/change-a-patch.md#when-a-patch-does-not-apply.",
                 details="files that fail: " + (", ".join(failing) or "(see git's message)") + "\n" + hunk_lines(err),
             )
         commits.append(repo.head())

@@ -24,7 +24,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..ground.errors import PinsError
+from ..ground.errors import PinsError, UsageError
 from ..ground.fsutil import atomic_write
 
 PINS_FILE = Path("vendor") / "pins.toml"
@@ -115,7 +115,8 @@ def load(root: Path) -> list[Pin]:
 
 
 def select(pins: list[Pin], names: list[str] | None) -> list[Pin]:
-    """The pins named (all when ``names`` is empty), in pins.toml order."""
+    """The pins named (all when ``names`` is empty), in pins.toml order. An unknown name is a usage error (the file is
+    fine; the command line is not)."""
     if not names:
         return pins
     known = {p.name for p in pins}
@@ -123,7 +124,7 @@ def select(pins: list[Pin], names: list[str] | None) -> list[Pin]:
         if n not in known:
             close = difflib.get_close_matches(n, sorted(known), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise PinsError(f"no upstream named {n!r} in vendor/pins.toml.{hint} Known: {', '.join(sorted(known))}.")
+            raise UsageError(f"no upstream named {n!r} in vendor/pins.toml.{hint} Known: {', '.join(sorted(known))}.")
     return [p for p in pins if p.name in names]
 
 

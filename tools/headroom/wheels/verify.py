@@ -114,5 +114,5 @@ def cmd_verify(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("verify", help="rebuild a wheel from the pins and series its SBOM names; exit 0 on the same sha256")
-    p.add_argument("wheel", help="a headroom wheel, e.g. dist/transformers-5.22.2+headroom.<hash>-py3-none-any.whl")
+    p.add_argument("wheel", help="a headroom wheel, e.g. dist/transformers-5.23.0+headroom.<hash>-py3-none-any.whl")
     p.set_defaults(func=cmd_verify)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...ground import proc, ui
-from ...ground.errors import IdentityMissing, NotApplied, PatchConflict, ProofFailed, UsageError
+from ...ground.errors import IdentityMissing, NotApplied, PatchConflict, ProofFailed, RetiredPatch, UsageError
 from ...ground.fsutil import atomic_write, atomic_write_json
 from ...ground.vcs import Repo
 from ...sources import checkout, export as export_mod, pins as pins_mod, series as series_mod
@@ -82,7 +82,7 @@ def select(root: Path, spec: str) -> tuple[Pin, Path]:
         retired = series_mod.load_retired(root, pin.name)
         gone = [r for r in retired if r.patch in series_mod.hits_for(which, [r.patch for r in retired], pin.name)]
         if len(gone) == 1:
-            raise UsageError(gone[0].line(pin.name))
+            raise RetiredPatch(gone[0].line(pin.name))
     if not names:
         raise UsageError(f"patches/{pin.name}/ has no patches.")
     (chosen,) = series_mod.match([which], names, pin.name, flag="PATCH")

@@ -43,7 +43,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...ground.errors import PinsError
+from ...ground.errors import DataError
 
 DATA = Path(__file__).resolve().parent / "pr_data"
 FILLS = ("versions", "reviewers", "reproduction", "expected")
@@ -116,12 +116,12 @@ def _check_keys(path: Path, where: str, table: dict, allowed: tuple[str, ...]) -
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else f" Allowed: {', '.join(allowed)}."
-            raise PinsError(f"{path}: [{where}] has an unknown key {key!r}.{hint}")
+            raise DataError(f"{path}: [{where}] has an unknown key {key!r}.{hint}")
 
 
 def _strings(path: Path, where: str, value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise PinsError(f"{path}: [{where}].{key} must be a non-empty list of strings.")
+        raise DataError(f"{path}: [{where}].{key} must be a non-empty list of strings.")
     return tuple(value)
 
 
@@ -129,7 +129,7 @@ def parse(text: str, path: Path, name: str) -> PrConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PinsError(f"{path}: not valid TOML ({exc}).") from None
+        raise DataError(f"{path}: not valid TOML ({exc}).") from None
     _check_keys(path, "top level", data, tuple(_TABLES))
     pr = data.get("pull_request", {})
     issue = data.get("issue", {})
@@ -137,74 +137,74 @@ def parse(text: str, path: Path, name: str) -> PrConfig:
     policy = data.get("policy", {})
     for where, table in (("pull_request", pr), ("issue", issue), ("lint", lint), ("policy", policy)):
         if not isinstance(table, dict):
-            raise PinsError(f"{path}: {where} must be a table [{where}].")
+            raise DataError(f"{path}: {where} must be a table [{where}].")
         _check_keys(path, where, table, _TABLES[where])
         for key, value in table.items():
             if key != "sections" and (not isinstance(value, str) or not (value or (where, key) == ("policy", "quote"))):
-                raise PinsError(f"{path}: [{where}].{key} must be a non-empty string.")
+                raise DataError(f"{path}: [{where}].{key} must be a non-empty string.")
     if policy:
         if policy.get("generated_description") not in POLICIES:
-            raise PinsError(f"{path}: [policy].generated_description must be one of {', '.join(map(repr, POLICIES))} "
+            raise DataError(f"{path}: [policy].generated_description must be one of {', '.join(map(repr, POLICIES))} "
                             f"(got {policy.get('generated_description')!r}).")
         if "source" not in policy:
-            raise PinsError(f"{path}: [policy] needs a source: the upstream file it was read from.")
+            raise DataError(f"{path}: [policy] needs a source: the upstream file it was read from.")
         if policy["generated_description"] != "not stated" and not policy.get("quote"):
-            raise PinsError(f"{path}: [policy].quote must give upstream's own words for {policy['generated_description']!r}.")
+            raise DataError(f"{path}: [policy].quote must give upstream's own words for {policy['generated_description']!r}.")
     template = None
     if "template" in pr:
         template = path.parent / pr["template"]
         if not template.is_file():
-            raise PinsError(f"{path}: [pull_request].template names {pr['template']!r}, which is not a file in {path.parent}.")
+            raise DataError(f"{path}: [pull_request].template names {pr['template']!r}, which is not a file in {path.parent}.")
     if pr.get("description_after") and template and pr["description_after"] not in template.read_text(encoding="utf-8"):
-        raise PinsError(f"{path}: [pull_request].description_after {pr['description_after']!r} is not a line of {template}.")
+        raise DataError(f"{path}: [pull_request].description_after {pr['description_after']!r} is not a line of {template}.")
     text = template.read_text(encoding="utf-8") if template else ""
     for key in ("quote", "confirm"):  # words said to be the template's must be in it (when they come from it)
         value = " ".join(policy.get(key, "").split())
         if value and template and (key == "confirm" or pr.get("template", "\0") in policy["source"]) \
                 and value not in " ".join(text.split()):
-            raise PinsError(f"{path}: [policy].{key} {policy[key]!r} is not in {template}.")
+            raise DataError(f"{path}: [policy].{key} {policy[key]!r} is not in {template}.")
     if bool(lint.get("ruff_pin_file")) != bool(lint.get("ruff_pin_pattern")):
-        raise PinsError(f"{path}: [lint] needs both ruff_pin_file and ruff_pin_pattern.")
+        raise DataError(f"{path}: [lint] needs both ruff_pin_file and ruff_pin_pattern.")
     if lint.get("ruff_pin_pattern"):
         try:
             if re.compile(lint["ruff_pin_pattern"]).groups < 1:
-                raise PinsError(f"{path}: [lint].ruff_pin_pattern needs a group ( ) around the version.")
+                raise DataError(f"{path}: [lint].ruff_pin_pattern needs a group ( ) around the version.")
         except re.error as exc:
-            raise PinsError(f"{path}: [lint].ruff_pin_pattern is not a regular expression ({exc}).") from None
+            raise DataError(f"{path}: [lint].ruff_pin_pattern is not a regular expression ({exc}).") from None
     sections = []
     for i, s in enumerate(issue.get("sections", [])):
         where = f"issue.sections[{i}]"
         if not isinstance(s, dict) or not isinstance(s.get("title"), str) or not s["title"]:
-            raise PinsError(f"{path}: {where} must be an inline table with a title.")
+            raise DataError(f"{path}: {where} must be an inline table with a title.")
         _check_keys(path, where, s, ("title", "fill", "boxes"))
         if ("fill" in s) == ("boxes" in s):
-            raise PinsError(f"{path}: {where} ({s['title']!r}) needs exactly one of fill or boxes.")
+            raise DataError(f"{path}: {where} ({s['title']!r}) needs exactly one of fill or boxes.")
         if "fill" in s and s["fill"] not in FILLS:
-            raise PinsError(f"{path}: {where}.fill must be one of {', '.join(FILLS)} (got {s['fill']!r}).")
+            raise DataError(f"{path}: {where}.fill must be one of {', '.join(FILLS)} (got {s['fill']!r}).")
         boxes = _strings(path, where, s["boxes"], "boxes") if "boxes" in s else ()
         sections.append(Section(s["title"], s.get("fill", ""), boxes))
     bench = data.get("bench", {})
     if not isinstance(bench, dict):
-        raise PinsError(f"{path}: bench must be a table [bench].")
+        raise DataError(f"{path}: bench must be a table [bench].")
     _check_keys(path, "bench", bench, _TABLES["bench"])
     sections_of = bench.get("sections", {})
     if not isinstance(sections_of, dict) or not all(
             re.fullmatch(r"\d{4}", k) and isinstance(v, str) and v for k, v in sections_of.items()):
-        raise PinsError(f"{path}: [bench].sections must map patch numbers to result sections, "
+        raise DataError(f"{path}: [bench].sections must map patch numbers to result sections, "
                         'e.g. sections = { "0001" = "accelerate_prepare" }.')
     areas = []
     reviewers = data.get("reviewers", [])
     if not isinstance(reviewers, list):
-        raise PinsError(f"{path}: reviewers must be an array of tables [[reviewers]].")
+        raise DataError(f"{path}: reviewers must be an array of tables [[reviewers]].")
     for i, r in enumerate(reviewers):
         where = f"reviewers[{i}]"
         _check_keys(path, where, r, _TABLES["reviewers"])
         if not isinstance(r.get("area"), str) or not r["area"]:
-            raise PinsError(f"{path}: [{where}] needs an area name.")
+            raise DataError(f"{path}: [{where}] needs an area name.")
         handles = _strings(path, where, r.get("handles"), "handles")
         bad = [h for h in handles if not re.fullmatch(r"@[A-Za-z0-9][A-Za-z0-9-]*", h)]
         if bad:
-            raise PinsError(f"{path}: [{where}].handles must be GitHub handles such as @name (got {', '.join(bad)}).")
+            raise DataError(f"{path}: [{where}].handles must be GitHub handles such as @name (got {', '.join(bad)}).")
         areas.append(Area(r["area"], _strings(path, where, r.get("paths"), "paths"), handles))
     return PrConfig(
         name=name, template=template, template_source=pr.get("source", ""),

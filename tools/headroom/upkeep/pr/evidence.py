@@ -25,8 +25,14 @@ def _leaves(data: object, prefix: str = "") -> list[tuple[str, object]]:
     return [(prefix, data)]
 
 
+# The bench's sections were once keyed fix1/fix2/fix3, after "(fix N)" in the commit that added a patch; they are named
+# after what they measure now. Results written before the rename (reports/, an old build/bench/) still read.
+FIX_SECTIONS = {"1": "trainer_best_adapter", "2": "fsdp_loading", "3": "peft_load_adapter"}
+OLD_KEYS = {name: f"fix{n}" for n, name in FIX_SECTIONS.items()}
+
+
 def fix_section(root: Path, patch: Path) -> str | None:
-    """``fixN`` when the commit that added ``patch`` to this repository says "(fix N)" (how bench results are keyed)."""
+    """The bench section of a patch whose adding commit says "(fix N)" (FIX_SECTIONS), when pr_data names none."""
     try:
         repo = Repo(root)
         subjects = repo("log", "--diff-filter=A", "--format=%s", "--", str(patch.relative_to(root)))
@@ -35,7 +41,7 @@ def fix_section(root: Path, patch: Path) -> str | None:
     for subject in reversed(subjects.splitlines()):
         m = re.search(r"\(fix (\d+)\)", subject)
         if m:
-            return f"fix{m.group(1)}"
+            return FIX_SECTIONS.get(m.group(1))
     return None
 
 
@@ -104,8 +110,9 @@ def bench_tables(root: Path, pin: Pin, patch: Path, section: str | None = None) 
         if not isinstance(data, dict):
             continue
         name = f.relative_to(folder).as_posix()
-        if section and section in data:
-            node, where = data[section], f"{name}, {section}"
+        key = section if section in data else OLD_KEYS.get(section or "")
+        if section and key in data:
+            node, where = data[key], f"{name}, {key}"
         elif any(k in json.dumps(data) for k in (patch.stem, patch.name)):
             node, where = data, name
         else:

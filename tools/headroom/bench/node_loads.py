@@ -115,7 +115,7 @@ def project(s: dict) -> dict:
     return {"node_gb": (rank0 + (NODE_RANKS - 1) * other) * QWEN3_30B_A3B_BYTES / 1e9}
 
 
-def loads(root: Path, pythons: dict[str, Path], mode: str) -> dict:
+def node_loads(root: Path, pythons: dict[str, Path], mode: str) -> dict:
     plan = PLAN[mode]
     out: dict = {"ranks": plan["ranks"], "cases": []}
     for name, (what, ckpt_name, dtype) in LOADS.items():
@@ -133,7 +133,7 @@ def loads(root: Path, pythons: dict[str, Path], mode: str) -> dict:
                                        f"loads-{name}")
                 s = summary(ranks)
                 if not s["fsdp_enabled"]:
-                    raise CommandFailed(f"loads {name} ({env}): transformers did not see FSDP enabled; void")
+                    raise CommandFailed(f"node_loads {name} ({env}): transformers did not see FSDP enabled; void")
                 s["projection"] = project(s) if nodes == 1 else None
                 case["envs"][env] = {"ranks": ranks, "summary": s}
                 for n in s["nodes"]:
