@@ -297,6 +297,9 @@ def render_comment(pin: Pin, message: dict, checks: dict, pr: dict, test_files: 
         lines.append(f"Tests: {t.get('status')} ({t.get('reason', t.get('verdict', ''))}).")
     lines.append("")
     lines += _details("Our change, to compare with this PR's", ["```diff", source_diff.rstrip("\n"), "```"])
+    # The commit message says why, what it costs and how it differs: material to read, not the comment's words
+    lines += _details("Our commit message (the why, the cost, how it differs)",
+                      ["```text", message["subject"], "", message["body"].rstrip("\n"), "```"])
     for name, text in test_files.items():
         lines += _details(name, ["```python", text.rstrip("\n"), "```"])
     return "\n".join(lines).rstrip("\n") + "\n"
