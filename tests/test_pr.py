@@ -519,3 +519,31 @@ def test_a_torchrun_reproduction_gets_a_free_port(tmp_path, monkeypatch):
         assert repro.runs(script, envs, tmp_path / "work") == {"pristine": "ok", "alone": "ok"}
         assert len(seen) == 2 and all(("--standalone" in cmd) == expected for cmd in seen), seen
         assert all(cmd[-1] == str(tmp_path / "work" / "repro.py") for cmd in seen)
+
+
+def test_a_stacked_patch_is_proposed_on_the_patch_it_names_in_depends_on(proj: Project):
+    """A patch that changes an earlier patch's lines names it in `Depends-on:`: its branch holds both commits (the
+    person's), red is measured with the earlier patch applied, and the diff shown is this patch's alone."""
+    init = proj.vendor / "src/toypkg/__init__.py"
+    init.write_text(init.read_text().replace('"hello, "', '"hello,  "'))
+    message = "greet: two spaces\n\nDepends-on: 0005-greet-separate-the-name-with-a-comma.patch"
+    git(proj.vendor, "commit", "-q", "-am", message, "--date=@1700000600 +0000")
+    assert proj.run("export") == 0
+    assert proj.run("apply") == 0
+    checks = make(proj, "toypkg/0006")
+    assert checks["applies_alone"] == {"status": "passed"}
+    assert checks["stacked_on"] == ["0005-greet-separate-the-name-with-a-comma.patch"]
+    branch = "pr/greet-two-spaces"
+    subjects = git(proj.vendor, "log", "--format=%s|%an", "upstream/1.0.0.." + branch).splitlines()
+    assert subjects == [f"greet: two spaces|{ME[0]}", f"greet: separate the name with a comma|{ME[0]}"]
+    assert "Depends-on" not in git(proj.vendor, "log", "-1", "--format=%B", branch)  # our bookkeeping stays here
+    assert [f["path"] for f in checks["diff"]["files"]] == ["src/toypkg/__init__.py"]
+    assert all(f["added"] == 1 and f["removed"] == 1 for f in checks["diff"]["files"])  # this patch's line alone
+
+
+def test_depends_on_must_name_an_earlier_patch(proj: Project):
+    fixes = "Fixes: https://example.invalid/toypkg/issues/1\n"
+    retrail(proj, "0002", fixes, fixes + "Depends-on: 0005\n")
+    with pytest.raises(errors.UsageError, match="Depends-on names 0005-greet-separate-the-name-with-a-comma.patch, "
+                                                "which does not come before it"):
+        make(proj, "toypkg/0002")

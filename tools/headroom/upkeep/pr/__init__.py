@@ -36,7 +36,7 @@ from ...sources import checkout, export as export_mod, pins as pins_mod, series 
 from ...sources.pins import Pin
 from ...proof import testrun
 from ...proof.testrun import TestEnv, run_in_env, source_root
-from . import lint, config as prconfig, draft as prdraft, facts as prfacts, push as prpush, repro
+from . import lint, config as prconfig, draft as prdraft, facts as prfacts, push as prpush, repro, stack
 from .evidence import bench_figures, bench_tables, diff_facts, summary_tail
 
 PR_DIR = Path("build") / "pr"
@@ -157,11 +157,6 @@ def _tests_alone(root: Path, pin: Pin, repo: Repo, commit: str, pristine: Path, 
 
 # --------------------------------------------------------------------------- main
 
-def _identity_env(identity: tuple[str, str]) -> dict[str, str]:
-    name, email = identity
-    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
-
-
 def left_to_you(config: prconfig.PrConfig, pin: Pin, checks: dict, rel: Path, open_pr: dict | None,
                 issue_needed: bool) -> list[str]:
     """What only the person can do, per draft, in the order to do it (said on the terminal and in FACTS.md)."""
@@ -216,6 +211,10 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
                     "author": f"{identity[0]} <{identity[1]}>"}
     runs: dict[str, str] = {}
     versions = ""
+    deps = stack.stacked_on(root, pin, patch)
+    if deps:
+        checks["stacked_on"] = [d.name for d in deps]
+        ui.info(f"stacked on {', '.join(d.name for d in deps)} (Depends-on): proposed after it, tested against it")
     with tempfile.TemporaryDirectory(prefix="headroom-pr-") as tmp:
         tmpdir = Path(tmp)
         alone, pristine = tmpdir / "alone", tmpdir / "pristine"
@@ -223,28 +222,17 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
         repo("worktree", "add", "-q", "--detach", str(pristine), tag)
         try:
             wt = Repo(alone)
-            ok, err = wt.try_("am", "--no-3way", "--keep-non-patch", str(patch))
-            if not ok:
-                failing = checkout.failing_files(wt, patch)
-                wt.try_("am", "--abort")
-                checks["applies_alone"] = {"status": "failed", "files": failing, "git": checkout.hunk_lines(err)}
-                atomic_write_json(out_dir / "checks.json", checks)
-                raise PatchConflict(
-                    f"{patch.relative_to(root)} does not apply alone on {tag}: it depends on an earlier patch of the "
-                    "series. Make it self-contained (move the shared change into it, or propose the earlier patch "
-                    "first), then `make pr` again.",
-                    details="files that fail: " + (", ".join(failing) or "(see git)") + "\n" + checkout.hunk_lines(err),
-                )
-            raw_message = wt("log", "-1", "--format=%B")
-            message = prdraft.parse_message(raw_message)
-            # The branch proposed upstream: the person's identity, without our bookkeeping trailers.
-            msg_file = tmpdir / "message.txt"
-            msg_file.write_text(prdraft.strip_trailers(raw_message), encoding="utf-8")
-            wt("commit", "-q", "--amend", "--no-verify", "--reset-author", "-F", str(msg_file), env=_identity_env(identity))
+            # A stacked patch's base is the tag + the patches it depends on, in both trees: red is measured there
+            for dep in deps:
+                stack.apply(root, Repo(pristine), dep, tag, checks, out_dir, tmpdir, None)
+                stack.apply(root, wt, dep, tag, checks, out_dir, tmpdir, identity)
+            base = wt.head()
+            message = stack.apply(root, wt, patch, tag, checks, out_dir, tmpdir, identity, deps)
             commit = wt.head()
             checks["applies_alone"] = {"status": "passed"}
             repo("branch", "-f", branch, commit)
-            ui.info(f"branch {branch} -> {commit[:12]} ({tag} + this patch, author {checks['author']})")
+            on = f"{tag} + {len(deps)} patch(es) it depends on" if deps else tag
+            ui.info(f"branch {branch} -> {commit[:12]} ({on} + this patch, author {checks['author']})")
             files = [f for f in repo("diff-tree", "--no-commit-id", "--name-only", "-r", commit).split() if f]
             fp_dir = tmpdir / "fp"
             repo(*export_mod.FORMAT_PATCH, "--start-number=1", "-o", str(fp_dir), "-1", commit)
@@ -254,8 +242,8 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
                                            keep_logs=out_dir)
             checks["ruff"] = lint.run(root, config, alone, files, ruff_installer)
             test_files = {f: (alone / f).read_text(encoding="utf-8") for f in checks["tests"].get("tests", [])}
-            source_diff = repo("diff", tag, commit, "--", *[f for f in files if not f.startswith("tests/")], strip=False)
-            checks["diff"] = diff_facts(repo, tag, commit, tmpdir)
+            source_diff = repo("diff", base, commit, "--", *[f for f in files if not f.startswith("tests/")], strip=False)
+            checks["diff"] = diff_facts(repo, base, commit, tmpdir)
             issues = prdraft.upstream_issues(message, pin.repository)
             issue_needed = not issues
             script = config.repro_script(subject_slug(message["subject"]))
