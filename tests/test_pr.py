@@ -537,6 +537,11 @@ def test_a_stacked_patch_is_proposed_on_the_patch_it_names_in_depends_on(proj: P
     subjects = git(proj.vendor, "log", "--format=%s|%an", "upstream/1.0.0.." + branch).splitlines()
     assert subjects == [f"greet: two spaces|{ME[0]}", f"greet: separate the name with a comma|{ME[0]}"]
     assert "Depends-on" not in git(proj.vendor, "log", "-1", "--format=%B", branch)  # our bookkeeping stays here
+    out_dir = proj.root / "build" / "pr" / "0006-greet-two-spaces"
+    stacked = ["0001-greet-separate-the-name-with-a-comma.patch", "0002-greet-two-spaces.patch"]
+    assert sorted(f.name for f in out_dir.glob("*.patch")) == stacked
+    (am,) = [c for c in checks["push_commands"] if " am " in c]
+    assert am.endswith(" ".join(f"../../build/pr/0006-greet-two-spaces/{name}" for name in stacked))
     assert [f["path"] for f in checks["diff"]["files"]] == ["src/toypkg/__init__.py"]
     assert all(f["added"] == 1 and f["removed"] == 1 for f in checks["diff"]["files"])  # this patch's line alone
 

@@ -235,9 +235,12 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
             ui.info(f"branch {branch} -> {commit[:12]} ({on} + this patch, author {checks['author']})")
             files = [f for f in repo("diff-tree", "--no-commit-id", "--name-only", "-r", commit).split() if f]
             fp_dir = tmpdir / "fp"
-            repo(*export_mod.FORMAT_PATCH, "--start-number=1", "-o", str(fp_dir), "-1", commit)
-            (produced,) = fp_dir.iterdir()
-            atomic_write(out_dir / produced.name, produced.read_bytes())
+            # A stacked patch comes with the patches it stands on, numbered in the order they apply
+            repo(*export_mod.FORMAT_PATCH, "--start-number=1", "-o", str(fp_dir), *([f"{tag}..{commit}"] if deps
+                                                                                     else ["-1", commit]))
+            produced = sorted(fp_dir.iterdir())
+            for f in produced:
+                atomic_write(out_dir / f.name, f.read_bytes())
             checks["tests"] = _tests_alone(root, pin, repo, commit, pristine, alone, envs_factory, runner, tmpdir,
                                            keep_logs=out_dir)
             checks["ruff"] = lint.run(root, config, alone, files, ruff_installer)
@@ -313,7 +316,8 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
     ui.info(f"ruff {r['version']} (pinned in {r['pinned_in']}): check {r['check']['status']}, format --check "
             f"{r['format']['status']}" if "version" in r else f"ruff: {r['status']}")
     ui.info(f"reviewers: {prdraft.reviewers_line(areas, config)}")
-    ui.info(f"wrote {out_dir.relative_to(root)}/: {', '.join(written)}, {produced.name}, checks.json")
+    ui.info(f"wrote {out_dir.relative_to(root)}/: {', '.join(written)}, {', '.join(f.name for f in produced)}, "
+            "checks.json")
     if not repo("remote").strip():
         ui.info(f"no git remote in vendor/{pin.name}: add one (git -C vendor/{pin.name} remote add fork <your fork URL>) "
                 "to get the exact commands; below they name <your-fork-remote>")

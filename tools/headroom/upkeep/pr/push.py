@@ -38,15 +38,16 @@ def commands(repo: Repo, pin: Pin, branch: str, out_dir: Path, root: Path, subje
     owner_repo = "/".join(base.split("/")[-2:])
     repo_url = pin.repository.rstrip("/").removesuffix(".git")
     vendor = f"vendor/{pin.name}"
+    # one patch, or a stacked one after the patches it stands on (0001-..., 0002-...: the order they apply)
     patch_files = sorted(out_dir.glob("*.patch"))
-    patch_rel = patch_files[0].relative_to(root) if patch_files else out_dir / "*.patch"
+    patch_rels = [f.relative_to(root) for f in patch_files] or [out_dir / "*.patch"]
     cmds = []
     if upstream:
         cmds.append(f"git -C {vendor} fetch {upstream} tag {pin.tag} --no-tags")
     else:
         cmds.append(f"git -C {vendor} fetch {repo_url}.git tag {pin.tag} --no-tags")
     cmds.append(f"git -C {vendor} switch -c {branch}-on-{pin.tag} {pin.tag}   # the upstream git tag, not the sdist import")
-    cmds.append(f"git -C {vendor} am --3way {Path('../..') / patch_rel}")
+    cmds.append(f"git -C {vendor} am --3way {' '.join(str(Path('../..') / r) for r in patch_rels)}")
     target = fork or "<your-fork-remote>"
     cmds.append(f"git -C {vendor} push {target} {branch}-on-{pin.tag}:{branch}")
     fork_owner = norm[fork].split("/")[-2] if fork and norm[fork].count("/") >= 2 else "<you>"
