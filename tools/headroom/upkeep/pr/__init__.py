@@ -265,7 +265,8 @@ def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, r
     checks["upstream"] = {"issues": issues,
                           "issue_none_recorded": message["upstream_issue_none"], "pull_requests": message["upstream_prs"],
                           "links": message["links"]}
-    checks["official"] = f"{pin.distribution} {pin.version}"
+    # what the new test was red on: the release, and for a stacked patch the patches it stands on
+    checks["official"] = f"{pin.distribution} {pin.version}" + "".join(f" + {d.name[:4]}" for d in deps)
     checks["subject"] = message["subject"]
     checks["commit"] = {"cost_paragraph": prdraft.cost_paragraph(message["body"])}
     checks["policy"] = {"generated_description": config.policy, "quote": config.policy_quote,

@@ -168,7 +168,7 @@ def outcome_table(left: dict[str, str], right: dict[str, str], left_title: str, 
 
 def _evidence(pin: Pin, checks: dict, bench: list[str], with_title: str) -> list[str]:
     t = checks["tests"]
-    official = f"{pin.distribution} {pin.version}"
+    official = checks.get("official", f"{pin.distribution} {pin.version}")
     if t.get("status") != "run":
         return [f"Tests: {t.get('status')} ({t.get('reason', t.get('verdict', ''))})."]
     tests = ", ".join(f"`{f}`" for f in t["tests"])
@@ -286,10 +286,10 @@ def render_comment(pin: Pin, message: dict, checks: dict, pr: dict, test_files: 
               f"{pin.version} and with the change:", ""]
     t = checks["tests"]
     if t.get("status") == "run":
-        lines += outcome_table(t["pristine"]["outcomes"], t["alone"]["outcomes"], f"{pin.distribution} {pin.version}",
-                               "with the change")
-        figs = figures_table(t["pristine"].get("figures", []), t["alone"].get("figures", []),
-                             f"{pin.distribution} {pin.version}", "with the change")
+        official = checks.get("official", f"{pin.distribution} {pin.version}")
+        lines += outcome_table(t["pristine"]["outcomes"], t["alone"]["outcomes"], official, "with the change")
+        figs = figures_table(t["pristine"].get("figures", []), t["alone"].get("figures", []), official,
+                             "with the change")
         if figs:
             lines += ["", *figs]
         lines += ["", f"Run: `python -m pytest {' '.join(t['tests'])}` (CPU only, no hub access)."]
