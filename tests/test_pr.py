@@ -534,6 +534,8 @@ def test_a_stacked_patch_is_proposed_on_the_patch_it_names_in_depends_on(proj: P
     assert checks["applies_alone"] == {"status": "passed"}
     assert checks["stacked_on"] == ["0005-greet-separate-the-name-with-a-comma.patch"]
     assert checks["official"] == "toypkg 1.0.0 + 0005"  # what red is measured on, in every table's title
+    facts = (proj.root / "build" / "pr" / "0006-greet-two-spaces" / "FACTS.md").read_text()
+    assert "propose 0005 first (its own make pr): this change is stacked on it" in facts
     branch = "pr/greet-two-spaces"
     subjects = git(proj.vendor, "log", "--format=%s|%an", "upstream/1.0.0.." + branch).splitlines()
     assert subjects == [f"greet: two spaces|{ME[0]}", f"greet: separate the name with a comma|{ME[0]}"]

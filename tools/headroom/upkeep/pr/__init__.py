@@ -161,6 +161,9 @@ def left_to_you(config: prconfig.PrConfig, pin: Pin, checks: dict, rel: Path, op
                 issue_needed: bool) -> list[str]:
     """What only the person can do, per draft, in the order to do it (said on the terminal and in FACTS.md)."""
     out = []
+    if checks.get("stacked_on"):
+        out.append(f"propose {', '.join(n[:4] for n in checks['stacked_on'])} first (its own make pr): this change is "
+                   "stacked on it; its branch holds both commits, and your description says what it builds on")
     if issue_needed:
         out.append(f"open the issue first: read and edit {rel}/ISSUE.md, file it yourself, then link it "
                    + ("in COMMENT.md" if open_pr else "in PR.md's Fixes line"))
