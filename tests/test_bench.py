@@ -225,6 +225,8 @@ def test_probe_detects_the_fix_in_the_fsdp_branch():
     assert probe.fix2_in_source(pristine) is False
     assert probe.fix2_in_source(patched) is True
     assert probe.fix2_in_source("def f():\n    return\n") is False
+    # transformers/0003 keys the branch on the global rank 0: the same branch, still found
+    assert probe.fix2_in_source(patched.replace("is_local_dist_rank_0()", "is_dist_rank_0()")) is True
 
 
 def test_plots_are_small_pngs(results, tmp_path):

@@ -6,9 +6,11 @@ the workers it starts live in ``bench_data/`` and write ``<run folder>/rank<N>.j
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -30,29 +32,49 @@ def failure(log: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def torchrun(root: Path, py: Path, env: str, script: str, args: list, ranks: int, tag: str, *,
-             env_vars: dict[str, str] = FSDP_ENV) -> list[dict]:
-    """Run ``bench_data/<script> *args`` on ``ranks`` CPU processes, :data:`RUN_DIR` in ``args`` standing for the
-    job's run folder; the per-rank JSON results, in rank order. ``env_vars`` go on top of the offline environment
-    (by default, what ``accelerate launch --use_fsdp --fsdp_cpu_ram_efficient_loading true`` sets).
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    The job's output is kept in build/bench/runs/<tag>-<ranks>ranks-<env>/torchrun.log; a rank without a result
-    raises CommandFailed whose message is the job's own error line."""
-    out = root / OUT_DIR / "runs" / f"{tag}-{ranks}ranks-{env.replace(' ', '-')}"
+
+def torchrun(root: Path, py: Path, env: str, script: str, args: list, ranks: int, tag: str, *,
+             env_vars: dict[str, str] = FSDP_ENV, nodes: int = 1) -> list[dict]:
+    """Run ``bench_data/<script> *args`` on ``ranks`` CPU processes (on each of ``nodes`` torchrun agents on
+    127.0.0.1, one rendezvous, ``--node-rank`` each), :data:`RUN_DIR` in ``args`` standing for the job's run folder;
+    the per-rank JSON results, in global rank order. ``env_vars`` go on top of the offline environment (by default,
+    what ``accelerate launch --use_fsdp --fsdp_cpu_ram_efficient_loading true`` sets).
+
+    The job's output is kept in build/bench/runs/<tag>-[<nodes>x]<ranks>ranks-<env>/torchrun.log; a rank without a
+    result raises CommandFailed whose message is the job's own error line."""
+    layout = f"{nodes}x{ranks}" if nodes > 1 else f"{ranks}"
+    out = root / OUT_DIR / "runs" / f"{tag}-{layout}ranks-{env.replace(' ', '-')}"
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    result = proc.run(
-        [py, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={ranks}",
-         DATA / script, *(out if a == RUN_DIR else a for a in args)],
-        env={**OFFLINE_ENV, **env_vars}, cwd=out, what=f"torchrun {ranks} ranks ({env}, {tag})", check=False,
-    )
-    atomic_write(out / "torchrun.log", result.output)
+    worker = [DATA / script, *(out if a == RUN_DIR else a for a in args)]
+    if nodes == 1:
+        launch = [["--standalone", "--nnodes=1"]]
+    else:
+        port = free_port()
+        launch = [[f"--nnodes={nodes}", f"--node-rank={n}", "--master-addr=127.0.0.1", f"--master-port={port}"]
+                  for n in range(nodes)]
+
+    def agent(i: int) -> proc.Result:
+        where = f" node {i} of {nodes}" if nodes > 1 else ""
+        return proc.run([py, "-m", "torch.distributed.run", *launch[i], f"--nproc-per-node={ranks}", *worker],
+                        env={**OFFLINE_ENV, **env_vars}, cwd=out, check=False,
+                        what=f"torchrun {ranks} ranks{where} ({env}, {tag})")
+
+    with concurrent.futures.ThreadPoolExecutor(nodes) as pool:  # the agents of one job run side by side
+        results = list(pool.map(agent, range(nodes)))
+    output = "\n".join(r.output if nodes == 1 else f"## node {i}\n{r.output}" for i, r in enumerate(results))
+    atomic_write(out / "torchrun.log", output)
     shutil.rmtree(out / "warmup", ignore_errors=True)
-    missing = [r for r in range(ranks) if not (out / f"rank{r}.json").exists()]
+    missing = [r for r in range(nodes * ranks) if not (out / f"rank{r}.json").exists()]
     if missing:
         if ui.verbose():
-            sys.stderr.write(result.output[-8000:])
-        raise CommandFailed(f"{failure(result.output)} (torchrun {env}, {tag}: no result from rank {missing[0]}, "
-                            f"exit {result.returncode}; log: {out.relative_to(root)}/torchrun.log)")
-    return [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(ranks)]
+            sys.stderr.write(output[-8000:])
+        raise CommandFailed(f"{failure(output)} (torchrun {env}, {tag}: no result from rank {missing[0]}, "
+                            f"exit {max(r.returncode for r in results)}; log: {out.relative_to(root)}/torchrun.log)")
+    return [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(nodes * ranks)]

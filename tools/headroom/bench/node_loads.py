@@ -8,17 +8,12 @@ ranks, and (full mode) two nodes started as two torchrun agents on 127.0.0.1 (``
 
 from __future__ import annotations
 
-import concurrent.futures
-import json
-import shutil
-import socket
 from pathlib import Path
 
-from ..ground import proc, ui
+from ..ground import ui
 from ..ground.errors import CommandFailed
-from ..ground.fsutil import atomic_write
-from .common import DATA, ENVS, FSDP_ENV, MIB, OFFLINE_ENV, OUT_DIR, model_once
-from .jobs import RUN_DIR, failure, torchrun
+from .common import DATA, ENVS, MIB, model_once
+from .jobs import RUN_DIR, torchrun
 
 # The mixture of experts: Qwen3-MoE's architecture (the model of transformers #43749), 8 layers x 32 experts, in bf16.
 # Each rank that loads nothing still grows by ~1 MiB (the process's own allocations, whatever the model's size), so
@@ -49,40 +44,6 @@ def checkpoint(root: Path, name: str, py: Path, mode: str) -> tuple[Path, dict]:
     """build/bench/models/<name>-<hash>: made once with the pristine env, reused."""
     return model_once(root, name, "60M", "headroom-bench.json", [py, DATA / "make_model.py"],
                       config={**MOE, **MOE_SIZES[mode]} if name == "moe" else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def two_agents(root: Path, py: Path, env: str, args: list, nodes: int, per_node: int, tag: str) -> list[dict]:
-    """One job as ``nodes`` torchrun agents on 127.0.0.1 (one rendezvous, ``--node-rank`` each); per-rank results."""
-    out = root / OUT_DIR / "runs" / f"{tag}-{nodes}x{per_node}ranks-{env}"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    port = free_port()
-
-    def agent(node: int):
-        return proc.run([py, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={per_node}",
-                         f"--node-rank={node}", "--master-addr=127.0.0.1", f"--master-port={port}",
-                         DATA / "load_worker.py", *(out if a == RUN_DIR else a for a in args)],
-                        env={**OFFLINE_ENV, **FSDP_ENV}, cwd=out, check=False,
-                        what=f"torchrun node {node} of {nodes} ({env}, {tag})")
-
-    with concurrent.futures.ThreadPoolExecutor(nodes) as pool:
-        outputs = list(pool.map(agent, range(nodes)))
-    log = "\n".join(f"## node {i}\n{r.output}" for i, r in enumerate(outputs))
-    atomic_write(out / "torchrun.log", log)
-    shutil.rmtree(out / "warmup", ignore_errors=True)
-    ranks = nodes * per_node
-    missing = [r for r in range(ranks) if not (out / f"rank{r}.json").exists()]
-    if missing:
-        raise CommandFailed(f"{failure(log)} ({tag}, {env}: no result from rank {missing[0]}; "
-                            f"log: {out.relative_to(root)}/torchrun.log)")
-    return [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(ranks)]
 
 
 def summary(ranks: list[dict]) -> dict:
@@ -125,12 +86,8 @@ def node_loads(root: Path, pythons: dict[str, Path], mode: str) -> dict:
             case = {"load": name, "what": what, "nodes": nodes, "ranks_per_node": per_node, "envs": {}}
             for env in ENVS:
                 ui.step("bench", f"transformers/0002: {name}, {nodes} node(s) x {per_node} ranks, {env}")
-                if nodes == 1:
-                    ranks = torchrun(root, pythons[env], env, "load_worker.py", [ckpt, RUN_DIR, dtype],
-                                     per_node, f"loads-{name}")
-                else:
-                    ranks = two_agents(root, pythons[env], env, [ckpt, RUN_DIR, dtype], nodes, per_node,
-                                       f"loads-{name}")
+                ranks = torchrun(root, pythons[env], env, "load_worker.py", [ckpt, RUN_DIR, dtype], per_node,
+                                 f"loads-{name}", nodes=nodes)
                 s = summary(ranks)
                 if not s["fsdp_enabled"]:
                     raise CommandFailed(f"node_loads {name} ({env}): transformers did not see FSDP enabled; void")

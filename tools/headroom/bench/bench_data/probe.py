@@ -10,16 +10,21 @@ import re
 import sys
 
 
+# The FSDP branch (non-main ranks) of `_move_missing_keys_from_meta_to_device`: keyed on the local rank 0 upstream,
+# on the global rank 0 with headroom's transformers/0003
+FSDP_BRANCH = re.compile(r"if is_fsdp_enabled\(\) and not is_(?:local_)?dist_rank_0\(\).*?\n(.*?)\breturn\b", re.S)
+
+
 def fix2_in_source(source: str) -> bool:
     """True when the FSDP branch (non-main ranks) of `_move_missing_keys_from_meta_to_device` only re-creates the
     non-persistent buffers, instead of every buffer and parameter."""
-    branch = re.search(r"if is_fsdp_enabled\(\) and not is_local_dist_rank_0\(\).*?\n(.*?)\breturn\b", source, re.S)
+    branch = FSDP_BRANCH.search(source)
     return bool(branch) and "named_non_persistent_buffers" in branch.group(1)
 
 
 def fsdp_branch(source: str) -> str:
     """What the FSDP branch (non-main ranks) of `_move_missing_keys_from_meta_to_device` creates, in words."""
-    branch = re.search(r"if is_fsdp_enabled\(\) and not is_local_dist_rank_0\(\).*?\n(.*?)\breturn\b", source, re.S)
+    branch = FSDP_BRANCH.search(source)
     if not branch:
         return "no FSDP branch"
     body = branch.group(1)

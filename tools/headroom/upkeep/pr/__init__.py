@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...ground import proc, ui
-from ...ground.errors import IdentityMissing, NotApplied, PatchConflict, ProofFailed, RetiredPatch, UsageError
+from ...ground.errors import IdentityMissing, NotApplied, ProofFailed, RetiredPatch, UsageError
 from ...ground.fsutil import atomic_write, atomic_write_json
 from ...ground.vcs import Repo
 from ...sources import checkout, export as export_mod, pins as pins_mod, series as series_mod
