@@ -55,12 +55,11 @@ def summary(ranks: list[dict]) -> dict:
         nodes.setdefault(r["node"], []).append(r)
     per_node = []
     for node, members in sorted(nodes.items()):
-        others = [r for r in members if r["rank"] != 0]
+        other_peak = max((r["peak_rise_mib"] for r in members if r["rank"] != 0), default=0.0)
         total = sum(r["rise_mib"] for r in members)
         per_node.append({
             "node": node, "ranks": len(members), "total_rise_mib": total, "total_x_model": total / model,
-            "max_other_peak_mib": max((r["peak_rise_mib"] for r in others), default=0.0),
-            "max_other_peak_x_model": max((r["peak_rise_mib"] for r in others), default=0.0) / model,
+            "max_other_peak_mib": other_peak, "max_other_peak_x_model": other_peak / model,
             "max_load_seconds": max(r["load_seconds"] for r in members),
             "min_load_seconds": min(r["load_seconds"] for r in members),
         })
@@ -69,7 +68,8 @@ def summary(ranks: list[dict]) -> dict:
 
 
 def project(s: dict) -> dict:
-    """Qwen3-30B-A3B on a node of 8 ranks, from the measured fractions: rank 0's rise and the other ranks' largest."""
+    """Qwen3-30B-A3B on a node of 8 ranks, from the measured fractions of the first node: rank 0's rise and the mean
+    rise of its other ranks."""
     node0 = s["nodes"][0]
     rank0 = s["rank0_rise_mib"] / s["model_mib"]
     other = (node0["total_rise_mib"] - s["rank0_rise_mib"]) / s["model_mib"] / max(node0["ranks"] - 1, 1)
