@@ -21,7 +21,7 @@ from .jobs import RUN_DIR, torchrun
 from .node_loads import LOADS, QWEN3_30B_A3B_BYTES, checkpoint
 
 # loads: the checkpoints (node_loads.LOADS: the ones that convert); layouts: (nodes, ranks per node)
-PLAN = {"quick": {"loads": ("moe",), "layouts": ((1, 2), (2, 1))},
+PLAN = {"quick": {"loads": ("moe",), "layouts": ((1, 2),)},
         "full": {"loads": ("moe", "dense-cast"), "layouts": ((1, 8), (2, 4))}}
 # Target (in the bench, not in timed tests): the patched peak of node k <= its floor + 10% of the model
 TARGET_MARGIN = 0.10
