@@ -3,6 +3,7 @@ not a sum of per-rank peaks), the floors, the targets and the table. No torchrun
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -128,3 +129,19 @@ def test_the_summary_wants_one_sampler_per_node():
     data[2]["node_memory"] = None
     with pytest.raises(ValueError, match="1 node sampler"):
         load_phase.summary(data, 2)
+
+
+def test_the_part_renders_its_table_the_projection_and_the_targets():
+    results = json.loads((FIXTURES / "results.json").read_text(encoding="utf-8"))
+    assert bench.validate(results) == []
+    table = bench.render_table(results)
+    assert table.startswith("# headroom bench (quick, load_phase only)")
+    assert "## The load phase, per node" in table and "| seed: official GB |" in table
+    assert "| moe | 1 x 2 | 100.1 | 0 | 2.00x | 310.6 (3.10x) | 180.5 (1.80x) | 936.5 (9.35x) | 975.6 (9.74x) | step |" in table
+    assert "| moe | 1 x 2 | 480 | 189 / 570 | 60 | 110 / 594 | 122 | 61 |" in table
+    assert "- met: moe, 1 x 2, node 0, to the end of prepare: patched peak 1.80x the model" in table
+    assert "- NOT met: moe, 1 x 2, node 0, whole phase: patched peak 9.74x" in table  # the step's own memory
+    official = copy.deepcopy(results["load_phase"])
+    for case in official["cases"]:
+        case["envs"]["patched"] = case["envs"]["pristine"]
+    assert any(line.startswith("NOT met") for line in load_phase.targets(official))
