@@ -23,6 +23,8 @@ from .node_loads import LOADS, QWEN3_30B_A3B_BYTES, checkpoint
 # loads: the checkpoints (node_loads.LOADS: the ones that convert); layouts: (nodes, ranks per node)
 PLAN = {"quick": {"loads": ("moe",), "layouts": ((1, 2),)},
         "full": {"loads": ("moe", "dense-cast"), "layouts": ((1, 8), (2, 4))}}
+# What each load is, said whole (node_loads.LOADS describes dense-cast by the dense load beside it)
+WHAT = {"moe": LOADS["moe"][0], "dense-cast": "dense Llama 60M, stored fp32, loaded with dtype=torch.bfloat16"}
 # Target (in the bench, not in timed tests): the patched peak of node k <= its floor + 10% of the model
 TARGET_MARGIN = 0.10
 PHASES = ("from_pretrained", "prepare", "step")
@@ -79,7 +81,7 @@ def load_phase(root: Path, pythons: dict[str, Path], mode: str) -> dict:
         what, ckpt_name, dtype = LOADS[name]
         ckpt, _ = checkpoint(root, ckpt_name, pythons["pristine"], mode)
         for nodes, per_node in plan["layouts"]:
-            case = {"load": name, "what": what, "nodes": nodes, "ranks_per_node": per_node, "envs": {}}
+            case = {"load": name, "what": WHAT.get(name, what), "nodes": nodes, "ranks_per_node": per_node, "envs": {}}
             for env in ENVS:
                 ui.step("bench", f"load phase: {name}, {nodes} node(s) x {per_node} ranks, {env}")
                 ranks = torchrun(root, pythons[env], env, "phase_worker.py", [ckpt, RUN_DIR, dtype], per_node,
@@ -161,7 +163,7 @@ def table_lines(section: dict, md_table) -> list[str]:
              "*floor*: rank 0's full copy (node 0) plus the node's own shards; *sum of rank peaks*: what adding each "
              "rank's own peak would have said.", ""]
     lines += md_table(rows, text_columns=2)
-    lines += ["", "Loads: " + "; ".join(f"*{name}*: {LOADS[name][0]}" for name in dict.fromkeys(
+    lines += ["", "Loads: " + "; ".join(f"*{name}*: {WHAT.get(name, LOADS[name][0])}" for name in dict.fromkeys(
         c["load"] for c in section["cases"])) + "."]
     if any(c["nodes"] == 1 for c in section["cases"]):
         lines += ["", f"Projected to Qwen3-30B-A3B ({QWEN3_30B_A3B_BYTES / 1e9:.0f} GB in bf16) on a node of 8 ranks "
