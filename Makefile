@@ -6,7 +6,7 @@
 #>          UPSTREAM=default|full|none (test: upstream suites), TINYHUB=0 (test: no local tiny hub),
 #>          JOBS=auto|N|1 (test: pytest-xdist workers), PIN=name==version DROP=0002 (rebase),
 #>          RELEASES=name==version,... PRE=1 (canary), PATCH=upstream/NNNN (pr),
-#>          BENCH=quick|full TRANSFORMERS=X[@Y],... PART=releases|prepare|node_loads (bench),
+#>          BENCH=quick|full TRANSFORMERS=X[@Y],... PART=releases|prepare|node_loads|load_phase (bench),
 #>          REPOSITORY=url|section INDEX_URL=url (publish), PORT=8000 (serve), WHEEL=file|name PY=python (inspect, verify)
 
 PYTHON  ?= python3

@@ -237,10 +237,12 @@ def parser() -> argparse.ArgumentParser:
                     "5.5.4,5.6.0,5.22.2,5.23.0; 'pin' = the pinned one; X@Y: with official accelerate Y instead of "
                     "requirements/bench-env.txt's, e.g. 5.23.0@1.15.0); default: quick 5.5.4,pin, "
                     "full 5.5.4,5.6.0,5.22.2,5.23.0")
-    bn.add_argument("--part", choices=("releases", "prepare", "node_loads"),
+    bn.add_argument("--part", choices=("releases", "prepare", "node_loads", "load_phase"),
                     help="run this part alone (releases: the release rows beside the patched build; prepare: "
                     "Accelerate's FSDP2 prepare, official, patched, torch's path and the floor; node_loads: what "
-                    "each rank of a node commits in from_pretrained, dense, dense cast and MoE, on 1 and 2 nodes); "
+                    "each rank of a node commits in from_pretrained, dense, dense cast and MoE, on 1 and 2 nodes; load_phase: "
+                    "each node's total memory from from_pretrained to the end of the first optimizer step, one "
+                    "sampler per node, against its floor); "
                     "results in build/bench/part-<part>/")
     bn.set_defaults(func=cmd_bench)
     r = sub.add_parser("rebase", help="move one upstream's series to a new release (NAME==VERSION)")

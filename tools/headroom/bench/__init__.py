@@ -17,6 +17,9 @@ save and what the pipeline costs, measured: build/bench/ (results.json, table.md
   checkpoint in its own dtype, the same with a dtype cast, and a Qwen3-MoE (experts fused on load); one node of 2
   (quick) or 8 (full) ranks, and two nodes as two torchrun agents on 127.0.0.1; official beside patched, the
   per-node targets and a projection to Qwen3-30B-A3B.
+* The load phase per node (``load_phase``, the whole series): each node's total anonymous RSS, one sampler per node,
+  from ``from_pretrained`` through ``prepare`` to the end of the first optimizer step, against its floor (rank 0's
+  full copy plus the node's shards); 1 node x 8 and 2 nodes x 4 in full mode.
 * Accelerate's FSDP2 ``prepare`` (``prepare``, patches/accelerate/0001): rank 0's weights sharded over the ranks
   by official accelerate, the headroom build, torch's ``set_model_state_dict(broadcast_from_rank0=True)`` and the
   floor (one scatter per parameter); rank 1's peak against its final, each path's time as a multiple of the floor's.
@@ -43,7 +46,7 @@ from ..ground.errors import BuildError, NotApplied, UsageError
 from ..ground.fsutil import atomic_write, atomic_write_json
 from ..proof import envs
 from .common import (DATA, ENVS, MODES, OUT_DIR, PLAN, SCHEMA, SIZES, SWEEP_RANKS)  # noqa: F401 (re-exported)
-from . import fix2, node_loads, pipeline, prepare, releases
+from . import fix2, load_phase, node_loads, pipeline, prepare, releases
 from .fix2 import estimated_bytes  # noqa: F401
 from .gpu import gpu_fixes
 from .machine import gpu_info, machine_info, probe_env
@@ -105,7 +108,7 @@ def _pythons(root: Path) -> dict[str, Path]:
 
 
 def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int:
-    """One part of the bench alone (``--part releases|prepare|node_loads``): its section and the environments, in build/bench/part-<part>/."""
+    """One part of the bench alone (``--part releases|prepare|node_loads|load_phase``): its section and the environments, in build/bench/part-<part>/."""
     start = time.monotonic()
     pythons = _pythons(root)
     results: dict = {**_head(mode, part), "environment": environment(pythons, root)}
@@ -115,6 +118,9 @@ def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int
     elif part == "node_loads":
         ui.step("bench", f"{mode}, {part} only: what each rank commits in from_pretrained (transformers/0002)")
         results["node_loads"] = node_loads.node_loads(root, pythons, mode)
+    elif part == "load_phase":
+        ui.step("bench", f"{mode}, {part} only: each node's memory from from_pretrained to the first optimizer step")
+        results["load_phase"] = load_phase.load_phase(root, pythons, mode)
     else:
         ui.step("bench", f"{mode}, {part} only: Accelerate's FSDP2 prepare")
         results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
@@ -157,6 +163,8 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
     atomic_write_json(partial, results)
     results["node_loads"] = node_loads.node_loads(root, pythons, mode)  # patches/transformers/0002
     atomic_write_json(partial, results)
+    results["load_phase"] = load_phase.load_phase(root, pythons, mode)  # the series, node by node
+    atomic_write_json(partial, results)
     results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     atomic_write_json(partial, results)
     results["trainer_best_adapter"], results["peft_load_adapter"] = gpu_fixes(root, pythons, mode)
@@ -177,7 +185,8 @@ def run(root: Path, mode: str = "full", releases_text: str | None = None, part: 
         stale.unlink()
     ui.step("bench", "results")
     print(table, flush=True)
-    for line in terminal_ratios(results) + node_loads.targets(results["node_loads"]):
+    for line in terminal_ratios(results) + node_loads.targets(results["node_loads"]) + \
+            load_phase.targets(results["load_phase"]):
         ui.info(line)
     ui.info(f"written: {', '.join(str(p.relative_to(root)) for p in [out / 'results.json', out / 'table.md', *pngs])}")
     ui.info(f"bench {mode}: {results['seconds']:.0f}s")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import node_loads, prepare, releases_report
+from . import load_phase, node_loads, prepare, releases_report
 from .common import ENVS, MODES, RATIO_FLOOR_MIB, SCHEMA, md_table
 from .stats import case_ratio, fmt, format_ratio, mib, ratio
 
@@ -13,7 +13,8 @@ REQUIRED = {
 }
 CASE_KEYS = ("size", "params", "model_bytes", "shard_bytes", "ranks", "envs")
 # What `headroom bench --part` runs alone, and the section of results.json that then holds it (and nothing else)
-PART_SECTIONS = {"releases": "releases", "prepare": "accelerate_prepare", "node_loads": "node_loads"}
+PART_SECTIONS = {"releases": "releases", "prepare": "accelerate_prepare", "node_loads": "node_loads",
+                 "load_phase": "load_phase"}
 PARTS = tuple(PART_SECTIONS)
 PART_REQUIRED = {"schema": int, "mode": str, "date": str, "seconds": (int, float), "environment": dict, "part": str}
 
@@ -186,6 +187,9 @@ def render_table(results: dict) -> str:
     if results.get("part") == "node_loads":
         lines += ["", *node_loads.table_lines(results["node_loads"], md_table)]
         return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
+    if results.get("part") == "load_phase":
+        lines += ["", *load_phase.table_lines(results["load_phase"], md_table)]
+        return "\n".join([*lines, f"Total bench time: {results['seconds']:.0f} s.", ""])
     if results.get("part") == "prepare":
         lines += ["", *prepare.table_lines(results["accelerate_prepare"])]
         return "\n".join([*lines, "", f"Total bench time: {results['seconds']:.0f} s.", ""])
@@ -203,6 +207,8 @@ def render_table(results: dict) -> str:
                       f"up): {before[0]}-{before[-1]} MiB."]
     if results.get("node_loads"):  # absent from results written before transformers/0002
         lines += ["", *node_loads.table_lines(results["node_loads"], md_table)]
+    if results.get("load_phase"):  # absent from results written before the load phase was measured
+        lines += ["", *load_phase.table_lines(results["load_phase"], md_table)]
     if results.get("releases"):  # absent from a run stopped before it, and from schema 1 results
         lines += [""] + releases_report.lines(results["releases"], md_table)
     if "accelerate_prepare" in results:
