@@ -21,7 +21,9 @@ for f in "$PY" "$TEST" "$GUARD"; do
 done
 WORK=$(mktemp -d)
 echo "[pytest]" > "$WORK/pytest.ini"
-cp "$TEST" "$GUARD" "$WORK/"
+mkdir -p "$WORK/src" "$WORK/tests/fsdp"  # TestCasePlus finds the repository root by its src/ and tests/
+cp "$TEST" "$WORK/tests/fsdp/"
+cp "$GUARD" "$WORK/"
 cat > "$WORK/concurrent_job.py" <<'EOF'
 import torch, torch.distributed as dist
 dist.init_process_group("gloo")
@@ -44,9 +46,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_ENDPOINT=http://127.0.0.1:9 US
   TOKENIZERS_PARALLELISM=false
 runs=0 bad=0 aborts=0
 for i in $(seq 1 "$N"); do
-  for t in "$(basename "$TEST")::FSDPCpuRamEfficientLoadingTest::test_fsdp2_training_matches_single_process" \
+  for t in "tests/fsdp/$(basename "$TEST")::FSDPCpuRamEfficientLoadingTest::test_fsdp2_training_matches_single_process" \
            "$(basename "$GUARD")::FSDP2MetaParametersTrainingTest::test_meta_parameters_train_like_one_process"; do
-    log="$WORK/run-$i-${t%%.py*}.log"
+    log="$WORK/run-$i-$(basename "${t%%.py*}").log"
     start=$SECONDS
     (cd "$WORK" && "$PY" -m pytest -p no:cacheprovider -c pytest.ini -q "$t") > "$log" 2>&1
     rc=$?
