@@ -67,7 +67,7 @@ unit: $(TOOL_STAMP) ## the project's own fast tests (no network, no torch): the 
 check: $(TOOL_STAMP) ## what CI runs: every tooling test, the docs, then apply check-export build test, quick bench
 	@$(VENV)/bin/python -m pytest tests
 	@$(MAKE) --no-print-directory docs apply check-export build test
-	@$(HEADROOM) bench --mode quick
+	@$(MAKE) --no-print-directory bench BENCH=quick
 
 rebase: $(TOOL_STAMP) ## move one upstream's series to a new release: PIN=name==version [DROP=0002]
 	@test -n "$(PIN)" || { echo "usage: make rebase PIN=name==version [DROP=0002,0003]" >&2; exit 2; }
@@ -87,7 +87,7 @@ pr: $(TOOL_STAMP) ## draft one patch for upstream into build/pr/ (never pushes):
 	@$(HEADROOM) pr $(PATCH)
 
 bench: $(TOOL_STAMP) ## memory benchmark + pipeline timing [BENCH=quick|full TRANSFORMERS=X[@Y],... PART=]
-	@$(if $(RELEASES),echo "make bench: RELEASES= is canary's (name==version); the bench takes TRANSFORMERS=X[@Y],..." >&2; exit 2)
+	@test -z "$(RELEASES)" || { echo "make bench: RELEASES= is canary's (name==version); the bench takes TRANSFORMERS=X[@Y],..." >&2; exit 2; }
 	@$(HEADROOM) bench --mode $(BENCH) $(if $(TRANSFORMERS),--transformers $(TRANSFORMERS)) $(if $(PART),--part $(PART))
 
 publish: $(TOOL_STAMP) ## upload the built wheels with twine: REPOSITORY=url|section [INDEX_URL=]

@@ -7,6 +7,7 @@ import ctypes
 import gc
 import json
 import os
+import sys
 import threading
 
 _LIBC = None
@@ -77,10 +78,19 @@ class PeakSampler:
 
 
 def finish(result: dict, out_dir: str, rank: int) -> None:
-    """Write this rank's ``rank<N>.json`` (what the bench reads back), wait for the others, end the process group."""
+    """Write this rank's ``rank<N>.json`` (what the bench reads back), wait for the others, end the process group and
+    the process.
+
+    The process ends without the interpreter's teardown: FSDP2 keeps the process group referenced (its module states
+    and hooks live on), so ``destroy_process_group`` cannot free the gloo backend, whose threads would then be torn
+    down with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (``terminate called
+    without an active exception``)."""
     import torch.distributed as dist
 
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
         json.dump(result, f)
     dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -266,6 +266,13 @@ def run_fsdp2_worker(checkpoint_dir, partial_checkpoint_dir, buffer_checkpoint_d
     write_rank_result(output_dir, "fsdp2", rank, result)
     dist.barrier()
     dist.destroy_process_group()
+    # Leave without the interpreter's teardown: FSDP2 keeps this process group referenced (its module states and
+    # hooks live on), so `destroy_process_group` cannot free the gloo backend, whose threads would then be torn down
+    # with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (`terminate called
+    # without an active exception`). Every rank is past the barrier and has written its result.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_training_worker(checkpoint_dir, output_dir):
@@ -306,6 +313,13 @@ def run_training_worker(checkpoint_dir, output_dir):
     write_rank_result(output_dir, "training", rank, result)
     dist.barrier()
     dist.destroy_process_group()
+    # Leave without the interpreter's teardown: FSDP2 keeps this process group referenced (its module states and
+    # hooks live on), so `destroy_process_group` cannot free the gloo backend, whose threads would then be torn down
+    # with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (`terminate called
+    # without an active exception`). Every rank is past the barrier and has written its result.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @require_torch

@@ -287,6 +287,13 @@ def run_worker(layouts, tmp_dir, output_dir):
             json.dump(result, f)
     dist.barrier()
     dist.destroy_process_group()
+    # Leave without the interpreter's teardown: FSDP2 keeps this process group referenced (its module states and
+    # hooks live on), so `destroy_process_group` cannot free the gloo backend, whose threads would then be torn down
+    # with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (`terminate called
+    # without an active exception`). Every rank is past the barrier and has written its result.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
