@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The 2-rank FSDP2 tests, repeated under load: does `make test` hold on a machine that runs other jobs?
 #
-#   tools/distributed-under-load.sh [N] [ENV]     # N repetitions (default 5) in build/envs/ENV (default patched)
+#   reports/2026-12-06-distributed-under-load/under-load.sh [N] [ENV]     # N repetitions (default 5) in build/envs/ENV (default patched)
 #
 # Load, for the whole run: two CPU hogs (`yes > /dev/null`) and a concurrent torchrun job (2 gloo ranks doing
 # all-reduces, started again as soon as it ends). Each repetition runs transformers/0002's
@@ -10,7 +10,7 @@
 # test and run, then the totals; exit 1 when any run failed or aborted (a rank's `terminate called without an active
 # exception`, SIGABRT). Needs `make apply` and the test environments of `make test`. Minutes per repetition on 2 cores.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 N=${1:-5}
 ENV=${2:-patched}
 PY=$PWD/build/envs/$ENV/bin/python
