@@ -11,28 +11,20 @@ import os
 import sys
 import time
 
-from rankmem import PeakSampler, finish, rss_anon_mib
+from rankmem import PeakSampler, finish, rss_anon_mib, warm_up
 
 
 def main(checkpoint_dir: str, out_dir: str, dtype_name: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
     from transformers.integrations import is_fsdp_enabled
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     dtype = dtype_name if dtype_name == "auto" else getattr(torch, dtype_name)
-    warmup_dir = os.path.join(out_dir, "warmup")
-    if rank == 0:
-        config = AutoConfig.from_pretrained(checkpoint_dir)
-        config.num_hidden_layers, config.vocab_size = 1, 64
-        AutoModelForCausalLM.from_config(config).save_pretrained(warmup_dir)
-    dist.barrier()
-    warm = AutoModelForCausalLM.from_pretrained(warmup_dir, dtype=dtype)
-    del warm
-    dist.barrier()
+    warm_up(checkpoint_dir, out_dir, dtype)
 
     before = rss_anon_mib()
     start = time.monotonic()

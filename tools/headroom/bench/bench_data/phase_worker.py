@@ -18,7 +18,7 @@ import sys
 import time
 
 from nodemem import NodeSampler
-from rankmem import finish, trim
+from rankmem import finish, trim, warm_up
 
 
 def main(checkpoint_dir: str, out_dir: str, dtype_name: str) -> None:
@@ -28,7 +28,7 @@ def main(checkpoint_dir: str, out_dir: str, dtype_name: str) -> None:
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType
 
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
     from transformers.integrations import is_fsdp_enabled
 
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, cpu_ram_efficient_loading=True,
@@ -46,17 +46,8 @@ def main(checkpoint_dir: str, out_dir: str, dtype_name: str) -> None:
     pids = {r: pid for r, (n, pid) in enumerate(everyone) if n == node}
     dtype = dtype_name if dtype_name == "auto" else getattr(torch, dtype_name)
 
-    # Warm-up: a one-layer model of the same class, so that imports and first-time caches are not measured
-    warmup_dir = os.path.join(out_dir, "warmup")
-    if rank == 0:
-        config = AutoConfig.from_pretrained(checkpoint_dir)
-        config.num_hidden_layers, config.vocab_size = 1, 64
-        AutoModelForCausalLM.from_config(config).save_pretrained(warmup_dir)
-    dist.barrier()
-    warm = AutoModelForCausalLM.from_pretrained(warmup_dir, dtype=dtype)
-    del warm
+    warm_up(checkpoint_dir, out_dir, dtype)
     trim()
-    dist.barrier()
 
     sampler = NodeSampler(pids).start() if local_rank == 0 else None
     seconds = {}

@@ -1,6 +1,6 @@
-"""What every bench worker rank measures and how it hands its result back, in one place: fsdp_worker.py,
-prepare_worker.py and fsdp_correctness.py import it from this folder (``torch.distributed.run`` starts each rank as
-``python <worker>.py``, so the worker's folder is on ``sys.path``). Runs inside build/envs/<env>: stdlib and torch only.
+"""What every bench worker rank measures and how it hands its result back, in one place: the workers of this folder
+import it (``torch.distributed.run`` starts each rank as ``python <worker>.py``, so the worker's folder is on
+``sys.path``). Runs inside build/envs/<env>: stdlib and torch (transformers too, in ``warm_up``).
 """
 
 import ctypes
@@ -23,6 +23,23 @@ def trim() -> None:
         _LIBC.malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def warm_up(checkpoint_dir: str, out_dir: str, dtype) -> None:
+    """Load a one-layer model of the checkpoint's class on every rank (rank 0 saves it), so that imports and
+    first-time caches are not measured in the load that is."""
+    import torch.distributed as dist
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    warmup_dir = os.path.join(out_dir, "warmup")
+    if dist.get_rank() == 0:
+        config = AutoConfig.from_pretrained(checkpoint_dir)
+        config.num_hidden_layers, config.vocab_size = 1, 64
+        AutoModelForCausalLM.from_config(config).save_pretrained(warmup_dir)
+    dist.barrier()
+    warm = AutoModelForCausalLM.from_pretrained(warmup_dir, dtype=dtype)
+    del warm
+    dist.barrier()
 
 
 def status_mib(field: str) -> float:
