@@ -3,6 +3,7 @@
 #
 #> Options: V=1 (show everything), NO_WAIT=1 (exit 40 at once if another run holds a lock),
 #>          FORCE=1 (apply over unsaved work, saved to a bundle first; build: rebuild), ONLY=name (one upstream),
+#>          LINE=newest|peft (fetch apply export build test publish: one release line of vendor/lines.toml; default all),
 #>          UPSTREAM=default|full|none (test: upstream suites), TINYHUB=0 (test: no local tiny hub),
 #>          JOBS=auto|N|1 (test: pytest-xdist workers), PIN=name==version DROP=0002 (rebase),
 #>          RELEASES=name==version,... PRE=1 (canary), PATCH=upstream/NNNN (pr),
@@ -15,7 +16,7 @@ UPSTREAM ?= default
 TINYHUB ?= 1
 JOBS    ?= auto
 BENCH   ?= full
-HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(if $(filter-out 0,$(NO_WAIT)),--no-wait) $(foreach n,$(ONLY),--only $(n))
+HEADROOM = $(VENV)/bin/headroom $(if $(filter-out 0,$(V)),-v) $(if $(filter-out 0,$(NO_WAIT)),--no-wait) $(foreach n,$(ONLY),--only $(n)) $(if $(LINE),--line $(LINE))
 TOOL_STAMP = $(VENV)/.installed
 
 .PHONY: all apply export check-export fetch build index test check unit docs docs-ref clean distclean help \
@@ -43,7 +44,7 @@ $(TOOL_STAMP): requirements/tools.txt requirements/publish.txt pyproject.toml
 fetch: $(TOOL_STAMP) ## download and verify the pinned sdists and official wheels (cached)
 	@$(HEADROOM) fetch
 
-apply: $(TOOL_STAMP) ## vendor/<name>: each pinned release + its patch series, one commit per patch [FORCE=1]
+apply: $(TOOL_STAMP) ## vendor/[<line>/]<name>: each line's pinned releases + the series, a commit per patch [FORCE=1 LINE=]
 	@$(HEADROOM) apply $(if $(filter-out 0,$(FORCE)),--force)
 
 export: $(TOOL_STAMP) ## write patches/<name>/ from vendor/<name>'s commits (byte-stable)
@@ -58,7 +59,7 @@ build: $(TOOL_STAMP) ## one patched wheel per upstream into dist/, then the inde
 index: $(TOOL_STAMP) ## write the static PEP 503 index dist/simple/
 	@$(HEADROOM) index
 
-test: $(TOOL_STAMP) ## the proof (red on pristine, green on patched) + upstream suites [UPSTREAM= JOBS= TINYHUB=0]
+test: $(TOOL_STAMP) ## each line's proof (red on pristine, green on patched) + upstream suites [UPSTREAM= JOBS= TINYHUB=0 LINE=]
 	@$(HEADROOM) test --upstream $(UPSTREAM) --jobs $(JOBS) $(if $(filter 0,$(TINYHUB)),--no-tinyhub)
 
 unit: $(TOOL_STAMP) ## the project's own fast tests (no network, no torch): the loop while editing

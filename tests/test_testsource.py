@@ -225,7 +225,7 @@ def test_run_copies_the_git_tests(tmp_path, remote, monkeypatch):
     monkeypatch.setitem(upstream.GIT_SUITES, "transformers", (suite,))
     monkeypatch.setattr(upstream, "load_known", lambda: [])
     monkeypatch.setattr(upstream, "_patch_added_tests", lambda root, pin: [])
-    monkeypatch.setattr(upstream, "guard_suites", lambda pins: [])
+    monkeypatch.setattr(upstream, "guard_suites", lambda pins, missing=(): [])
     seen = []
 
     def fake_run(args, **kwargs):

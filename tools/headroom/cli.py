@@ -15,8 +15,8 @@ from pathlib import Path
 from . import __version__
 from .ground import lock, ui
 from .ground import refdocs
-from .ground.errors import INTERRUPTED, HeadroomError, UsageError
-from .sources import checkout, export as export_mod, fetch as fetch_mod, pins as pins_mod
+from .ground.errors import INTERRUPTED, HeadroomError, ProofFailed, UsageError
+from .sources import checkout, export as export_mod, fetch as fetch_mod, lines as lines_mod, pins as pins_mod
 from .upkeep import pr as pr_mod, rebase as rebase_mod
 from .wheels import build as build_mod, index as index_mod, publish as publish_mod, inspect as inspect_mod
 from .wheels import verify as verify_mod
@@ -26,38 +26,56 @@ def _root(args: argparse.Namespace) -> Path:
     return Path(args.root).resolve()
 
 
+def _lines(args: argparse.Namespace) -> list[tuple[lines_mod.Line, list[pins_mod.Pin]]]:
+    """Each release line (--line: one) with its pins (--only: those named): the one loop every stage runs in."""
+    lines = lines_mod.select(lines_mod.load(_root(args)), args.line)
+    if not args.only:
+        return [(ln, list(ln.pins)) for ln in lines]
+    by_name = {p.name: p for ln in lines for p in ln.pins}
+    pins_mod.select(list(by_name.values()), args.only)  # an unknown name: a usage error naming the known ones
+    return [(ln, [p for p in ln.pins if p.name in args.only]) for ln in lines if any(ln.carries(n) for n in args.only)]
+
+
 def _pins(args: argparse.Namespace) -> list[pins_mod.Pin]:
-    return pins_mod.select(pins_mod.load(_root(args)), args.only)
+    return [p for _, pins in _lines(args) for p in pins]
+
+
+def _step(line: lines_mod.Line, pin: pins_mod.Pin) -> str:
+    return f"{pin.name} {pin.version}" + (f" ({line.name} line)" if line.name else "")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    for pin in _pins(args):
-        ui.step("fetch", f"{pin.name} {pin.version}")
-        for kind in ("sdist", "wheel"):
-            path = fetch_mod.fetch(pin, kind)
-            ui.info(f"{path.name}: verified ({path})")
+    for line, pins in _lines(args):
+        for pin in pins:
+            ui.step("fetch", _step(line, pin))
+            for kind in ("sdist", "wheel"):
+                path = fetch_mod.fetch(pin, kind)
+                ui.info(f"{path.name}: verified ({path})")
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    for pin in _pins(args):
-        ui.step("apply", f"{pin.name} {pin.version}")
-        checkout.apply(_root(args), pin, force=args.force)
+    for line, pins in _lines(args):
+        for pin in pins:
+            ui.step("apply", _step(line, pin))
+            checkout.apply(_root(args), pin, force=args.force)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    for pin in _pins(args):
-        ui.step("export", f"{pin.name}" + (" (check)" if args.check else ""))
-        export_mod.export(_root(args), pin, check=args.check)
+    for line, pins in _lines(args):
+        for pin in pins:
+            ui.step("export", _step(line, pin) + (" (check)" if args.check else ""))
+            export_mod.export(_root(args), pin, check=args.check, original=line.original)
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     root = _root(args)
-    for pin in _pins(args):
-        ui.step("build", f"{pin.name}")
-        build_mod.build(root, pin, force=args.force)
+    for line, pins in _lines(args):
+        for pin in pins:
+            ui.step("build", _step(line, pin))
+            build_mod.build(root, pin, force=args.force)
     ui.step("index", "dist/simple/")
     index_mod.write_index(root / build_mod.DIST_DIR)
     return 0
@@ -102,15 +120,35 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    """Each line's proof, upstream suites and guards; then the table of lines by patches. A line that fails does not
+    stop the next one: every line is proven, and the failures are said together."""
     from .proof import proof
+    from .proof import testrun
 
-    return proof.run(_root(args), _pins(args), upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs)
+    root, work, failed = _root(args), _lines(args), []
+    for line, pins in work:
+        try:
+            proof.run(root, line, pins, upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs)
+        except ProofFailed as exc:
+            if len(work) == 1:
+                raise
+            ui.error(exc.message)
+            failed.append(exc.message)
+    if any(ln.name for ln, _ in work):
+        rows = proof.lines_table(root, lines_mod.load(root))
+        testrun.write_report(root, "lines_table", rows)
+        ui.step("test", "patches by lines (build/report.json: lines_table)")
+        proof.print_table(rows)
+    if failed:
+        raise ProofFailed(" | ".join(failed))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
-    return bench.run(_root(args), mode=args.mode, releases_text=args.transformers, part=args.part)
+    line = lines_mod.select(lines_mod.load(_root(args)), args.line)[0] if args.line else None
+    return bench.run(_root(args), mode=args.mode, releases_text=args.transformers, part=args.part, line=line)
 
 
 def _first_only(args: argparse.Namespace) -> str | None:
@@ -131,7 +169,7 @@ def cmd_rebase_abort(args: argparse.Namespace) -> int:
 
 
 def cmd_pr(args: argparse.Namespace) -> int:
-    pr_mod.make(_root(args), args.patch, bench=args.bench)
+    pr_mod.make(_root(args), args.patch, bench=args.bench, line=args.line)
     return 0
 
 
@@ -180,6 +218,9 @@ docs/reference/ (make docs builds the site into build/site/)."""
 # ignored there.
 HONOURS_ONLY = frozenset({"fetch", "apply", "export", "build", "test", "publish", "rebase-continue", "rebase-abort"})
 ONE_ONLY = frozenset({"rebase-continue", "rebase-abort"})  # these act on one upstream's rebase
+# The subcommands that run once per release line (--line LINE: one). The others act on the home line's pins.
+HONOURS_LINE = frozenset({"fetch", "apply", "export", "build", "test", "publish", "bench", "pr"})
+LOOPS_LINES = frozenset({"fetch", "apply", "export", "build", "test", "publish"})  # run once per line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -191,6 +232,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", metavar="NAME",
                    help="only this upstream (repeatable; ONLY=NAME): for " + ", ".join(sorted(HONOURS_ONLY))
                    + "; the other subcommands refuse it")
+    p.add_argument("--line", metavar="LINE", default=None,
+                   help="one release line of vendor/lines.toml (LINE=): " + ", ".join(sorted(LOOPS_LINES))
+                   + " run on it alone (default: every line, in order); bench --part measures it; pr proposes "
+                   "from it (default: the original line, vendor/lines.toml)")
     p.add_argument("--no-wait", action="store_true",
                    help="fail at once (exit 40) instead of waiting when another run holds a lock (also NO_WAIT=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
@@ -292,6 +337,11 @@ def _check(args: argparse.Namespace) -> None:
         if args.command in ONE_ONLY and len(args.only) > 1:
             raise UsageError(f"`{args.command}` works on one upstream's rebase: give one --only NAME, not {args.only}.")
         _pins(args)  # an unknown name is a usage error naming the known ones
+    if args.line is not None:
+        if args.command not in HONOURS_LINE:
+            raise UsageError(f"`{args.command}` does not take --line (LINE=) yet: it acts on the home line "
+                             f"(vendor/pins.toml). --line is for {', '.join(sorted(HONOURS_LINE))}.")
+        lines_mod.select(lines_mod.load(_root(args)), args.line)  # an unknown line: a usage error naming the known ones
     if args.command == "publish" and not args.repository.strip():
         raise UsageError("no repository given: `make publish REPOSITORY=<upload url or ~/.pypirc section name>`")
     if args.command == "bench" and args.transformers is not None:
@@ -330,5 +380,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _locks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
     """The locks of this command (lock.COMMAND_LOCKS), held for the whole command."""
-    names = [p.name for p in _pins(args)] if lock.needs_pins(args.command) else []
+    if not lock.needs_pins(args.command):
+        names = []
+    elif args.command in LOOPS_LINES:
+        names = [p.key for p in _pins(args)]
+    elif args.command == "pr" and "/" in args.patch:  # the checkout of the line it proposes from
+        names = [pr_mod.line_pin(_root(args), args.patch.split("/", 1)[0], args.line).key]
+    else:  # the home line's checkouts (rebase, pr: vendor/<name>)
+        names = [p.key for p in pins_mod.select(pins_mod.load(_root(args)), args.only)]
     return lock.for_command(_root(args), args.command, names)

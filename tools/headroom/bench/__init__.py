@@ -45,6 +45,7 @@ from ..ground import proc, ui
 from ..ground.errors import BuildError, NotApplied, UsageError
 from ..ground.fsutil import atomic_write, atomic_write_json
 from ..proof import envs
+from ..sources.lines import Line
 from .common import (DATA, ENVS, MODES, OUT_DIR, PLAN, SCHEMA, SIZES, SWEEP_RANKS)  # noqa: F401 (re-exported)
 from . import fix2, load_phase, node_loads, pipeline, prepare, releases
 from .fix2 import estimated_bytes  # noqa: F401
@@ -97,21 +98,26 @@ def environment(pythons: dict[str, Path], root: Path) -> dict:
     }
 
 
-def _pythons(root: Path) -> dict[str, Path]:
+def _pythons(root: Path, envs_dir: Path = envs.ENVS_DIR) -> dict[str, Path]:
     pythons = {}
     for env in ENVS:
-        py = envs.python(root, env)
+        py = envs.python(root, env, envs_dir)
         if not py.exists():
-            raise NotApplied(f"build/envs/{env} does not exist. Run `make test` first (it creates both environments).")
+            raise NotApplied(f"{envs_dir}/{env} does not exist. Run `make test` first (it creates both environments).")
         pythons[env] = py
     return pythons
 
 
-def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int:
-    """One part of the bench alone (``--part releases|prepare|node_loads|load_phase``): its section and the environments, in build/bench/part-<part>/."""
+def run_part(root: Path, part: str, mode: str, releases_text: str | None, line: Line | None = None) -> int:
+    """One part of the bench alone (``--part releases|prepare|node_loads|load_phase``): its section and the
+    environments, in build/bench/part-<part>/; on a release line that is not the home line (``--line newest``), that
+    line's environments (official beside headroom build), in build/bench/part-<part>-<line>/."""
     start = time.monotonic()
-    pythons = _pythons(root)
+    away = line is not None and bool(line.folder)
+    pythons = _pythons(root, line.build / "envs") if away else _pythons(root)
     results: dict = {**_head(mode, part), "environment": environment(pythons, root)}
+    if line is not None and line.name:
+        results["line"] = {"name": line.name, "releases": line.releases()}
     if part == "releases":
         ui.step("bench", f"{mode}, {part} only: transformers releases (sha256 from the index, wheels verified)")
         results["releases"] = releases.releases(root, pythons, mode, releases.prepare(root, mode, releases_text))
@@ -126,9 +132,12 @@ def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int
         results["accelerate_prepare"] = prepare.run(root, pythons, mode)  # patches/accelerate/0001
     results["seconds"] = round(time.monotonic() - start, 1)
     _check(results, f"bench {part} results are incomplete")
-    out = root / OUT_DIR / f"part-{part}"
+    out = root / OUT_DIR / (f"part-{part}-{line.name}" if away else f"part-{part}")
     atomic_write_json(out / "results.json", results)
     table = _write_table(results, out)
+    if line is not None and line.name:  # the report names the line it measured
+        table = f"Release line: {line.name} ({line.releases()})\n\n{table}"
+        atomic_write(out / "table.md", table)
     ui.step("bench", "results")
     print(table, flush=True)
     ui.info(f"written: {(out / 'results.json').relative_to(root)}, {(out / 'table.md').relative_to(root)}")
@@ -136,13 +145,17 @@ def run_part(root: Path, part: str, mode: str, releases_text: str | None) -> int
     return 0
 
 
-def run(root: Path, mode: str = "full", releases_text: str | None = None, part: str | None = None) -> int:
+def run(root: Path, mode: str = "full", releases_text: str | None = None, part: str | None = None,
+        line: Line | None = None) -> int:
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if part is not None:
         if part not in PARTS:
             raise UsageError(f"--part must be one of {', '.join(PARTS)}, not {part!r}")
-        return run_part(root, part, mode, releases_text)
+        return run_part(root, part, mode, releases_text, line)
+    if line is not None and line.folder:
+        raise UsageError(f"the whole bench runs on the home line; on the {line.name} line, run one part: "
+                         f"`make bench PART=node_loads LINE={line.name}`")
     start = time.monotonic()
     out = root / OUT_DIR
     pythons = _pythons(root)

@@ -186,7 +186,7 @@ def resource_path(root: Path, resource: str) -> tuple[Path, str]:
     """(lock file, what) of ``vendor:<name>``, ``dist`` or ``envs``."""
     if resource.startswith("vendor:"):
         name = resource.split(":", 1)[1]
-        return root / LOCKS_DIR / f"vendor-{name}.lock", f"vendor/{name}"
+        return root / LOCKS_DIR / f"vendor-{name.replace('/', '--')}.lock", f"vendor/{name}"  # newest/transformers
     if resource == "dist":
         return root / LOCKS_DIR / "dist.lock", "dist/"
     if resource == "envs":

@@ -39,7 +39,7 @@ STAMP = ".headroom-env.json"
 
 def built_wheel(root: Path, pin: Pin) -> Path | None:
     """The headroom wheel of ``pin`` in dist/ (the last `make build`), or None when there is none."""
-    state = build_mod.read_built(root, pin.name)
+    state = build_mod.read_built(root, pin.key)
     if not state:
         return None
     wheel = root / build_mod.DIST_DIR / state["wheel"]
@@ -92,8 +92,8 @@ def check_requirements(text: str, pins: list[Pin], path: Path = REQUIREMENTS) ->
             )
 
 
-def python(root: Path, env: str) -> Path:
-    return root / ENVS_DIR / env / "bin" / "python"
+def python(root: Path, env: str, envs_dir: Path = ENVS_DIR) -> Path:
+    return root / envs_dir / env / "bin" / "python"
 
 
 def _specs(root: Path, env: str, wheels: list[Path]) -> list[str | Path]:
@@ -183,14 +183,15 @@ def _distributions(where: Path) -> dict[str, importlib.metadata.Distribution]:
 BASE = {"pip"} | ({"setuptools"} if sys.version_info < (3, 12) else set())
 
 
-def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements: str, requirements_file: Path) -> None:
+def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements: str, requirements_file: Path,
+          envs_dir: Path = ENVS_DIR) -> None:
     """Same torch and test requirements, other upstream wheels: the environment a fresh one would be.
 
     The old and new upstreams are uninstalled, the new ones installed with torch and the test requirements in one
     resolution (a new release's new dependencies are installed, or named when nothing matches), what only the old
     wheels needed is uninstalled, and ``pip check`` must pass."""
-    where = root / ENVS_DIR / env
-    py = python(root, env)
+    where = root / envs_dir / env
+    py = python(root, env, envs_dir)
     upstreams = {canonicalize_name(w.split("-")[0]) for w in [*recorded.get("wheels", []), *(w.name for w in wheels)]}
     ui.info(f"build/envs/{env}: installing {', '.join(w.name for w in wheels)} and their dependencies")
     proc.run([*_pip_uninstall(py), *sorted(upstreams & installed(where))],
@@ -209,25 +210,26 @@ def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements
             "next run (it was not stamped).", details=check.output.rstrip())
 
 
-def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requirements_file: Path = REQUIREMENTS) -> Path:
+def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requirements_file: Path = REQUIREMENTS,
+           envs_dir: Path = ENVS_DIR) -> Path:
     """Create or reuse build/envs/<env>; return its python. ``pins``: every pinned upstream (checked against the
     requirements); ``requirements_file``: what goes in beside torch and ``wheels`` (the bench's release environments
     take a smaller set than the test environments). An environment never depends on its history: one whose wheels
     changed (same torch and requirements) is swapped to what a fresh one would hold (:func:`_swap`)."""
-    where = root / ENVS_DIR / env
+    where = root / envs_dir / env  # build/envs/<env>, or a line's build/lines/<line>/envs/<env>
     requirements = (root / requirements_file).read_text(encoding="utf-8")
     check_requirements(requirements, list(pins))
     base_key = sha256_bytes(json.dumps([TORCH, requirements, sys.version]).encode())
     wheels_key = sha256_bytes(json.dumps([(w.name, sha256_file(w)) for w in wheels]).encode())
     stamp = where / STAMP
     recorded = read_json_state(stamp)  # missing or malformed: the environment is made again
-    py = python(root, env)
+    py = python(root, env, envs_dir)
     if recorded.get("base") == base_key and py.exists():
         if recorded.get("wheels_key") == wheels_key:
             ui.info(f"build/envs/{env}: up to date")
             return py
         stamp.unlink()
-        _swap(root, env, wheels, recorded, requirements, requirements_file)
+        _swap(root, env, wheels, recorded, requirements, requirements_file, envs_dir)
     else:
         if where.exists():
             shutil.rmtree(where)

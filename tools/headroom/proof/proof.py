@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..ground import ui
 from ..ground.errors import ProofFailed
-from ..sources import checkout, pins as pins_mod
+from ..sources import checkout
+from ..sources.lines import Line
 from ..sources.pins import Pin
 from . import envs, testrun
 
@@ -20,22 +21,23 @@ PROOF_DIR = Path("build") / "proof"
 REPORT = testrun.REPORT
 
 
-def run_patch_tests(root: Path, pin: Pin, patch: Path, files: list[str], pythons: dict[str, Path]) -> dict:
+def run_patch_tests(root: Path, pin: Pin, patch: Path, files: list[str], pythons: dict[str, Path],
+                    proof_dir: Path = PROOF_DIR) -> dict:
     stem = patch.stem
     where = testrun.copy_tests(testrun.from_tree(checkout.vendor_dir(root, pin)), files,
-                               root / PROOF_DIR / pin.name / stem)
+                               root / proof_dir / pin.name / stem)
     entry = {"upstream": pin.name, "patch": str(patch.relative_to(root)), "tests": files}
     figures: list[str] = []
     for env, py in pythons.items():
         ui.info(f"{patch.name}: running {len(files)} test file(s) on {env}")
         run = testrun.pytest(py, ["-rA", *files], cwd=where, what=f"pytest ({env})",
-                             junit=root / PROOF_DIR / f"junit-{env}-{pin.name}-{stem}.xml",
-                             log=root / PROOF_DIR / f"{env}-{pin.name}-{stem}.log")
+                             junit=root / proof_dir / f"junit-{env}-{pin.name}-{stem}.xml",
+                             log=root / proof_dir / f"{env}-{pin.name}-{stem}.log")
         outcomes = testrun.outcomes(run.junit)
         if not outcomes:
             raise ProofFailed(
                 f"{patch.name}: pytest collected nothing on {env} (exit {run.returncode}); see "
-                f"build/proof/{env}-{pin.name}-{stem}.log"
+                f"{proof_dir}/{env}-{pin.name}-{stem}.log"
             )
         entry[env] = {"outcomes": outcomes, "summary": testrun.summarize(outcomes), "exit": run.returncode,
                       "seconds": run.seconds, "failures": testrun.failures(run.junit)}
@@ -65,30 +67,44 @@ def _not_proven(entry: dict) -> str:
     return text
 
 
-def prove(root: Path, pins: list[Pin], pythons: dict[str, Path]) -> list[dict]:
+UNPROVEN = "applied, not provable on this line"  # the verdict of a line's [unproven] patch (vendor/lines.toml)
+
+
+def prove(root: Path, pins: list[Pin], pythons: dict[str, Path], line: Line | None = None) -> list[dict]:
     entries = []
+    proof_dir = line.build / "proof" if line else PROOF_DIR
     for pin in pins:
         for patch, files in testrun.series_tests(root, pin):
+            why = line.unproven.get(f"{pin.name}/{patch.name[:4]}") if line else None
+            if why:  # its test needs an upstream the line does not carry: never run, never "red->green"
+                entries.append({"upstream": pin.name, "patch": str(patch.relative_to(root)), "tests": files,
+                                "pristine": {"summary": "not run"}, "patched": {"summary": "not run"},
+                                "verdict": UNPROVEN, "why": why, "figures": []})
+                continue
             if not files:
                 entries.append({"upstream": pin.name, "patch": str(patch.relative_to(root)), "tests": [],
                                 "pristine": {"summary": "no tests"}, "patched": {"summary": "no tests"},
                                 "verdict": "NO TEST (a patch must add its own test under tests/)", "figures": []})
                 continue
-            entries.append(run_patch_tests(root, pin, patch, files, pythons))
+            entries.append(run_patch_tests(root, pin, patch, files, pythons, proof_dir))
     return entries
 
 
-def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True, jobs: str = "1") -> int:
-    all_pins = pins_mod.load(root)  # the environments hold every pinned upstream, `--only` or not
-    ui.step("test", "environments")
+def run(root: Path, line: Line, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True,
+        jobs: str = "1") -> list[dict]:
+    """The proof of one release line: ``pins`` (its pins, or those of --only) on its own environments
+    (``line.build``/envs/). Returns its entries; raises ProofFailed when a patch is not proven or a suite regressed."""
+    all_pins = list(line.pins)  # the environments hold every upstream of the line, `--only` or not
+    envs_dir, proof_dir = line.build / "envs", line.build / "proof"
+    ui.step("test", f"environments{_of(line)}")
     pythons = {}
     for env in ("pristine", "patched"):
-        with ui.leaves(f"build/envs/{env} is unfinished (it has no stamp); the next `make test` makes it again"):
-            py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env, pins), all_pins)
-        envs.check_origin(py, env, root / PROOF_DIR, all_pins, pins)
+        with ui.leaves(f"{envs_dir}/{env} is unfinished (it has no stamp); the next `make test` makes it again"):
+            py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env, pins), all_pins, envs_dir=envs_dir)
+        envs.check_origin(py, env, root / proof_dir, all_pins, pins)
         pythons[env] = py
-    ui.step("test", "each patch's own tests: red on pristine, green on patched")
-    entries = prove(root, pins, pythons)
+    ui.step("test", f"each patch's own tests: red on pristine, green on patched{_of(line)}")
+    entries = prove(root, pins, pythons, line)
     _table(entries)
     for e in entries:
         for f in e["figures"]:
@@ -96,16 +112,52 @@ def run(root: Path, pins: list[Pin], *, upstream: str = "default", tinyhub: bool
         for env in ("pristine", "patched"):
             for node, why in e.get(env, {}).get("failures", {}).items():
                 ui.info(f"{Path(e['patch']).name[:40]}: {env}: failed {node.rsplit('::', 1)[-1]}: {why}")
-    testrun.write_report(root, "proof", entries)
-    bad = [e for e in entries if e["verdict"] != "red->green"]
+    home = not line.folder
+    testrun.write_report(root, "proof", entries, line=line.name, home=home)
+    if line.name:
+        testrun.write_report(root, "pins", {p.name: p.version for p in line.pins}, line=line.name, home=False)
+    bad = [e for e in entries if e["verdict"] not in ("red->green", UNPROVEN)]
     failures = []
     if bad:
         failures.append("patches not proven: " + "; ".join(_not_proven(e) for e in bad))
     if upstream != "none":
         from . import upstream as upstream_mod
 
-        failures += upstream_mod.run(root, pins, pythons, selection=upstream, use_tinyhub=tinyhub, jobs=jobs)
+        failures += upstream_mod.run(root, pins, pythons, selection=upstream, use_tinyhub=tinyhub, jobs=jobs,
+                                     out=line.build / "upstream", line=line.name, home=home,
+                                     carried={p.name for p in line.pins})
     ui.info(f"report: {REPORT}")
     if failures:
-        raise ProofFailed("; ".join(failures) + ". Logs are under build/proof/ and build/upstream/.")
-    return 0
+        raise ProofFailed(f"{line.name + ': ' if line.name else ''}" + "; ".join(failures)
+                          + f". Logs are under {proof_dir}/ and {line.build / 'upstream'}/.")
+    return entries
+
+
+def _of(line: Line) -> str:
+    return f" (the {line.name} line: {line.releases()})" if line.name else ""
+
+
+def lines_table(root: Path, lines: list[Line]) -> list[list[str]]:
+    """Rows of patches by lines from build/report.json: each cell the patch's verdict on that line, "not carried"
+    where the line does not pin its upstream, "not run" where the line has no proof yet. Printed and written to the
+    report (``lines_table``)."""
+    report = testrun.read_report(root).get("lines", {})
+    cells: dict[str, dict[str, str]] = {}
+    for ln in lines:
+        for e in (report.get(ln.name, {}) or {}).get("proof", []) if isinstance(report, dict) else []:
+            cells.setdefault(f"{e['upstream']}/{Path(e['patch']).name[:4]}", {})[ln.name] = e["verdict"]
+    order = {name: i for i, name in enumerate(dict.fromkeys(p.name for ln in lines for p in ln.pins))}
+    patches = sorted(cells, key=lambda p: (order.get(p.split("/")[0], len(order)), p))
+    rows = [["patch", *(f"{ln.name} ({ln.releases()})" for ln in lines)]]
+    for p in patches:
+        rows.append([p, *(cells[p].get(ln.name) or ("not carried" if not ln.carries(p.split("/")[0]) else "not run")
+                          for ln in lines)])
+    return rows
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("  " + " | ".join(c.ljust(w) for c, w in zip(r, widths)), flush=True)
+        if i == 0:
+            print("  " + "-+-".join("-" * w for w in widths), flush=True)

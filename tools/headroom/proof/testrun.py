@@ -241,9 +241,16 @@ def read_report(root: Path) -> dict:
     return read_json_state(root / REPORT)
 
 
-def write_report(root: Path, section: str, data: object) -> None:
+def write_report(root: Path, section: str, data: object, *, line: str = "", home: bool = True) -> None:
+    """``report[section] = data``; for a release line, ``report["lines"][line][section]`` too, and the top level only
+    for the home line (what `make pr` and `make rebase` read)."""
     report = read_report(root)
-    report[section] = data
+    if line:
+        lines = report.get("lines") if isinstance(report.get("lines"), dict) else {}
+        lines.setdefault(line, {})[section] = data
+        report["lines"] = lines
+    if home:
+        report[section] = data
     atomic_write_json(root / REPORT, report)
 
 
@@ -260,9 +267,9 @@ def series_tests(root: Path, pin: Pin) -> list[tuple[Path, list[str]]]:
     """(patch file, test files it adds) for each patch of pin's series, from its applied checkout."""
     dest = checkout.vendor_dir(root, pin)
     state = checkout.read_state(dest)
-    series = series_mod.load(root, pin.name)
+    series = series_mod.load(root, pin.name, pin.line)
     if state.get("state") != "done" or state.get("key") != checkout.apply_key(pin, series):
-        raise NotApplied(f"vendor/{pin.name} does not match patches/{pin.name}/. Run `make apply build` first.")
+        raise NotApplied(f"{pin.vendor} does not match patches/{pin.name}/. Run `make apply build` first.")
     repo = Repo(dest)
     commits = state["commits"][1 : 1 + len(series.patches)]
     return [(patch, added_tests(repo, commit)) for patch, commit in zip(series.patches, commits)]

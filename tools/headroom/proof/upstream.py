@@ -21,6 +21,7 @@ Results: build/report.json ("upstream"), JUnit XML and logs under build/upstream
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +124,27 @@ def guard_files(name: str, guards: Path = GUARDS) -> tuple[str, ...]:
     return tuple(f"guards/{name}/{f.name}" for f in sorted(folder.glob("test_*.py"))) if folder.is_dir() else ()
 
 
-def guard_suites(pins: list[Pin]) -> list[Suite]:
-    """One suite per upstream that has guards, in one process (they start torchrun jobs of their own)."""
-    return [Suite(f"{pin.name}-guards", pin.name, files, ours=files, parallel=False)
-            for pin in pins if (files := guard_files(pin.name))]
+def needs(path: Path, upstreams: set[str]) -> set[str]:
+    """Which of ``upstreams`` the test module ``path`` imports at its top (``from peft import ...``)."""
+    text = path.read_text(encoding="utf-8")
+    return {u for u in upstreams if re.search(rf"^(from|import) {re.escape(u)}\b", text, re.M)}
 
 
-def selected_suites(selection: str, pins: list[Pin]) -> list[Suite]:
+def guard_suites(pins: list[Pin], missing: set[str] = frozenset()) -> list[Suite]:
+    """One suite per upstream that has guards, in one process (they start torchrun jobs of their own). ``missing``:
+    upstreams the line does not carry; a guard that imports one is left out, and said (it cannot run there)."""
+    out = []
+    for pin in pins:
+        files = tuple(f for f in guard_files(pin.name) if not needs(DATA / f, set(missing)))
+        for f in sorted(set(guard_files(pin.name)) - set(files)):
+            ui.info(f"{f}: not run on this line: it needs {', '.join(sorted(needs(DATA / f, set(missing))))}, "
+                    "which the line does not carry")
+        if files:
+            out.append(Suite(f"{pin.name}-guards", pin.name, files, ours=files, parallel=False))
+    return out
+
+
+def selected_suites(selection: str, pins: list[Pin], missing: set[str] = frozenset()) -> list[Suite]:
     """The suites of ``selection`` for ``pins``, with GIT_SUITES for the pins whose tests come from git, then the
     regression guards of every pin."""
     by_name = {p.name: p for p in pins}
@@ -142,7 +157,7 @@ def selected_suites(selection: str, pins: list[Pin]) -> list[Suite]:
             out += [g for g in GIT_SUITES[s.upstream] if g not in out]
         else:
             out.append(s)
-    return out + guard_suites(pins)
+    return out + guard_suites(pins, missing)
 
 
 PYTEST_INI = """\
@@ -169,10 +184,11 @@ def load_known(path: Path = KNOWN_FAILURES) -> list[testrun.KnownFailure]:
 # ---------------------------------------------------------------- running
 
 
-def _layer(root: Path, pin: Pin, env: str, suites: list[Suite], tests: Path | None = None) -> Path:
+def _layer(root: Path, pin: Pin, env: str, suites: list[Suite], tests: Path | None = None,
+           out: Path = UPSTREAM_DIR) -> Path:
     """build/upstream/<name>/<env>: a fresh copy of upstream's tests (``tests``, by default
     vendor/<name>/tests) plus our config and conftest (the common layer, then the upstream's own)."""
-    where = root / UPSTREAM_DIR / pin.name / env
+    where = root / out / pin.name / env
     if where.exists():
         shutil.rmtree(where)
     where.mkdir(parents=True)
@@ -220,8 +236,9 @@ def worker_threads(jobs: str) -> int | None:
 
 def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore: list[str],
               known: list[testrun.KnownFailure], selection: str, *,
-              use_tinyhub: bool = True, jobs: str = "1") -> tuple[dict, dict[str, tuple[str, str]], list[str]]:
-    out_dir = root / UPSTREAM_DIR
+              use_tinyhub: bool = True, jobs: str = "1",
+              out: Path = UPSTREAM_DIR) -> tuple[dict, dict[str, tuple[str, str]], list[str]]:
+    out_dir = root / out  # build/upstream/, or a line's build/lines/<line>/upstream/
     # --tb=native: pytest's own traceback rendering costs ~0.5 s per failure here, and the
     # hundreds of hub misses made it the bulk of the run; the native one takes milliseconds.
     args = ["-q", "-rfE", "--tb=native", "--continue-on-collection-errors", "-o", "junit_family=xunit2"]
@@ -298,11 +315,14 @@ def _table(report: dict) -> None:
 
 
 def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str,
-        use_tinyhub: bool = True, jobs: str = "1") -> list[str]:
+        use_tinyhub: bool = True, jobs: str = "1", out: Path = UPSTREAM_DIR, line: str = "",
+        home: bool = True, carried: set[str] | None = None) -> list[str]:
     if selection not in SELECTIONS:
         return [f"unknown upstream selection {selection!r}: use one of {', '.join(SELECTIONS)} or none"]
     by_name = {p.name: p for p in pins}
-    suites = selected_suites(selection, pins)
+    carried = carried or {p.name for p in pins}  # the line's upstreams (``pins`` may be --only's)
+    missing = {d.name for d in (root / "patches").iterdir() if d.is_dir()} - carried if (root / "patches").is_dir() else set()
+    suites = selected_suites(selection, pins, missing)
     hub = "" if use_tinyhub or not any(s.tinyhub for s in suites) else ", without the tiny hub"
     ui.step("test", f"upstream suites ({selection}{hub}): "
                     f"{', '.join(s.name for s in suites) or 'none for these upstreams'}")
@@ -318,14 +338,14 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
         mine = [s for s in suites if s.upstream == name]
         tests = testsource.tests_tree(root, pin)
         if not tests.is_dir():
-            failures.append(f"upstream {name}: vendor/{pin.name}/tests is missing; run `make apply` first")
+            failures.append(f"upstream {name}: {pin.vendor}/tests is missing; run `make apply` first")
             continue
         ignore = _patch_added_tests(root, pin)
         for env in envs:
-            layer = _layer(root, pin, env, mine, tests)
+            layer = _layer(root, pin, env, mine, tests, out=out)
             for suite in mine:
                 entry, outcomes, bad = run_suite(root, suite, env, pythons[env], layer, ignore, known, selection,
-                                                 use_tinyhub=use_tinyhub, jobs=jobs)
+                                                 use_tinyhub=use_tinyhub, jobs=jobs, out=out)
                 report["suites"].setdefault(suite.name, {"upstream": name})[env] = entry
                 report["suites"][suite.name].setdefault("_outcomes", {})[env] = outcomes
                 failures += bad
@@ -342,5 +362,5 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
     for name, suite in report["suites"].items():
         for r in suite.get("regressions", [])[:10]:
             ui.warn(f"regression in {name}: {r}")
-    testrun.write_report(root, "upstream", report)
+    testrun.write_report(root, "upstream", report, line=line, home=home)
     return failures

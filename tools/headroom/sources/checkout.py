@@ -46,7 +46,7 @@ class Outcome:
 
 
 def vendor_dir(root: Path, pin: Pin) -> Path:
-    return root / "vendor" / pin.name
+    return root / "vendor" / pin.key
 
 
 def upstream_tag(pin: Pin) -> str:
@@ -99,7 +99,7 @@ def _write_state(repo: Repo, state: dict) -> None:
 
 
 def apply_key(pin: Pin, series: series_mod.Series) -> str:
-    payload = json.dumps({"format": APPLY_FORMAT, "pin": pin.__dict__, "series": series.digest()}, sort_keys=True)
+    payload = json.dumps({"format": APPLY_FORMAT, "pin": pin.identity(), "series": series.digest()}, sort_keys=True)
     return sha256_bytes(payload.encode())
 
 
@@ -221,30 +221,31 @@ def _swap(new: Path, dest: Path) -> None:
 
 
 def apply(root: Path, pin: Pin, *, force: bool = False) -> Outcome:
-    series = series_mod.load(root, pin.name)
+    series = series_mod.load(root, pin.name, pin.line)
     key = apply_key(pin, series)
     dest = vendor_dir(root, pin)
-    local = version_mod.local_version(pin.version, series)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    local = version_mod.local_version(pin.version, series, pin.line)
     _leftovers(dest)
     if dest.exists():
         state = read_state(dest)
         if state.get("state") == "done" and state.get("key") == key and (dest / ".git").exists():
             repo = Repo(dest)
             if repo.head() == state.get("head") and not repo.am_in_progress() and not repo.is_dirty():
-                ui.info(f"vendor/{pin.name}: up to date ({local}, {len(series.patches)} patch(es))")
+                ui.info(f"{pin.vendor}: up to date ({local}, {len(series.patches)} patch(es))")
                 return Outcome(pin.name, False, state["head"], local)
         problems = unsaved_work(dest, series)
         if problems:
             if not force:
                 raise UnsavedWork(
-                    f"vendor/{pin.name} holds work that is not in patches/{pin.name}/; nothing was changed. "
-                    f"Keep it: commit it in vendor/{pin.name} and run `make export`; "
+                    f"{pin.vendor} holds work that is not in patches/{pin.name}/; nothing was changed. "
+                    f"Keep it: commit it in {pin.vendor} and run `make export`; "
                     "or discard it: `make apply FORCE=1` (it is saved to a git bundle first).",
                     details="\n".join(f"  - {p}" for p in problems),
                 )
-            with ui.leaves(f"vendor/{pin.name} is as it was (its work was being saved to vendor/.backup/)"):
-                saved = backup(dest, root, pin.name)
-            ui.warn(f"FORCE=1: saved vendor/{pin.name}'s work to {saved.relative_to(root)} "
+            with ui.leaves(f"{pin.vendor} is as it was (its work was being saved to vendor/.backup/)"):
+                saved = backup(dest, root, pin.key.replace("/", "-"))
+            ui.warn(f"FORCE=1: saved {pin.vendor}'s work to {saved.relative_to(root)} "
                     f"(recover: git clone {saved.relative_to(root)} /tmp/recovered; branches headroom-backup/head and headroom-backup/worktree)")
     return _materialise(root, pin, series, key, local, dest)
 
@@ -252,7 +253,7 @@ def apply(root: Path, pin: Pin, *, force: bool = False) -> Outcome:
 def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, local: str, dest: Path) -> Outcome:
     sdist = fetch.fetch(pin, "sdist")
     new = _staging(dest, "new")
-    before = f"vendor/{pin.name} is as it was before this run" if dest.exists() else f"vendor/{pin.name} was not created"
+    before = f"{pin.vendor} is as it was before this run" if dest.exists() else f"{pin.vendor} was not created"
     left = f"{before}; the unfinished new checkout is discarded."
 
     def needed() -> int:  # the work tree, git's copy of it, and the old checkout until the swap
@@ -268,16 +269,16 @@ def _materialise(root: Path, pin: Pin, series: series_mod.Series, key: str, loca
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
-    with ui.leaves(f"vendor/{pin.name} was being swapped for the new checkout; the next `make apply` finishes it"):
+    with ui.leaves(f"{pin.vendor} was being swapped for the new checkout; the next `make apply` finishes it"):
         _swap(new, dest)
-    ui.info(f"vendor/{pin.name}: {upstream_tag(pin)} + {len(series.patches)} patch(es) + version commit "
+    ui.info(f"{pin.vendor}: {upstream_tag(pin)} + {len(series.patches)} patch(es) + version commit "
             f"-> {outcome.head[:12]} ({local})")
     return outcome
 
 
 def _make_checkout(root: Path, pin: Pin, series: series_mod.Series, key: str, local: str, sdist: Path,
                    new: Path) -> Outcome:
-    ui.info(f"extracting {pin.sdist} into vendor/{pin.name}")
+    ui.info(f"extracting {pin.sdist} into {pin.vendor}")
     try:
         epoch = archive.extract(sdist, new, strip_top=True)
     except CorruptArchive as exc:
@@ -285,7 +286,7 @@ def _make_checkout(root: Path, pin: Pin, series: series_mod.Series, key: str, lo
         raise CorruptArchive(
             f"{pin.sdist} has the sha256 pinned in vendor/pins.toml [{pin.name}] but is not a readable sdist; "
             "it was deleted from the cache. The pin names a broken file: correct sdist and sdist_sha256 "
-            f"(vendor/{pin.name} was not changed).", details=exc.message) from None
+            f"({pin.vendor} was not changed).", details=exc.message) from None
     repo = Repo.init(new)
     _write_state(repo, {"state": "applying", "key": key})
     (repo.git_dir / "info").mkdir(exist_ok=True)
@@ -307,13 +308,13 @@ def _make_checkout(root: Path, pin: Pin, series: series_mod.Series, key: str, lo
                     f"{rel} is not a valid patch file: {broken}. The file in patches/{pin.name}/ is broken "
                     "(edited by hand, truncated, or its whitespace changed); this is not a change upstream. "
                     f"Restore it (`git diff {rel}`, `git checkout -- {rel}`) or export it again from a good "
-                    f"checkout (`make export`). vendor/{pin.name} was not changed.",
+                    f"checkout (`make export`). {pin.vendor} was not changed.",
                 )
             _write_state(repo, {"state": "conflict", "key": key, "patch": patch.name, "commits": commits})
             failing = failing_files(repo, patch)
             raise PatchConflict(
-                f"{rel} does not apply to {pin.distribution} {pin.version}; vendor/{pin.name} is stopped in `git am`. "
-                f"Resolve it: cd vendor/{pin.name} && git am --show-current-patch=diff; fix the files; git add them; "
+                f"{rel} does not apply to {pin.distribution} {pin.version}; {pin.vendor} is stopped in `git am`. "
+                f"Resolve it: cd {pin.vendor} && git am --show-current-patch=diff; fix the files; git add them; "
                 "git am --continue; then `make export` (or drop the patch: git am --skip). "
                 "See docs/how-to/change-a-patch.md#when-a-patch-does-not-apply.",
                 details="files that fail: " + (", ".join(failing) or "(see git's message)") + "\n" + hunk_lines(err),

@@ -16,9 +16,9 @@ from ..ground import ui
 from ..ground.errors import ExportDrift, NotApplied, UnsavedWork
 from ..ground.fsutil import atomic_write
 from ..ground.vcs import Repo
-from . import checkout
+from . import checkout, series as series_mod
 from .pins import Pin
-from .series import PATCHES_DIR
+from .series import LINES_DIR, PATCHES_DIR
 
 REPLAY_DIR = "headroom-export-replay"  # under .git/: a killed export's worktree is found and removed next time
 FORMAT_PATCH = ["format-patch", "--zero-commit", "--full-index", "--no-signature", "--no-stat",
@@ -28,20 +28,20 @@ FORMAT_PATCH = ["format-patch", "--zero-commit", "--full-index", "--no-signature
 def render(repo_dir: Path, pin: Pin) -> dict[str, bytes]:
     """The files patches/<name>/ should hold: {file name: bytes}."""
     if not (repo_dir / ".git").exists():
-        raise NotApplied(f"vendor/{pin.name} does not exist. Run `make apply` first.")
+        raise NotApplied(f"{pin.vendor} does not exist. Run `make apply` first.")
     repo = Repo(repo_dir)
     if repo.am_in_progress():
         raise UnsavedWork(
-            f"vendor/{pin.name} is in the middle of `git am`. Finish it first "
+            f"{pin.vendor} is in the middle of `git am`. Finish it first "
             "(fix the files, git add, git am --continue; or git am --skip), then `make export`."
         )
     tag = checkout.upstream_tag(pin)
     ok, _ = repo.try_("rev-parse", "--verify", "-q", f"refs/tags/{tag}")
     if not ok:
-        raise NotApplied(f"vendor/{pin.name} has no tag {tag}: it was not made by `make apply` for {pin.version}.")
+        raise NotApplied(f"{pin.vendor} has no tag {tag}: it was not made by `make apply` for {pin.version}.")
     dirty = repo.is_dirty()
     if dirty:
-        ui.warn(f"vendor/{pin.name} has uncommitted edits ({len(dirty)} path(s)); only commits are exported")
+        ui.warn(f"{pin.vendor} has uncommitted edits ({len(dirty)} path(s)); only commits are exported")
     listed = repo("rev-list", "--reverse", f"{tag}..HEAD").split()
     generated = [checkout.is_generated(repo, c) for c in listed]
     commits = [c for c, g in zip(listed, generated) if not g]
@@ -77,7 +77,7 @@ def _replay_without_generated(repo: Repo, tag: str, commits: list[str], where: P
             if not ok:
                 subject = repo("log", "-1", "--format=%s", c)
                 raise UnsavedWork(
-                    f"commit {c[:12]} {subject!r} in vendor/{pin.name} does not apply without headroom's version "
+                    f"commit {c[:12]} {subject!r} in {pin.vendor} does not apply without headroom's version "
                     "commit (does it edit a version line?). Move it below the version commit "
                     "(git rebase -i) or drop the version edits, then `make export` again.",
                     details=err,
@@ -97,31 +97,61 @@ def _current(folder: Path) -> dict[str, bytes]:
     return out
 
 
-def diff(root: Path, pin: Pin) -> tuple[dict[str, bytes], list[str]]:
+def diff(root: Path, pin: Pin, original: bool = True) -> tuple[dict[str, bytes], list[str]]:
+    """{path relative to patches/<name>/: bytes} to write, and the changes. With release lines, a patch file whose
+    change (series_mod.same_change) the commit makes is kept byte for byte: one file serves every line whose release it
+    applies to. A commit that changes it is written to the file the line uses: the original (patches/<name>/) from
+    the original line, the line's own copy (patches/<name>/lines/<line>/) from another line."""
     folder = root / PATCHES_DIR / pin.name
-    wanted = render(checkout.vendor_dir(root, pin), pin)
+    rendered = render(checkout.vendor_dir(root, pin), pin)
     have = _current(folder)
+    wanted: dict[str, bytes] = {}
+    for name, data in rendered.items():
+        copy = f"{LINES_DIR}/{pin.line}/{name}"
+        target = copy if pin.line and (folder / copy).is_file() else name
+        if pin.line and target in have | _copies(folder, pin.line) and name != "series":
+            used = (folder / target).read_bytes()
+            if series_mod.same_change(used, data):
+                wanted[target] = used
+                continue
+            if not original and target == name:
+                target = copy  # this line's release needs another diff: its own copy, the original stays
+        wanted[target] = data
+    have |= {k: v for k, v in _copies(folder, pin.line).items() if k in wanted}
     if not have.get("series") and wanted["series"] == b"":
         wanted = {}  # no series and no patches: nothing to write
     changes = [f"{'new' if n not in have else 'changed'}: {n}" for n in sorted(wanted) if have.get(n) != wanted[n]]
-    changes += [f"removed: {n}" for n in sorted(have) if n not in wanted]
+    kept = {n for n in have if n.split("/")[-1] in rendered} if pin.line else set()  # each line's own file
+    changes += [f"removed: {n}" for n in sorted(have) if n not in wanted and n not in kept]
+    for n in sorted(wanted):
+        if n.startswith(f"{LINES_DIR}/") and n.split("/")[-1] in have:
+            why = series_mod.drift(have[n.split("/")[-1]], wanted[n])
+            if why:
+                raise ExportDrift(f"{pin.vendor}'s {n.split('/')[-1]} makes another change than the original "
+                                  f"patches/{pin.name}/{n.split('/')[-1]}: {why}. Change a fix in the original "
+                                  f"line's checkout; a line's own copy may differ only in context.")
     return wanted, changes
 
 
-def export(root: Path, pin: Pin, *, check: bool = False) -> list[str]:
+def _copies(folder: Path, line: str) -> dict[str, bytes]:
+    where = folder / LINES_DIR / line
+    return {f"{LINES_DIR}/{line}/{p.name}": p.read_bytes() for p in where.glob("*.patch")} if line else {}
+
+
+def export(root: Path, pin: Pin, *, check: bool = False, original: bool = True) -> list[str]:
     folder = root / PATCHES_DIR / pin.name
-    wanted, changes = diff(root, pin)
+    wanted, changes = diff(root, pin, original)
     if check:
         if changes:
             raise ExportDrift(
-                f"patches/{pin.name}/ differs from what vendor/{pin.name} exports. If the checkout is right, run "
+                f"patches/{pin.name}/ differs from what {pin.vendor} exports. If the checkout is right, run "
                 f"`make export` and commit patches/{pin.name}/; if patches/ is right, run `make apply`.",
                 details="\n".join(f"  {c}" for c in changes),
             )
-        ui.info(f"patches/{pin.name}: matches vendor/{pin.name}")
+        ui.info(f"patches/{pin.name}: matches {pin.vendor}")
         return []
     with ui.leaves(f"patches/{pin.name}/ may be partly rewritten (each file whole); the next `make export` "
-                   f"finishes it, and vendor/{pin.name} is untouched"):
+                   f"finishes it, and {pin.vendor} is untouched"):
         for name in sorted(wanted):  # "series" sorts after the NNNN-*.patch files it lists
             if (folder / name).exists() and (folder / name).read_bytes() == wanted[name]:
                 continue

@@ -21,13 +21,14 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..ground.errors import PinsError, UsageError
 from ..ground.fsutil import atomic_write
 
 PINS_FILE = Path("vendor") / "pins.toml"
+LINES_FILE = Path("vendor") / "lines.toml"  # the release lines (sources/lines.py)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -44,16 +45,35 @@ class Pin:
     repository: str  # upstream repository URL
     tag: str  # upstream release tag
     tests: str = "sdist"  # optional: where upstream's tests come from, one of TEST_SOURCES
+    # Not keys of pins.toml: set by sources/lines.py for a pin of a release line (vendor/lines.toml).
+    line: str = ""  # the line's name ("" without vendor/lines.toml): in the local version and the SBOM
+    folder: str = ""  # the line's folder under vendor/ ("" = vendor/<name>, "newest" = vendor/newest/<name>)
 
     @property
     def requirement(self) -> str:
         return f"{self.distribution}=={self.version}"
 
+    @property
+    def key(self) -> str:
+        """This pin's checkout, relative to vendor/: ``transformers`` or ``newest/transformers``."""
+        return f"{self.folder}/{self.name}" if self.folder else self.name
+
+    @property
+    def vendor(self) -> str:
+        """Its checkout as the messages name it: ``vendor/transformers``, ``vendor/newest/transformers``."""
+        return f"vendor/{self.key}"
+
+    def identity(self) -> dict:
+        """The fields that make a checkout (the line's only when there is one: a checkout made before lines existed
+        keeps its key)."""
+        return {k: v for k, v in self.__dict__.items() if k not in _LINE_FIELDS or v}
+
 
 TEST_SOURCES = ("sdist", "git")
 # Optional keys and their allowed values; the first is the default (written out only when changed).
 _OPTIONAL = {"tests": TEST_SOURCES}
-_KEYS = [f.name for f in fields(Pin) if f.name != "name"]
+_LINE_FIELDS = ("line", "folder")
+_KEYS = [f.name for f in fields(Pin) if f.name != "name" and f.name not in _LINE_FIELDS]
 _REQUIRED = [k for k in _KEYS if k not in _OPTIONAL]
 
 
@@ -105,13 +125,27 @@ def parse(text: str, path: Path) -> list[Pin]:
     return pins
 
 
-def load(root: Path) -> list[Pin]:
-    path = root / PINS_FILE
+def load(root: Path, path: Path | None = None) -> list[Pin]:
+    """The pins of ``path``; by default vendor/pins.toml's, as pins of the home line (vendor/lines.toml's line of
+    "pins.toml", whose checkouts are vendor/<name>: sources/lines.py checks that file)."""
+    home = path is None
+    path = path or root / PINS_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise _error(path, "not found. Run headroom from the repository root (where vendor/pins.toml lives).") from None
-    return parse(text, path)
+    pins = parse(text, path)
+    line = home_line(root) if home else ""
+    return [replace(p, line=line) for p in pins] if line else pins
+
+
+def home_line(root: Path) -> str:
+    """The name of the line whose pins are vendor/pins.toml ("" without vendor/lines.toml, or when none is)."""
+    try:
+        data = tomllib.loads((root / LINES_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return ""  # a broken file is reported by sources/lines.py, which every line-aware command loads
+    return next((name for name, t in data.items() if isinstance(t, dict) and t.get("pins") == "pins.toml"), "")
 
 
 def select(pins: list[Pin], names: list[str] | None) -> list[Pin]:
@@ -141,9 +175,9 @@ def render(pins: list[Pin]) -> str:
     return "\n".join(out)
 
 
-def write(root: Path, new: Pin) -> None:
-    """Record ``new`` in vendor/pins.toml, keeping the other pins, comments and layout as they are."""
-    path = root / PINS_FILE
+def write(root: Path, new: Pin, path: Path | None = None) -> None:
+    """Record ``new`` in ``path`` (default vendor/pins.toml), keeping the other pins, comments and layout as they are."""
+    path = path or root / PINS_FILE
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     out, inside = [], False
@@ -162,5 +196,5 @@ def write(root: Path, new: Pin) -> None:
     except PinsError:
         parsed = []
     if new not in parsed:
-        candidate = render([new if p.name == new.name else p for p in load(root)])
+        candidate = render([new if p.name == new.name else p for p in load(root, path)])
     atomic_write(path, candidate)

@@ -114,7 +114,38 @@ def load_retired(root: Path, name: str) -> tuple[Retired, ...]:
     return tuple(out)
 
 
-def load(root: Path, name: str) -> Series:
+LINES_DIR = "lines"  # patches/<name>/lines/<line>/NNNN-*.patch: a line's own copy of a patch of the series
+
+
+def copy_path(folder: Path, line: str, patch: str) -> Path:
+    return folder / LINES_DIR / line / patch
+
+
+def load(root: Path, name: str, line: str = "") -> Series:
+    """patches/<name>/'s series; for ``line``, each patch that line holds its own copy of (patches/<name>/lines/<line>/)
+    is that copy. A copy of a patch the series does not list is an error."""
+    series = _load(root, name)
+    copies = series.folder / LINES_DIR
+    if not copies.is_dir():
+        return series
+    names = {p.name for p in series.patches}
+    for stray in sorted(p for p in copies.glob("*/*.patch") if p.name not in names):
+        raise SeriesError(f"{stray} is a line's copy of a patch that {series.folder / 'series'} does not list. "
+                          "Delete it, or add the patch to the series.")
+    if not line:
+        return series
+    for p in series.patches:
+        copy = copy_path(series.folder, line, p.name)
+        why = copy.is_file() and drift(p.read_bytes(), copy.read_bytes())
+        if why:
+            raise SeriesError(f"{copy} is not the same fix as the original {p}: {why}. A line's own copy may differ "
+                              "only in context; change the fix in the original and export every line again.")
+    return Series(name, series.folder, tuple(copy_path(series.folder, line, p.name)
+                                             if copy_path(series.folder, line, p.name).is_file() else p
+                                             for p in series.patches))
+
+
+def _load(root: Path, name: str) -> Series:
     folder = root / PATCHES_DIR / name
     series_file = folder / "series"
     if not folder.exists():
@@ -172,3 +203,50 @@ def match(tokens: list[str], names: list[str], upstream: str, flag: str = "--dro
         if hits[0] not in out:
             out.append(hits[0])
     return out
+
+
+# ---- one fix, several copies: what "the same change" means -------------------------------------------------------
+
+def _split(patch: bytes) -> tuple[str, list[str]]:
+    """A ``git format-patch`` file: (its message: the mail header and body, up to the first diff; its diff lines)."""
+    text = patch.decode("utf-8", errors="replace")
+    head, sep, body = text.partition("\ndiff --git ")
+    return head, (sep.lstrip("\n") + body).splitlines() if sep else []
+
+
+def same_change(a: bytes, b: bytes) -> bool:
+    """Two exports of one commit on two releases: the same message and the same hunks, line numbers and blob ids
+    aside (what ``git patch-id`` ignores too). Then the file one line exported serves the other as it is."""
+    (ma, da), (mb, db) = _split(a), _split(b)
+
+    def norm(lines: list[str]) -> list[str]:
+        return [re.sub(r"^@@ -\d+(,\d+)? \+\d+(,\d+)? @@", "@@", ln) for ln in lines if not ln.startswith("index ")]
+
+    return ma == mb and norm(da) == norm(db)
+
+
+def changed_lines(patch: bytes) -> dict[str, list[str]]:
+    """{file: its added and removed lines, in order}: the change a patch makes, its context aside."""
+    out: dict[str, list[str]] = {}
+    current, in_hunk = None, False
+    for ln in _split(patch)[1]:
+        if ln.startswith("diff --git "):
+            current, in_hunk = ln.split(" b/", 1)[-1], False
+            out.setdefault(current, [])
+        elif ln.startswith("@@"):
+            in_hunk = True
+        elif in_hunk and current and ln[:1] in "+-" and ln[:1]:
+            out[current].append(ln)
+    return out
+
+
+def drift(original: bytes, copy: bytes) -> str:
+    """Why a line's copy of a patch is not the same fix as the original ("" when it is): its message, or the lines it
+    adds and removes, differ (only the context may)."""
+    if _split(original)[0] != _split(copy)[0]:
+        return "its message differs"
+    want, have = changed_lines(original), changed_lines(copy)
+    if sorted(want) != sorted(have):
+        return f"it changes other files ({', '.join(sorted(set(want) ^ set(have)))})"
+    files = [f for f in want if want[f] != have[f]]
+    return f"it adds or removes other lines in {', '.join(files)}" if files else ""

@@ -11,8 +11,10 @@ from .series import Series
 LOCAL_LABEL = "headroom"
 
 
-def local_version(version: str, series: Series) -> str:
-    return f"{version}+{LOCAL_LABEL}.{series.short()}"
+def local_version(version: str, series: Series, line: str = "") -> str:
+    """``5.25.0+headroom.newest.<8 hex of the series>``: a release line's name keeps the builds of one release on two
+    lines apart (accelerate 1.16.0 is on both today); without vendor/lines.toml, ``<version>+headroom.<8 hex>``."""
+    return f"{version}+{LOCAL_LABEL}.{line + '.' if line else ''}{series.short()}"
 
 
 def _candidates(tree: Path) -> list[Path]:

@@ -43,21 +43,22 @@ def _applied_head(root: Path, pin: Pin) -> tuple[Repo, str]:
     dest = checkout.vendor_dir(root, pin)
     state = checkout.read_state(dest)
     if state.get("state") != "done":
-        raise NotApplied(f"vendor/{pin.name} is not fully applied ({state.get('state', 'missing')}). Run `make apply` first.")
+        raise NotApplied(f"{pin.vendor} is not fully applied ({state.get('state', 'missing')}). Run `make apply` first.")
     repo = Repo(dest)
     head = repo.head()
     if head != state["head"]:
         raise NotApplied(
-            f"vendor/{pin.name} has commits after the last apply. Run `make export` to record them in patches/, "
+            f"{pin.vendor} has commits after the last apply. Run `make export` to record them in patches/, "
             "then `make apply` to rebuild the checkout, then `make build`."
         )
     if repo.is_dirty():
-        ui.warn(f"vendor/{pin.name} has uncommitted edits: they are not built (commit them, `make export`, `make apply`)")
+        ui.warn(f"{pin.vendor} has uncommitted edits: they are not built (commit them, `make export`, `make apply`)")
     return repo, head
 
 
 def read_built(root: Path, name: str) -> dict:
-    """build/state/<name>.json, or ``{}`` when missing or malformed (never trusted further)."""
+    """build/state/<name>.json (``name`` is a pin's key: ``newest/transformers`` for a line's), or ``{}`` when
+    missing or malformed (never trusted further)."""
     state = read_json_state(root / STATE_DIR / f"{name}.json", required={"head": str, "wheel": str, "sha256": str})
     if state and ("/" in state["wheel"] or "\\" in state["wheel"] or not state["wheel"].endswith(".whl")):
         return {}
@@ -78,8 +79,8 @@ def build(root: Path, pin: Pin, *, force: bool = False) -> Built:
 def _build(root: Path, pin: Pin, *, force: bool = False) -> Built:
     repo, head = _applied_head(root, pin)
     dist = root / DIST_DIR
-    state_file = root / STATE_DIR / f"{pin.name}.json"
-    recorded = {} if force else read_built(root, pin.name)
+    state_file = root / STATE_DIR / f"{pin.key}.json"
+    recorded = {} if force else read_built(root, pin.key)
     if recorded:
         wheel = dist / recorded["wheel"]
         if (recorded.get("head") == head and wheel.exists() and sha256_file(wheel) == recorded.get("sha256")
@@ -94,7 +95,7 @@ def _build(root: Path, pin: Pin, *, force: bool = False) -> Built:
         src = tmpdir / "src"
         archive.extract(tarball, src, strip_top=False)
         out = tmpdir / "out"
-        ui.info(f"building the {pin.distribution} wheel from vendor/{pin.name} @ {head[:12]} (SOURCE_DATE_EPOCH={epoch})")
+        ui.info(f"building the {pin.distribution} wheel from {pin.vendor} @ {head[:12]} (SOURCE_DATE_EPOCH={epoch})")
         with ui.Timer() as t:
             proc.run([sys.executable, "-m", "build", "--wheel", "--outdir", out, src],
                      env={"SOURCE_DATE_EPOCH": epoch, "PYTHONHASHSEED": "0"}, what=f"python -m build ({pin.name})")

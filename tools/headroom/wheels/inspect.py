@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..ground import proc, ui
 from ..ground.errors import HeadroomError, SbomMissing
-from ..sources import pins as pins_mod, series as series_mod
+from ..sources import lines as lines_mod, pins as pins_mod, series as series_mod
 from . import sbom
 from .index import normalize
 
@@ -101,18 +101,23 @@ class Comparison:
 
 def compare(root: Path, prov: sbom.Provenance) -> Comparison:
     try:
-        pins = pins_mod.load(root)
+        lines = lines_mod.load(root)
     except HeadroomError as exc:
         return Comparison(None, [], [], False, [], f"no headroom checkout to compare with ({exc.message.split('.')[0]})")
+    line = next((ln for ln in lines if ln.name == prov.line), None)
+    if line is None:
+        return Comparison(None, [], [], False, [], f"the release line {prov.line!r} is not in vendor/lines.toml "
+                          f"(retired? lines here: {', '.join(ln.name for ln in lines)})")
+    pins = list(line.pins)
     pin = next((p for p in pins if normalize(p.distribution) == normalize(prov.name)), None)
     if pin is None:
-        return Comparison(None, [], [], False, [], f"vendor/pins.toml pins no {prov.name}")
+        return Comparison(None, [], [], False, [], f"{line.pins_file} pins no {prov.name}")
     release = [f"{key}: SBOM {want}, vendor/pins.toml {have}" for key, want, have in (
         ("version", prov.upstream_version, pin.version), ("sdist", prov.sdist, pin.sdist),
         ("sdist_sha256", prov.sdist_sha256, pin.sdist_sha256),
         ("repository", prov.repository, pin.repository.rstrip("/")), ("tag", prov.tag, pin.tag)) if want != have]
     try:
-        series = series_mod.load(root, pin.name)
+        series = series_mod.load(root, pin.name, pin.line)
     except HeadroomError as exc:
         return Comparison(pin, release, [], False, [], f"patches/{pin.name}/ is not readable: {exc.message}")
     ours = [sbom.patch_facts(p, i) for i, p in enumerate(series.patches, 1)]
@@ -142,7 +147,7 @@ def show(root: Path, target: str, python: str | None = None) -> sbom.Provenance:
     sbom.validate(src.text, where=src.member)
     prov = sbom.parse(src.text, where=src.member)
     cmp = compare(root, prov)
-    ui.info(f"{prov.name} {prov.version}  {prov.purl}")
+    ui.info(f"{prov.name} {prov.version}  {prov.purl}" + (f"  (release line {prov.line})" if prov.line else ""))
     ui.info(f"SBOM {src.member}: CycloneDX {sbom.SPEC_VERSION}, schema-valid; written by {prov.tool} at {prov.timestamp}")
     ui.info(f"upstream: {prov.name} {prov.upstream_version}  {prov.upstream_purl}")
     ui.info(f"  sdist   {prov.sdist}  sha256 {prov.sdist_sha256}")

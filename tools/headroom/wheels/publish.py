@@ -67,7 +67,7 @@ def built_wheels(root: Path, pins: list[Pin]) -> list[Path]:
     """The wheel ``make build`` recorded for each pin, checked against its recorded sha256."""
     wheels = []
     for pin in pins:
-        state_file = root / STATE_DIR / f"{pin.name}.json"
+        state_file = root / STATE_DIR / f"{pin.key}.json"
         if not state_file.exists():
             raise NotApplied(f"no build of {pin.name} is recorded ({state_file.relative_to(root)}). Run `make build` first.")
         recorded = json.loads(state_file.read_text(encoding="utf-8"))

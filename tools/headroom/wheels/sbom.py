@@ -117,7 +117,7 @@ def document(pin: Pin, series: series_mod.Series, *, epoch: int) -> str:
     from cyclonedx.model.issue import IssueClassification, IssueType, IssueTypeSource
     from cyclonedx.output.json import JsonV1Dot6
 
-    local = version_mod.local_version(pin.version, series)
+    local = version_mod.local_version(pin.version, series, pin.line)
     facts = [patch_facts(p, i) for i, p in enumerate(series.patches, 1)]
     repo_url = pin.repository.rstrip("/")
     upstream_purl = _purl(pin.distribution, pin.version, file_name=pin.sdist)
@@ -140,6 +140,8 @@ def document(pin: Pin, series: series_mod.Series, *, epoch: int) -> str:
     patches = []
     props = [Property(name=f"{PROP}:series:sha256", value=series.digest()),
              Property(name=f"{PROP}:series:length", value=str(len(facts)))]
+    if pin.line:  # the release line the build belongs to (vendor/lines.toml); its name is in the version too
+        props.append(Property(name=f"{PROP}:line", value=pin.line))
     for f, path in zip(facts, series.patches, strict=True):
         resolves = []
         for trailer, value in f.links:  # the value as written; its URL, if any, as the reference
@@ -152,14 +154,16 @@ def document(pin: Pin, series: series_mod.Series, *, epoch: int) -> str:
         text = AttachedText(content=base64.b64encode(path.read_bytes()).decode("ascii"),
                             content_type="text/x-diff", encoding=Encoding.BASE_64)
         patches.append(Patch(type=PatchClassification.UNOFFICIAL, resolves=resolves,
-                             diff=Diff(url=XsUri(f"patches/{series.name}/{f.file}"), text=text)))
+                             diff=Diff(url=XsUri(f"patches/{series.name}/{path.relative_to(series.folder).as_posix()}"),
+                                       text=text)))
         n = f"{PROP}:patch:{f.position:04d}"
         props += [Property(name=f"{n}:file", value=f.file), Property(name=f"{n}:sha256", value=f.sha256),
                   Property(name=f"{n}:subject", value=f.subject)]
     purl = _purl(pin.distribution, local)
     component = Component(
         type=ComponentType.LIBRARY, name=pin.distribution, version=local, bom_ref=purl.to_string(), purl=purl,
-        description=f"{pin.distribution} {pin.version} with {len(facts)} headroom patch(es)",
+        description=f"{pin.distribution} {pin.version} with {len(facts)} headroom patch(es)"
+                    + (f", release line {pin.line}" if pin.line else ""),
         pedigree=Pedigree(ancestors=[ancestor], patches=patches,
                           notes=f"Built by headroom from {pin.sdist} (sha256 {pin.sdist_sha256}) with the "
                                 f"series patches/{series.name}/series applied in order (headroom:patch:NNNN properties)."),
@@ -170,7 +174,7 @@ def document(pin: Pin, series: series_mod.Series, *, epoch: int) -> str:
     bom.metadata.component = component
     bom.metadata.tools.components.add(tool)
     bom.metadata.timestamp = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
-    identity = json.dumps([pin.__dict__, local, [(f.file, f.sha256) for f in facts], epoch, __version__], sort_keys=True)
+    identity = json.dumps([pin.identity(), local, [(f.file, f.sha256) for f in facts], epoch, __version__], sort_keys=True)
     bom.serial_number = uuid.uuid5(uuid.NAMESPACE_URL, f"urn:headroom:sbom:{hashlib.sha256(identity.encode()).hexdigest()}")
     raw = JsonV1Dot6(bom).output_as_string()
     return json.dumps(json.loads(raw), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -235,12 +239,12 @@ def embed(wheel: Path, text: str) -> str:
 
 def add_to_wheel(root: Path, pin: Pin, wheel: Path, *, epoch: int) -> str:
     """The build step's call: the SBOM of vendor/<name>'s series, checked and embedded in ``wheel``."""
-    series = series_mod.load(root, pin.name)
+    series = series_mod.load(root, pin.name, pin.line)
     state = checkout.read_state(checkout.vendor_dir(root, pin))
     if state.get("key") != checkout.apply_key(pin, series):
         raise NotApplied(f"patches/{pin.name}/ or vendor/pins.toml changed since vendor/{pin.name} was applied: "
                          "the wheel would not match what its SBOM names. Run `make apply`, then `make build`.")
-    local = version_mod.local_version(pin.version, series)
+    local = version_mod.local_version(pin.version, series, pin.line)
     text = document(pin, series, epoch=epoch)
     validate(text, where=wheel.name)
     member = embed(wheel, text)
@@ -277,6 +281,7 @@ class Provenance:
     patches: tuple[PatchRecord, ...]
     tool: str  # "headroom 0.1.0"
     timestamp: str
+    line: str = ""  # the release line (vendor/lines.toml) it belongs to; "" for a build made without lines
 
 
 def _props(obj: dict) -> dict[str, str]:
@@ -312,7 +317,7 @@ def parse(text: str, *, where: str) -> Provenance:
             sdist_sha256=up[f"{PROP}:upstream:sdist-sha256"], repository=up[f"{PROP}:upstream:repository"],
             tag=up[f"{PROP}:upstream:tag"], series_sha256=props[f"{PROP}:series:sha256"], patches=tuple(records),
             tool=", ".join(f"{t.get('name')} {t.get('version', '')}".strip() for t in tools),
-            timestamp=doc["metadata"].get("timestamp", ""),
+            timestamp=doc["metadata"].get("timestamp", ""), line=props.get(f"{PROP}:line", ""),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SbomMissing(f"{where}: not a headroom SBOM (missing or malformed {exc}).") from None

@@ -22,7 +22,7 @@ from ...sources import fetch, pins as pins_mod
 from ...sources.pins import Pin
 from ...proof import testrun
 from ...proof.envs import TORCH
-from . import install, needed, plan, replay as replay_mod, report as report_mod
+from . import install, lineup, needed, plan, replay as replay_mod, report as report_mod
 from .needed import GUARDS, EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the command line picks one)
 from .replay import CANARY_DIR
 
@@ -43,6 +43,12 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
         shutil.rmtree(out / d, ignore_errors=True)
     data = {"schema": 1, "pins": {p.name: p.version for p in pins}, "pre": pre, "releases_option": releases or "",
             "guards": str(guards), "reference": {}, "candidates": []}
+    advice = lineup.advise(root, versions_of)  # the release lines: who can take what, who can retire
+    if advice:
+        ui.step("canary", "release lines (vendor/lines.toml)")
+        for a in advice:
+            ui.info(a)
+        data["lines"] = advice
     if not candidates:
         ui.info("nothing new: every pin is the newest release")
         report_mod.write(root, data)

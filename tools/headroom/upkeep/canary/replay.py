@@ -37,7 +37,7 @@ def series(root: Path, pin: Pin, new: list[Pin]) -> tuple[dict[str, dict], dict[
     each patch's test files copied out of it (:func:`copy_patch_tests`), and the series replayed on each release
     of ``new`` (:func:`replay`). Returns ({patch id: its tests}, {new version: {patch id: replay result}}). The
     clone borrows vendor/<name>'s objects, so it is used only while the lock is held (a scratch copy after)."""
-    series_ = series_mod.load(root, pin.name)
+    series_ = series_mod.load(root, pin.name, pin.line)
     path, what = lock.resource_path(root, f"vendor:{pin.name}")
     dest = root / CANARY_DIR / "checkouts" / pin.name
     with lock.hold(path, what):

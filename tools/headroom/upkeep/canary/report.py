@@ -95,6 +95,8 @@ def markdown(data: dict, needs: list[str]) -> str:
     rows = grid(data)
     out = [f"# headroom canary, {data['generated']}", "",
            "Pins: " + ", ".join(f"{n} {v}" for n, v in data["pins"].items()) + f"; reference: {data['reference'].get('env', '-')}", ""]
+    if data.get("lines"):
+        out += ["## Release lines", "", *(f"- {a}" for a in data["lines"]), ""]
     if not data["candidates"]:
         return "\n".join(out + ["Nothing new: every pin is the newest release.", ""])
     out += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]

@@ -32,7 +32,7 @@ from ...ground import proc, ui
 from ...ground.errors import IdentityMissing, NotApplied, ProofFailed, RetiredPatch, UsageError
 from ...ground.fsutil import atomic_write, atomic_write_json
 from ...ground.vcs import Repo
-from ...sources import checkout, export as export_mod, pins as pins_mod, series as series_mod
+from ...sources import checkout, export as export_mod, lines as lines_mod, pins as pins_mod, series as series_mod
 from ...sources.pins import Pin
 from ...proof import testrun
 from ...proof.testrun import TestEnv, run_in_env, source_root
@@ -52,12 +52,13 @@ def installed_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[st
     version the environment itself was made for (e.g. just after a rebase)."""
     from ...proof import envs
 
-    py = envs.python(root, "pristine")
+    envs_dir = Path("build") / "lines" / pin.folder / "envs" if pin.folder else envs.ENVS_DIR  # the pin's line's
+    py = envs.python(root, "pristine", envs_dir)
     if not py.exists():
         return None
-    return {"pristine": TestEnv(py, (source_root(pristine),), f"build/envs/pristine + {pin.name} {pin.version} source"),
+    return {"pristine": TestEnv(py, (source_root(pristine),), f"{envs_dir}/pristine + {pin.name} {pin.version} source"),
             "alone": TestEnv(py, (source_root(alone),),
-                             f"build/envs/pristine + {pin.name} {pin.version} source + this patch")}
+                             f"{envs_dir}/pristine + {pin.name} {pin.version} source + this patch")}
 
 
 def source_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, TestEnv]:
@@ -69,13 +70,26 @@ def source_envs(root: Path, pin: Pin, pristine: Path, alone: Path) -> dict[str, 
 
 # --------------------------------------------------------------------------- selection
 
-def select(root: Path, spec: str) -> tuple[Pin, Path]:
-    """``transformers/0001`` (or ``transformers/<file name>``) -> (pin, patch file)."""
+def line_pin(root: Path, name: str, line: str | None = None) -> Pin:
+    """The pin of upstream ``name`` that `make pr` proposes from: the named release line's (LINE=), else the original
+    line's (vendor/lines.toml: the newest, closest to upstream's main), else the first line that pins it."""
+    lines = lines_mod.select(lines_mod.load(root), line)
+    carrying = [ln for ln in lines if ln.carries(name)]
+    if not carrying:
+        pins_mod.select([p for ln in lines_mod.load(root) for p in ln.pins], [name])  # unknown: names the known ones
+        raise UsageError(f"the {line} line does not pin {name}; the lines that do: "
+                         + ", ".join(ln.name for ln in lines_mod.load(root) if ln.carries(name)) + ".")
+    chosen = next((ln for ln in carrying if ln.original), carrying[0])
+    return next(p for p in chosen.pins if p.name == name)
+
+
+def select(root: Path, spec: str, line: str | None = None) -> tuple[Pin, Path]:
+    """``transformers/0001`` (or ``transformers/<file name>``) -> (pin, patch file), from ``line`` (:func:`line_pin`)."""
     if "/" not in spec:
         raise UsageError(f"name the patch as UPSTREAM/NUMBER, e.g. transformers/0001, not {spec!r}.")
     name, which = spec.split("/", 1)
-    pin = pins_mod.select(pins_mod.load(root), [name])[0]
-    series = series_mod.load(root, pin.name)
+    pin = line_pin(root, name, line)
+    series = series_mod.load(root, pin.name, pin.line)
     names = [p.name for p in series.patches]
     if not series_mod.hits_for(which, names, pin.name):
         # Not carried: a retired patch gets one line saying why, and no draft
@@ -117,7 +131,9 @@ def user_identity(root: Path) -> tuple[str, str]:
 # --------------------------------------------------------------------------- evidence
 
 def proof_entry(root: Path, pin: Pin, patch: Path) -> dict | None:
-    for e in testrun.read_report(root).get("proof", []):
+    report = testrun.read_report(root)
+    entries = report.get("lines", {}).get(pin.line, {}).get("proof") if pin.line else None
+    for e in entries if entries is not None else report.get("proof", []):
         if Path(e.get("patch", "")).name == patch.name and e.get("upstream", pin.name) == pin.name:
             return e
     return None
@@ -191,18 +207,18 @@ def left_to_you(config: prconfig.PrConfig, pin: Pin, checks: dict, rel: Path, op
 
 def make(root: Path, spec: str, *, envs_factory: EnvsFactory = installed_envs, runner: Runner = run_in_env,
          bench: str | None = None, ruff_installer: lint.Installer = lint.pip_install,
-         identity: tuple[str, str] | None = None, data: Path = prconfig.DATA) -> dict:
-    pin, patch = select(root, spec)
+         identity: tuple[str, str] | None = None, data: Path = prconfig.DATA, line: str | None = None) -> dict:
+    pin, patch = select(root, spec, line)
     config = prconfig.load(pin.name, data)
     if config.path is None:
         ui.warn(f"no pr_data/{pin.name}.toml: a plain draft (no upstream template, no reviewers, no pinned ruff)")
     dest = checkout.vendor_dir(root, pin)
     if not (dest / ".git").exists():
-        raise NotApplied(f"vendor/{pin.name} does not exist. Run `make apply` first.")
+        raise NotApplied(f"{pin.vendor} does not exist. Run `make apply` first.")
     repo = Repo(dest)
     tag = checkout.upstream_tag(pin)
     if not repo.try_("rev-parse", "--verify", "-q", f"refs/tags/{tag}")[0]:
-        raise NotApplied(f"vendor/{pin.name} has no tag {tag}. Run `make apply` first.")
+        raise NotApplied(f"{pin.vendor} has no tag {tag}. Run `make apply` first.")
     identity = identity or user_identity(root)
     branch = f"pr/{slug(patch)}"
     out_dir = root / PR_DIR / patch.stem

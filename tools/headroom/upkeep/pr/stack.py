@@ -35,7 +35,7 @@ def stacked_on(root: Path, pin: Pin, patch: Path) -> list[Path]:
     tokens = depends_on(patch.read_text(encoding="utf-8"))
     if not tokens:
         return []
-    series = [p.name for p in series_mod.load(root, pin.name).patches]
+    series = [p.name for p in series_mod.load(root, pin.name, pin.line).patches]
     earlier = series[:series.index(patch.name)]
     names = series_mod.match(tokens, series, pin.name, flag=f"{patch.name}: Depends-on")
     wrong = [n for n in names if n not in earlier]

@@ -140,7 +140,7 @@ def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_fa
                          "or undo it with `make rebase-abort`.")
     if version == pin.version:
         raise UsageError(f"{pin.name} is already pinned to {version}; nothing to rebase.")
-    series = series_mod.load(root, pin.name)
+    series = series_mod.load(root, pin.name, pin.line)
     names = [p.name for p in series.patches]
     drops = series_mod.match(_split(drop), names, pin.name)
     _apply_first(root, pin, series)

@@ -1,0 +1,166 @@
+"""vendor/lines.toml: the release lines, validated strictly.
+
+A line is a set of pinned releases built, proven and served together. Each table is one line, in the order
+``make apply build test`` runs them::
+
+    [newest]
+    pins = "newest.pins.toml"   # its pins (the format of vendor/pins.toml), relative to vendor/: "pins.toml" (the
+                                # home line: checkouts vendor/<name>, outputs build/) or "<line>.pins.toml"
+                                # (checkouts vendor/<line>/<name>, outputs build/lines/<line>/)
+    title = "newest"            # one line: what the docs and the report call it
+    serves = "..."              # one line: who it is for
+    original = true             # optional, one line at most: its copy of a patch is the original (patches/<name>/);
+                                # another line's own copy lives in patches/<name>/lines/<line>/
+    [newest.unproven]           # optional: a patch carried whose test needs an upstream this line does not carry
+    "transformers/0001" = "..." # one line: why (the proof gives it its own verdict, never red->green)
+
+Without vendor/lines.toml there is one line, unnamed, of vendor/pins.toml (the fixtures' layout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..ground.errors import PinsError, UsageError
+from . import pins as pins_mod
+from .pins import Pin
+
+LINES_FILE = pins_mod.LINES_FILE
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_PATCH = re.compile(r"^[a-z0-9][a-z0-9_-]*/\d{4}$")
+_KEYS = ("pins", "title", "serves", "original", "unproven")
+_REQUIRED = ("pins", "title", "serves")
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str  # the table name ("" for the one unnamed line without vendor/lines.toml)
+    title: str  # what the docs and the report call it
+    serves: str  # who it is for
+    pins_file: Path  # its pins, relative to the repository root
+    pins: tuple[Pin, ...]  # each with line= and folder= set
+    original: bool = False  # its copy of a patch is the original (what `make pr` proposes)
+    unproven: dict[str, str] = field(default_factory=dict)  # {"transformers/0001": why its test cannot run here}
+
+    @property
+    def folder(self) -> str:
+        """Its folder under vendor/ ("" for the home line, whose checkouts are vendor/<name>)."""
+        return "" if self.pins_file.name == "pins.toml" else self.name
+
+    @property
+    def build(self) -> Path:
+        """Its outputs: build/ for the home line (envs/, proof/, upstream/), build/lines/<line>/ for the others."""
+        return Path("build") / "lines" / self.folder if self.folder else Path("build")
+
+    @property
+    def label(self) -> str:
+        return self.name or "pins"
+
+    def carries(self, upstream: str) -> bool:
+        return any(p.name == upstream for p in self.pins)
+
+    def releases(self) -> str:
+        return ", ".join(f"{p.name} {p.version}" for p in self.pins)
+
+
+def _error(path: Path, message: str) -> PinsError:
+    return PinsError(f"{path}: {message}")
+
+
+def parse(text: str, path: Path, root: Path) -> list[Line]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _error(path, f"not valid TOML ({exc}). Fix the syntax and run again.") from None
+    if not data:
+        raise _error(path, "declares no line. Add a table such as [newest] (see the file's header), or delete the "
+                     "file for the one line of vendor/pins.toml.")
+    lines: list[Line] = []
+    for name, table in data.items():
+        where = f"[{name}]"
+        if not isinstance(table, dict):
+            raise _error(path, f"top-level key {name!r} must be a table [{name}] describing one line.")
+        if not _NAME.match(name):
+            raise _error(path, f"{where}: a line's name must be lowercase letters, digits, '-' or '_', a letter first.")
+        for key in table:
+            if key not in _KEYS:
+                close = difflib.get_close_matches(key, _KEYS, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else f" Allowed keys: {', '.join(_KEYS)}."
+                raise _error(path, f"{where}: unknown key {key!r}.{hint}")
+        missing = [k for k in _REQUIRED if k not in table]
+        if missing:
+            raise _error(path, f"{where}: missing key(s) {', '.join(missing)}. Every line needs: {', '.join(_REQUIRED)}.")
+        for key in _REQUIRED:
+            if not isinstance(table[key], str) or not table[key].strip() or "\n" in table[key]:
+                raise _error(path, f"{where}.{key} must be one non-empty line of text.")
+        if table["pins"] not in ("pins.toml", f"{name}.pins.toml"):
+            raise _error(path, f'{where}.pins must be "pins.toml" (the home line) or "{name}.pins.toml" '
+                         f"(got {table['pins']!r}): a line's pins are named after it, like its checkouts vendor/{name}/.")
+        if not isinstance(table.get("original", False), bool):
+            raise _error(path, f"{where}.original must be true or false.")
+        unproven = table.get("unproven", {})
+        if not isinstance(unproven, dict):
+            raise _error(path, f"{where}.unproven must be a table of \"upstream/NNNN\" = \"why\".")
+        for patch, why in unproven.items():
+            if not _PATCH.match(patch):
+                raise _error(path, f"{where}.unproven: {patch!r} is not a patch (upstream/NNNN, e.g. transformers/0001).")
+            if not isinstance(why, str) or not why.strip() or "\n" in why:
+                raise _error(path, f"{where}.unproven.{patch!r} must say why, in one line of text.")
+        pins_file = Path("vendor") / table["pins"]
+        folder = "" if table["pins"] == "pins.toml" else name
+        pins = [dataclasses.replace(p, line=name, folder=folder)
+                for p in pins_mod.parse(_read(root / pins_file, path), root / pins_file)]
+        for patch in unproven:
+            if patch.split("/")[0] not in {p.name for p in pins}:
+                raise _error(path, f"{where}.unproven: {patch} is a patch of an upstream this line does not pin.")
+        lines.append(Line(name, table["title"].strip(), table["serves"].strip(), pins_file, tuple(pins),
+                          table.get("original", False), dict(unproven)))
+    homes = [ln.name for ln in lines if not ln.folder]
+    if len(homes) > 1:
+        raise _error(path, f"lines {', '.join(homes)} all use vendor/pins.toml; one line at most is the home line.")
+    originals = [ln.name for ln in lines if ln.original]
+    if len(originals) != 1 and len(lines) > 1:
+        raise _error(path, f"{len(originals)} lines say original = true ({', '.join(originals) or 'none'}); exactly "
+                     "one line holds the original of each patch (the newest: upstream's main is closest to it).")
+    upstreams = {p.name for ln in lines for p in ln.pins}
+    clash = sorted(upstreams & {ln.name for ln in lines if ln.folder})  # the home line has no vendor/<line>/
+    if clash:
+        raise _error(path, f"line {clash[0]!r} has an upstream's name: vendor/{clash[0]}/ would be both. Rename the line.")
+    return lines
+
+
+def _read(pins_file: Path, lines_file: Path) -> str:
+    try:
+        return pins_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _error(lines_file, f"{pins_file} is not there: every line names its pins file.") from None
+
+
+def load(root: Path) -> list[Line]:
+    """The lines of vendor/lines.toml, in its order; without the file, one unnamed line of vendor/pins.toml."""
+    path = root / LINES_FILE
+    if not path.exists():
+        return [Line("", "", "", pins_mod.PINS_FILE, tuple(pins_mod.load(root)), original=True)]
+    return parse(path.read_text(encoding="utf-8"), path, root)
+
+
+def select(lines: list[Line], name: str | None) -> list[Line]:
+    """All lines, or the one named (LINE=); an unknown name is a usage error naming the known ones."""
+    if not name:
+        return lines
+    known = [ln.name for ln in lines]
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"no line named {name!r} in vendor/lines.toml.{hint} Known: {', '.join(known) or '(none)'}.")
+    return [ln for ln in lines if ln.name == name]
+
+
+def original(lines: list[Line]) -> Line:
+    return next((ln for ln in lines if ln.original), lines[0])
+
