@@ -73,10 +73,21 @@ def write_index(dist: Path) -> Path:
                 f'<a href="{href}"{rp} data-dist-info-metadata="sha256={m}" data-core-metadata="sha256={m}">{html.escape(w.name)}</a>'
             )
         atomic_write(simple / project / "index.html", _page(f"Links for {project}", links))
-        versions = {w.name.split("-")[1] for w in files}
-        if len(versions) > 1:
-            ui.warn(f"dist/ holds {len(versions)} headroom builds of {project}: pip picks the highest local "
-                    "version, so install the exact one you want (`make clean` drops old builds)")
+        builds: dict[tuple[str, str], set[str]] = defaultdict(set)  # (release, line) -> its builds' versions
+        for w in files:
+            version = w.name.split("-")[1]
+            release, _, local = version.partition("+")
+            builds[(release, ".".join(local.split(".")[1:-1]))].add(version)  # headroom.<line>.<hash>: the line
+        for (release, line), versions in sorted(builds.items()):
+            if len(versions) > 1:
+                ui.warn(f"dist/ holds {len(versions)} headroom builds of {project} {release}"
+                        + (f" on the {line} line" if line else "") + ": pip picks the highest local version, so "
+                        "install the exact one you want (`make clean` drops old builds)")
+        for release in sorted({r for r, _ in builds}):
+            lines = sorted(ln for r, ln in builds if r == release and ln)
+            if len(lines) > 1:
+                ui.info(f"{project} {release} has a build per release line ({', '.join(lines)}): "
+                        f"`{project}=={release}+headroom.<line>.<hash>` installs one line's build")
     root_links = [f'<a href="{p}/">{p}</a>' for p in sorted(projects)]
     atomic_write(simple / "index.html", _page("Simple index", root_links))
     ui.info(f"dist/{SIMPLE}/: {len(projects)} project(s), {len(wheels)} wheel(s)")
