@@ -198,3 +198,13 @@ def test_the_report_table_is_patches_by_lines(tmp_path):
     rows = proof.lines_table(root, lines.load(root))
     assert rows == [["patch", "new (toy 1.0.0)", "old (toy 1.0.0)"],
                     ["toy/0001", "applied, not provable on this line", "red->green"]]
+
+
+def test_pr_proposes_from_the_original_line_unless_told(tmp_path):
+    from headroom.upkeep import pr
+
+    root = _root(tmp_path, CASES / "good.toml")
+    assert pr.line_pin(root, "toy").key == "new/toy"  # the original line's checkout: closest to upstream's main
+    assert pr.line_pin(root, "toy", "old").key == "toy"
+    with pytest.raises(UsageError, match="no line named"):
+        pr.line_pin(root, "toy", "nope")
