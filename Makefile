@@ -3,7 +3,8 @@
 #
 #> Options: V=1 (show everything), NO_WAIT=1 (exit 40 at once if another run holds a lock),
 #>          FORCE=1 (apply over unsaved work, saved to a bundle first; build: rebuild), ONLY=name (one upstream),
-#>          LINE=newest|peft (fetch apply export build test publish: one release line of vendor/lines.toml; default all),
+#>          LINE=newest|peft (fetch apply export build test publish canary: one release line of vendor/lines.toml;
+#>          default all; rebase: the line it moves, needed when several pin the upstream; pr: the line it proposes from),
 #>          UPSTREAM=default|full|none (test: upstream suites), TINYHUB=0 (test: no local tiny hub),
 #>          JOBS=auto|N|1 (test: pytest-xdist workers), PIN=name==version DROP=0002 (rebase),
 #>          RELEASES=name==version,... PRE=1 (canary), PATCH=upstream/NNNN (pr),
@@ -70,17 +71,17 @@ check: $(TOOL_STAMP) ## what CI runs: every tooling test, the docs, then apply c
 	@$(MAKE) --no-print-directory docs apply check-export build test
 	@$(MAKE) --no-print-directory bench BENCH=quick
 
-rebase: $(TOOL_STAMP) ## move one upstream's series to a new release: PIN=name==version [DROP=0002]
-	@test -n "$(PIN)" || { echo "usage: make rebase PIN=name==version [DROP=0002,0003]" >&2; exit 2; }
+rebase: $(TOOL_STAMP) ## move one upstream's series to a new release: PIN=name==version [DROP=0002 LINE=]
+	@test -n "$(PIN)" || { echo "usage: make rebase PIN=name==version [DROP=0002,0003] [LINE=newest]" >&2; exit 2; }
 	@$(HEADROOM) rebase $(PIN) $(if $(DROP),--drop $(DROP))
 
-rebase-continue: $(TOOL_STAMP) ## go on with a rebase stopped on a conflict [DROP=...]
+rebase-continue: $(TOOL_STAMP) ## go on with a rebase stopped on a conflict [DROP=... ONLY= LINE=]
 	@$(HEADROOM) rebase-continue $(if $(DROP),--drop $(DROP))
 
-rebase-abort: $(TOOL_STAMP) ## undo a rebase: pins, patches and checkout as before
+rebase-abort: $(TOOL_STAMP) ## undo a rebase: pins, patches and checkout as before [ONLY= LINE=]
 	@$(HEADROOM) rebase-abort
 
-canary: $(TOOL_STAMP) ## what new upstream releases would do to the series [RELEASES=name==version,... PRE=1]
+canary: $(TOOL_STAMP) ## what new upstream releases would do to each line's series [RELEASES=name==version,... PRE=1 LINE=]
 	@$(HEADROOM) canary $(if $(RELEASES),--releases '$(RELEASES)') $(if $(filter-out 0,$(PRE)),--pre)
 
 pr: $(TOOL_STAMP) ## draft one patch for upstream into build/pr/ (never pushes): PATCH=transformers/0001

@@ -155,7 +155,8 @@ def test_two_lines_apply_export_build_one_index(two_lines, capsys):
     out = capsys.readouterr().out
     assert "(new line)" in out and "(old line)" not in out
     assert proj.run("--line", "nwe", "apply") == 2
-    assert proj.run("--line", "new", "rebase", "toypkg==1.2.0") == 2  # not a line-aware command (yet): refused
+    assert proj.run("rebase", "toypkg==1.2.0") == 2  # both lines pin toypkg: LINE= says which (test_rebase.py)
+    assert proj.run("--line", "new", "serve") == 2  # not a line-aware command: refused
 
 
 def test_export_keeps_a_shared_patch_and_writes_a_line_copy(two_lines):

@@ -385,3 +385,99 @@ def toy_pin_like(name: str, version: str):
 
     return Pin(name=name, distribution=name, version=version, sdist=f"{name}-{version}.tar.gz", sdist_sha256="0" * 64,
                wheel=f"{name}-{version}-py3-none-any.whl", wheel_sha256="0" * 64, repository="-", tag="-")
+
+
+# ---- a release line's rebase (vendor/lines.toml) ------------------------------------------------------------------
+
+LINES = """\
+[new]
+pins = "new.pins.toml"
+title = "new"
+serves = "the newest release"
+original = true
+
+[old]
+pins = "pins.toml"
+title = "old"
+serves = "the release before"
+"""
+
+
+@pytest.fixture
+def lines_proj(proj: Project) -> Project:
+    """Two lines of toypkg 1.0.0: ``new`` (the original, vendor/new.pins.toml, vendor/new/toypkg) and ``old`` (the
+    home line, vendor/pins.toml, vendor/toypkg), both applied."""
+    (proj.root / "vendor" / "new.pins.toml").write_text((proj.root / "vendor" / "pins.toml").read_text())
+    (proj.root / "vendor" / "lines.toml").write_text(LINES)
+    assert proj.run("apply") == 0
+    return proj
+
+
+def line_snapshot(p: Project) -> dict:
+    """What a line's rebase may change and its abort must restore, byte for byte (both lines' checkouts)."""
+    new_vendor = p.root / "vendor" / "new" / "toypkg"
+    out = {f"old {k}": v for k, v in snapshot(p).items()}
+    out |= {"new pins": (p.root / "vendor" / "new.pins.toml").read_bytes(),
+            "all patches": {str(f.relative_to(p.patches)): f.read_bytes() for f in sorted(p.patches.rglob("*")) if f.is_file()},
+            "new head": git(new_vendor, "rev-parse", "HEAD"), "new branch": git(new_vendor, "symbolic-ref", "HEAD"),
+            "new refs": git(new_vendor, "for-each-ref"),
+            "new state": (new_vendor / ".git" / checkout.STATE_FILE).read_bytes(),
+            "new status": git(new_vendor, "status", "--porcelain", "--untracked-files=all")}
+    return out
+
+
+def test_rebase_needs_a_line_when_several_pin_the_upstream(lines_proj: Project, capsys):
+    assert lines_proj.run("rebase", "toypkg==1.2.0", "--env", "source") == errors.UsageError.exit_code
+    err = capsys.readouterr().err
+    assert "toypkg is pinned on 2 release lines: new (toypkg 1.0.0, vendor/new.pins.toml), old (toypkg 1.0.0" in err
+    assert "`make rebase PIN=toypkg==1.2.0 LINE=new` or `make rebase PIN=toypkg==1.2.0 LINE=old`" in err
+    assert lines_proj.run("--line", "nwe", "rebase", "toypkg==1.2.0") == errors.UsageError.exit_code
+    assert "Did you mean 'new'" in capsys.readouterr().err
+    line, pin = rebase.resolve(lines_proj.root, "toypkg==1.2.0", "new")
+    assert (line.name, pin.key, pin.line) == ("new", "new/toypkg", "new")
+
+
+def test_rebase_a_line_uses_its_pins_checkout_and_files(lines_proj: Project, capsys):
+    p = lines_proj
+    home_pins = (p.root / "vendor" / "pins.toml").read_bytes()
+    home_head = git(p.vendor, "rev-parse", "HEAD")
+    originals = {f.name: f.read_bytes() for f in p.patches.glob("*.patch")}
+    # one series serves both lines: a drop on one line would drop it on the other, whose release still needs it
+    assert p.run("--line", "new", "rebase", "toypkg==1.2.0", "--env", "source", "--drop", "0002") == 2
+    assert "0002-memory-stage-loads-on-the-CPU.patch would leave patches/toypkg/series, and the old line(s)" in \
+        capsys.readouterr().err
+    assert p.run("--line", "new", "rebase", "toypkg==1.2.0", "--env", "source") == 0
+    out, err = capsys.readouterr()
+    assert "toypkg 1.0.0 -> 1.2.0 on the new line" in out and "in vendor/new/toypkg" in out
+    assert 'version = "1.2.0"' in (p.root / "vendor" / "new.pins.toml").read_text()
+    assert (p.root / "vendor" / "pins.toml").read_bytes() == home_pins  # the other line's pins: not a byte moved
+    assert git(p.vendor, "rev-parse", "HEAD") == home_head  # nor its checkout
+    assert (p.root / "build" / "rebase" / "new" / "toypkg-1.2.0.json").is_file()
+    assert not (p.root / "build" / "rebase" / "new" / "toypkg").exists()  # its state: gone when it finishes
+    assert "0002-memory-stage-loads-on-the-CPU.patch looks landed" in err  # kept: with another line, never asked
+    # The original line's export rewrote the originals of the 3-way merges: the old line keeps the diffs it applies,
+    # as its own copies (the same fix, its release's context), and both lines still apply and export as they are.
+    changed = sorted(n for n, b in originals.items() if (p.patches / n).read_bytes() != b)
+    assert [n[:4] for n in changed] == ["0002", "0004", "0005"], out
+    assert all((p.patches / "lines" / "old" / n).read_bytes() == originals[n] for n in changed)
+    assert "the old line keeps its diff of 0004-project-declare-the-readme.patch as its own copy" in out
+    assert p.run("apply") == 0 and p.run("export", "--check") == 0
+    assert git(p.vendor, "rev-parse", "HEAD") == home_head
+
+
+def test_a_line_rebase_continue_and_abort_follow_its_line(lines_proj: Project, capsys):
+    p = lines_proj
+    before = line_snapshot(p)
+    assert p.run("--line", "new", "rebase", "toypkg==1.1.0", "--env", "source") == errors.PatchConflict.exit_code
+    err = capsys.readouterr().err
+    assert "vendor/new/toypkg is stopped in `git am`" in err and "make rebase-continue DROP=0002 LINE=new" in err
+    state = json.loads((p.root / "build" / "rebase" / "new" / "toypkg" / "state.json").read_text())
+    assert (state["line"], state["key"], state["pins_file"]) == ("new", "new/toypkg", "vendor/new.pins.toml")
+    assert (p.root / "vendor" / "new" / "toypkg" / ".git" / "rebase-apply").exists()
+    assert not (p.vendor / ".git" / "rebase-apply").exists()
+    # continue without LINE=: the one rebase in progress, on its line; it stops on 0005, in the line's checkout
+    assert p.run("rebase-continue", "--drop", "0002") == errors.PatchConflict.exit_code
+    assert "make rebase-continue LINE=new" in capsys.readouterr().err
+    assert p.run("--line", "old", "rebase-abort") == errors.UsageError.exit_code  # no rebase on that line
+    assert p.run("--line", "new", "rebase-abort") == 0
+    assert line_snapshot(p) == before

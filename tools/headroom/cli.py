@@ -157,15 +157,15 @@ def _first_only(args: argparse.Namespace) -> str | None:
 
 def cmd_rebase(args: argparse.Namespace) -> int:
     factory = rebase_mod.source_env if args.env == "source" else rebase_mod.wheel_env
-    return rebase_mod.start(_root(args), args.requirement, drop=args.drop, env_factory=factory)
+    return rebase_mod.start(_root(args), args.requirement, line=args.line, drop=args.drop, env_factory=factory)
 
 
 def cmd_rebase_continue(args: argparse.Namespace) -> int:
-    return rebase_mod.resume(_root(args), _first_only(args), drop=args.drop)
+    return rebase_mod.resume(_root(args), _first_only(args), line=args.line, drop=args.drop)
 
 
 def cmd_rebase_abort(args: argparse.Namespace) -> int:
-    return rebase_mod.abort(_root(args), _first_only(args))
+    return rebase_mod.abort(_root(args), _first_only(args), line=args.line)
 
 
 def cmd_pr(args: argparse.Namespace) -> int:
@@ -178,7 +178,8 @@ def cmd_canary(args: argparse.Namespace) -> int:
 
     factory = canary.source_env if args.env == "source" else canary.wheel_env
     guards = Path(args.guards) if args.guards else canary.GUARDS
-    return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory)
+    return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory,
+                      line=args.line)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -218,8 +219,11 @@ docs/reference/ (make docs builds the site into build/site/)."""
 # ignored there.
 HONOURS_ONLY = frozenset({"fetch", "apply", "export", "build", "test", "publish", "rebase-continue", "rebase-abort"})
 ONE_ONLY = frozenset({"rebase-continue", "rebase-abort"})  # these act on one upstream's rebase
-# The subcommands that run once per release line (--line LINE: one). The others act on the home line's pins.
-HONOURS_LINE = frozenset({"fetch", "apply", "export", "build", "test", "publish", "bench", "pr"})
+# The subcommands that run once per release line (--line LINE: one), or on one line (rebase: the line it moves, needed
+# when several lines pin the upstream; rebase-continue/-abort: the line of the rebase in progress; pr: the line it
+# proposes from; canary: the lines it judges, default all). The others act on the home line's pins.
+HONOURS_LINE = frozenset({"fetch", "apply", "export", "build", "test", "publish", "bench", "pr", "rebase",
+                          "rebase-continue", "rebase-abort", "canary"})
 LOOPS_LINES = frozenset({"fetch", "apply", "export", "build", "test", "publish"})  # run once per line
 
 
@@ -234,8 +238,9 @@ def parser() -> argparse.ArgumentParser:
                    + "; the other subcommands refuse it")
     p.add_argument("--line", metavar="LINE", default=None,
                    help="one release line of vendor/lines.toml (LINE=): " + ", ".join(sorted(LOOPS_LINES))
-                   + " run on it alone (default: every line, in order); bench --part measures it; pr proposes "
-                   "from it (default: the original line, vendor/lines.toml)")
+                   + " run on it alone (default: every line, in order); canary judges it alone; bench --part "
+                   "measures it; pr proposes from it (default: the original line, vendor/lines.toml); rebase moves "
+                   "it (needed when several lines pin the upstream); rebase-continue/-abort: its rebase")
     p.add_argument("--no-wait", action="store_true",
                    help="fail at once (exit 40) instead of waiting when another run holds a lock (also NO_WAIT=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
@@ -356,7 +361,10 @@ def _check(args: argparse.Namespace) -> None:
     if args.command == "canary" and args.releases is not None:
         from .upkeep.canary import plan
 
-        plan.parse_releases(args.releases, pins_mod.load(_root(args)))
+        chosen = lines_mod.select(lines_mod.load(_root(args)), args.line)
+        plan.parse_releases(args.releases, [p for ln in chosen for p in ln.pins])
+    if args.command == "rebase":
+        rebase_mod.resolve(_root(args), args.requirement, args.line)  # which line: a usage error names each
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,6 +394,13 @@ def _locks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
         names = [p.key for p in _pins(args)]
     elif args.command == "pr" and "/" in args.patch:  # the checkout of the line it proposes from
         names = [pr_mod.line_pin(_root(args), args.patch.split("/", 1)[0], args.line).key]
-    else:  # the home line's checkouts (rebase, pr: vendor/<name>)
+    elif args.command == "rebase":  # the checkout of the line it moves
+        names = [rebase_mod.resolve(_root(args), args.requirement, args.line)[1].key]
+    elif args.command in ("rebase-continue", "rebase-abort"):  # every line's checkouts of the upstream(s)
+        lines = lines_mod.select(lines_mod.load(_root(args)), args.line)
+        known = [p for ln in lines for p in ln.pins]
+        pins_mod.select(known, args.only)
+        names = [p.key for p in known if not args.only or p.name in args.only]
+    else:  # the home line's checkouts (pr: vendor/<name>)
         names = [p.key for p in pins_mod.select(pins_mod.load(_root(args)), args.only)]
     return lock.for_command(_root(args), args.command, names)

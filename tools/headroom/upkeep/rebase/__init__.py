@@ -1,6 +1,6 @@
 """rebase: carry one upstream's series to a new release, patch by patch, resumably.
 
-``headroom rebase transformers==5.23.0``:
+``headroom rebase transformers==5.23.0`` (``--line newest``: on that release line, vendor/lines.toml):
 
 0. applies the series first when vendor/<name> is not its applied checkout (a fresh clone);
    a checkout holding unsaved work is refused, as ``apply`` refuses it;
@@ -22,6 +22,12 @@
 5. at the end exports the new series, writes the new pin and re-runs ``apply`` so the
    checkout is canonical.
 
+With release lines every step is the line's: its pins file (vendor/pins.toml or vendor/<line>.pins.toml), its
+checkout (vendor/[<line>/]<name>), its series (its own copies where it has them), and the export writes the files it
+uses (the original on the original line, its own copies on another: export.diff). Without ``--line`` the one line
+that pins the upstream is meant; when several pin it, ``--line`` is required (:func:`resolve`). The state names the
+line, so rebase-continue and rebase-abort follow it.
+
 Patches found ``landed`` are dropped only when confirmed (``--drop`` / ``DROP=``, or a
 prompt when stdin is a terminal); ``empty`` ones leave no commit, so they are dropped.
 """
@@ -36,14 +42,15 @@ from pathlib import Path
 
 from ...ground import ui
 from ...ground.errors import LandedCheckNotRun, NotApplied, PatchConflict, UnsavedWork, UsageError
-from ...ground.fsutil import atomic_write_json
+from ...ground.fsutil import atomic_write, atomic_write_json
 from ...ground.vcs import Repo
-from ...sources import archive, checkout, fetch, export as export_mod, pins as pins_mod, series as series_mod
+from ...sources import archive, checkout, fetch, export as export_mod, lines as lines_mod, pins as pins_mod
+from ...sources import series as series_mod
 from ...sources.pins import Pin
 from ...proof.testrun import run_in_env
 from . import conflict as conflict_mod, landed as landed_mod, state as state_mod
 from .landed import EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the command line picks one)
-from .state import REBASE_DIR, STATE
+from .state import REBASE_DIR
 
 BRANCH = "headroom-rebase"
 # A row's detail for each kind of empty patch (conflict_mod.am_patch's "empty").
@@ -67,6 +74,31 @@ def _find_pin(pins: list[Pin], name: str) -> Pin:
     return pins_mod.select(pins, [name])[0]  # raises with a "did you mean"
 
 
+def resolve(root: Path, requirement: str, line: str | None = None) -> tuple[lines_mod.Line, Pin]:
+    """The release line a rebase moves and its pin of the upstream named in ``requirement``. ``line`` (LINE=) picks
+    one; without it the one line that pins the upstream, and a usage error naming each line when several do."""
+    name, version = parse_requirement(requirement)
+    lines = lines_mod.load(root)
+    if line:
+        (chosen,) = lines_mod.select(lines, line)
+        pin = next((p for p in chosen.pins if name in (p.name, p.distribution)), None)
+        if pin is None:
+            raise UsageError(f"the {chosen.name} line does not pin {name} ({chosen.pins_file} pins "
+                             f"{', '.join(p.name for p in chosen.pins)}). To add it to the line, add a [{name}] table "
+                             f"there and `make apply LINE={chosen.name}`; to move another line, name it: "
+                             f"LINE={' or LINE='.join(ln.name for ln in lines if ln.carries(name)) or '?'}.")
+        return chosen, pin
+    carrying = [(ln, p) for ln in lines for p in ln.pins if name in (p.name, p.distribution)]
+    if not carrying:
+        _find_pin([p for ln in lines for p in ln.pins], name)  # raises with a "did you mean"
+    if len(carrying) > 1:
+        which = ", ".join(f"{ln.name} ({p.name} {p.version}, {ln.pins_file})" for ln, p in carrying)
+        raise UsageError(f"{name} is pinned on {len(carrying)} release lines: {which}. Say which one moves: "
+                         + " or ".join(f"`make rebase PIN={name}=={version} LINE={ln.name}`" for ln, _ in carrying)
+                         + ". `make canary` says which line a release is for.")
+    return carrying[0]
+
+
 def _split(values: list[str] | None) -> list[str]:
     return [t for v in values or [] for t in v.split(",") if t.strip()]
 
@@ -83,7 +115,7 @@ def _apply_first(root: Path, pin: Pin, series: series_mod.Series) -> None:
     A checkout holding unsaved work is refused by apply itself (UnsavedWork), nothing changed."""
     if _applied(root, pin, series):
         return
-    ui.step("rebase", f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/: apply it first")
+    ui.step("rebase", f"{pin.vendor} is not the applied checkout of patches/{pin.name}/: apply it first")
     checkout.apply(root, pin)
 
 
@@ -91,7 +123,7 @@ def _require_clean_checkout(root: Path, pin: Pin, series: series_mod.Series) -> 
     dest = checkout.vendor_dir(root, pin)
     state = checkout.read_state(dest)
     if not _applied(root, pin, series):
-        raise NotApplied(f"vendor/{pin.name} is not the applied checkout of patches/{pin.name}/. Run `make apply` "
+        raise NotApplied(f"{pin.vendor} is not the applied checkout of patches/{pin.name}/. Run `make apply` "
                          "first (and `make export` before it if the checkout holds work you want to keep).")
     repo = Repo(dest)
     problems = []
@@ -103,7 +135,7 @@ def _require_clean_checkout(root: Path, pin: Pin, series: series_mod.Series) -> 
     if dirty:
         problems.append(f"uncommitted edits: {len(dirty)} path(s), e.g. {dirty[0].strip()}")
     if problems:
-        raise UnsavedWork(f"vendor/{pin.name} holds work that is not in patches/{pin.name}/; nothing was changed. "
+        raise UnsavedWork(f"{pin.vendor} holds work that is not in patches/{pin.name}/; nothing was changed. "
                           f"Record it (`make export`, then `make apply`) or discard it (`make apply FORCE=1`), "
                           "then rebase.", details="\n".join(f"  - {p}" for p in problems))
     return repo
@@ -112,7 +144,7 @@ def _require_clean_checkout(root: Path, pin: Pin, series: series_mod.Series) -> 
 def _import_pristine(root: Path, repo: Repo, new: Pin) -> tuple[str, Path]:
     """The new sdist extracted under build/rebase/ and committed as apply would (checkout.import_pristine)."""
     sdist = fetch.fetch(new, "sdist")
-    tree = state_mod.rebase_dir(root, new.name) / f"pristine-{new.version}"
+    tree = state_mod.rebase_dir(root, new.key) / f"pristine-{new.version}"
     if tree.exists():
         shutil.rmtree(tree)
     epoch = archive.extract(sdist, tree, strip_top=True)
@@ -130,43 +162,55 @@ def _confirm(names: list[str], question: str) -> list[str]:
     return chosen
 
 
-def start(root: Path, requirement: str, *, drop: list[str] | None = None, env_factory: EnvFactory = wheel_env,
-          runner: Runner = run_in_env) -> int:
-    name, version = parse_requirement(requirement)
-    all_pins = pins_mod.load(root)
-    pin = _find_pin(all_pins, name)
-    if state_mod.load(root, pin.name):
-        raise UsageError(f"a rebase of {pin.name} is already in progress. Go on with `make rebase-continue` "
-                         "or undo it with `make rebase-abort`.")
+def _on(state: dict) -> str:
+    """`` LINE=<line>`` for the messages of a line's rebase (nothing without lines)."""
+    return f" LINE={state['line']}" if state.get("line") else ""
+
+
+def start(root: Path, requirement: str, *, line: str | None = None, drop: list[str] | None = None,
+          env_factory: EnvFactory = wheel_env, runner: Runner = run_in_env) -> int:
+    _, version = parse_requirement(requirement)
+    chosen, pin = resolve(root, requirement, line)
+    on = _on({"line": chosen.name})
+    if state_mod.load(root, pin.key):
+        raise UsageError(f"a rebase of {pin.vendor} is already in progress. Go on with `make rebase-continue{on}` "
+                         f"or undo it with `make rebase-abort{on}`.")
     if version == pin.version:
-        raise UsageError(f"{pin.name} is already pinned to {version}; nothing to rebase.")
+        raise UsageError(f"{pin.name} is already pinned to {version} in {chosen.pins_file}; nothing to rebase.")
     series = series_mod.load(root, pin.name, pin.line)
     names = [p.name for p in series.patches]
     drops = series_mod.match(_split(drop), names, pin.name)
+    siblings = _siblings(root, chosen, pin.name)
+    if drops and siblings:
+        raise UsageError(_shared_series(pin, chosen.name, siblings, drops, on) + " Nothing was changed.")
     _apply_first(root, pin, series)
     repo = _require_clean_checkout(root, pin, series)
-    ui.step("rebase", f"{pin.name} {pin.version} -> {version}: download (trust on first use)")
+    ui.step("rebase", f"{pin.name} {pin.version} -> {version}" + (f" on the {chosen.name} line" if chosen.name else "")
+            + ": download (trust on first use)")
     new = fetch.download_unpinned(pin, version)
     old_state = checkout.read_state(repo.path)
     state = {
         "name": pin.name, "old": dataclasses.asdict(pin), "new": dataclasses.asdict(new), "patches": names,
         "old_commits": old_state["commits"][1 : 1 + len(names)], "next": 0, "results": [], "drop": drops,
-        "phase": "starting",
+        "phase": "starting", "key": pin.key, "line": chosen.name, "original": chosen.original,
+        "pins_file": chosen.pins_file.as_posix(),
+        "series_files": [p.relative_to(series.folder).as_posix() for p in series.patches],
     }
-    state["saved"] = state_mod.save(root, pin, repo)
+    state["saved"] = state_mod.save(root, pin, repo, root / chosen.pins_file)
     state_mod.save_state(root, state)
-    ui.step("rebase", f"pristine {new.version} -> tag {checkout.upstream_tag(new)} in vendor/{pin.name}")
+    ui.step("rebase", f"pristine {new.version} -> tag {checkout.upstream_tag(new)} in {pin.vendor}")
     _, tree = _import_pristine(root, repo, new)
     ui.step("rebase", f"each patch's own tests on pristine {new.version} (landed?)")
     try:
         state["landed"] = landed_mod.checks(root, repo, state, new, tree, env_factory, runner)
     except LandedCheckNotRun:
         state_mod.restore(root, state)  # a rebase without its landed check would not be honest: undo it
-        shutil.rmtree(state_mod.rebase_dir(root, pin.name))
+        shutil.rmtree(state_mod.rebase_dir(root, pin.key))
         ui.info(f"{pin.name} is back on {pin.version}: pins, patches and checkout as before the rebase")
         raise
     landed = [n for n in names if state["landed"][n]["verdict"] == "landed" and n not in drops]
-    state["drop"] = drops + _confirm(landed, "its tests pass on the pristine new upstream: drop")
+    state["siblings"] = siblings
+    state["drop"] = drops + ([] if siblings else _confirm(landed, "its tests pass on the pristine new upstream: drop"))
     repo("checkout", "-q", "-f", "-B", BRANCH, checkout.upstream_tag(new))
     state["phase"] = "replaying"
     state_mod.save_state(root, state)
@@ -196,13 +240,16 @@ def _show_range_diff(result: dict, new: Pin) -> None:
 def _replay(root: Path, state: dict) -> int:
     name = state["name"]
     new = Pin(**state["new"])
-    repo = Repo(root / "vendor" / name)
-    saved_patches = state_mod.rebase_dir(root, name) / "saved" / "patches"
-    ui.step("rebase", f"replay patches/{name}/ on {checkout.upstream_tag(new)} (git am -3)")
+    on = _on(state)
+    repo = Repo(checkout.vendor_dir(root, new))
+    saved_patches = state_mod.rebase_dir(root, state_mod.key(state)) / "saved" / "patches"
+    sources = state.get("series_files") or state["patches"]  # the line's own copy of a patch, where it has one
+    ui.step("rebase", f"replay patches/{name}/" + (f" ({state['line']} line)" if state.get("line") else "")
+            + f" on {checkout.upstream_tag(new)} (git am -3)")
     while state["next"] < len(state["patches"]):
         i = state["next"]
         pname = state["patches"][i]
-        patch = saved_patches / pname
+        patch = saved_patches / sources[i]
         landed = state["landed"].get(pname, {})
         is_l = landed.get("verdict") == "landed"
         result = {"patch": pname, "status": "", "detail": ""}
@@ -238,12 +285,12 @@ def _replay(root: Path, state: dict) -> int:
                             f"({landed_mod.could_not_run_text(landed)}).")
                 if is_l:
                     hint = (f" Its own tests already pass on pristine {new.version} ({landed['summary']}): it has "
-                            f"landed upstream; dropping it is likely right: `make rebase-continue DROP={num}`.")
+                            f"landed upstream; dropping it is likely right: `make rebase-continue DROP={num}{on}`.")
                 raise PatchConflict(
-                    f"patches/{name}/{pname} conflicts with {new.distribution} {new.version}; vendor/{name} is stopped "
-                    f"in `git am` on branch {BRANCH}.{hint} Resolve it: cd vendor/{name}; fix the files listed below "
-                    f"(conflict markers); git add them; then `make rebase-continue`. Or drop this patch: "
-                    f"`make rebase-continue DROP={num}`. Or undo everything: `make rebase-abort`.",
+                    f"patches/{name}/{sources[i]} conflicts with {new.distribution} {new.version}; {new.vendor} is "
+                    f"stopped in `git am` on branch {BRANCH}.{hint} Resolve it: cd {new.vendor}; fix the files listed "
+                    f"below (conflict markers); git add them; then `make rebase-continue{on}`. Or drop this patch: "
+                    f"`make rebase-continue DROP={num}{on}`. Or undo everything: `make rebase-abort{on}`.",
                     details=report,
                 )
             if landed.get("verdict") == "unknown" and result["status"] in ("clean", "3-way", "empty"):
@@ -280,53 +327,123 @@ def _finish(root: Path, state: dict) -> int:
             ui.info(f"dropped {r['patch']}: empty on {new.version} ({r['detail']})")
         elif r["status"] == "landed" and not r.get("commit"):
             ui.info(f"dropped {r['patch']}: landed ({ev.get('summary')} on {ev.get('env')})")
+    on = _on(state)
     for r in kept_landed:
         ui.warn(f"{r['patch']} looks landed ({r['detail']}) but was kept (not confirmed). To drop it later: "
-                f"`make rebase-abort` now and `make rebase PIN={new.distribution}=={new.version} DROP={r['patch'][:4]}`, "
-                f"or remove it from patches/{name}/ after this rebase and `make apply`.")
+                f"`make rebase-abort{on}` now and `make rebase PIN={new.distribution}=={new.version} "
+                f"DROP={r['patch'][:4]}{on}`, or remove it from patches/{name}/ after this rebase and `make apply`.")
     by_hand = [r["patch"] for r in results if r["status"] == "conflict" and r.get("commit")]
     for pname in by_hand:
         ui.warn(f"{pname} was resolved by hand: its commit message and tests still describe {old.version}. Review "
-                f"them on {new.version} (cd vendor/{name}; git rebase -i {checkout.upstream_tag(new)}; make export), "
-                "then `make build test`.")
-    # The replay commits become the series (a patch dropped as confirmed was never committed).
-    ui.step("rebase", f"export patches/{name}/, pin {new.requirement}, apply")
-    export_mod.export(root, new)
-    pins_mod.write(root, new)
-    ui.info(f"vendor/pins.toml: [{name}] -> {new.version} (sdist sha256 {new.sdist_sha256}, wheel sha256 {new.wheel_sha256})")
-    report = {"name": name, "from": old.version, "to": new.version,
+                f"them on {new.version} (cd {new.vendor}; git rebase -i {checkout.upstream_tag(new)}; make export{on}), "
+                f"then `make build test{on}`.")
+    lost = [r["patch"] for r in results if not r.get("commit")]
+    if lost and state.get("siblings"):
+        raise UsageError(f"the rebase of {new.vendor} cannot finish: {', '.join(lost)} left the series on "
+                         f"{new.version} (empty: upstream has the change), and the {' and '.join(state['siblings'])} "
+                         f"line(s) apply the same patches/{name}/series: it would be dropped there too, where its "
+                         f"release still needs it. Nothing was written; undo it with `make rebase-abort{on}`, then "
+                         f"move or retire the {' and '.join(state['siblings'])} line(s) first "
+                         "(docs/how-to/pick-a-line.md).")
+    # The replay commits become the series (a patch dropped as confirmed was never committed): written to the files
+    # this line uses (the original on the original line, the line's own copies on another).
+    pins_path = state_mod.pins_file(root, state)
+    ui.step("rebase", f"export patches/{name}/, pin {new.requirement} in {pins_path.relative_to(root)}, apply")
+    others = _other_lines(root, state)
+    export_mod.export(root, new, original=state.get("original", True))
+    _keep_for_other_lines(root, name, others, results)
+    pins_mod.write(root, new, pins_path)
+    ui.info(f"{pins_path.relative_to(root)}: [{name}] -> {new.version} (sdist sha256 {new.sdist_sha256}, "
+            f"wheel sha256 {new.wheel_sha256})")
+    report = {"name": name, "line": state.get("line", ""), "from": old.version, "to": new.version,
               "results": [{k: v for k, v in r.items()} for r in results], "landed": state["landed"]}
-    atomic_write_json(root / REBASE_DIR / f"{name}-{new.version}.json", report)
+    atomic_write_json(report_path(root, new), report)
     checkout.apply(root, new)
-    shutil.rmtree(state_mod.rebase_dir(root, name))
-    ui.info(f"done: report in {REBASE_DIR}/{name}-{new.version}.json; review and commit vendor/pins.toml and patches/{name}/")
+    shutil.rmtree(state_mod.rebase_dir(root, state_mod.key(state)))
+    ui.info(f"done: report in {report_path(root, new).relative_to(root)}; review and commit "
+            f"{pins_path.relative_to(root)} and patches/{name}/")
     return 0
+
+
+def report_path(root: Path, pin: Pin) -> Path:
+    """build/rebase/<name>-<version>.json; a line's other than the home line's: build/rebase/<line>/<name>-<version>.json."""
+    return root / REBASE_DIR / pin.folder / f"{pin.name}-{pin.version}.json"
+
+
+def _siblings(root: Path, line: lines_mod.Line, name: str) -> list[str]:
+    """The other lines that pin upstream ``name``: they apply the same series (patches/<name>/series)."""
+    return [ln.name for ln in lines_mod.load(root) if ln.name != line.name and ln.carries(name)] if line.name else []
+
+
+def _shared_series(pin: Pin, line: str, siblings: list[str], lost: list[str], on: str) -> str:
+    """Why a line's rebase cannot leave a patch out while another line applies the same series, and what to do."""
+    return (f"{', '.join(lost)} would leave patches/{pin.name}/series, and the {' and '.join(siblings)} line(s) apply "
+            f"the same series (one series serves every line that pins {pin.name}): it would be dropped there too, "
+            f"where its release still needs it. Keep it on the {line} line for now (`make rebase PIN={pin.name}==<version>"
+            f"{on}` without DROP=; a landed patch that still applies is kept and said), or first move or retire the "
+            f"{' and '.join(siblings)} line(s) (docs/how-to/pick-a-line.md).")
+
+
+def _other_lines(root: Path, state: dict) -> dict[str, dict[str, bytes]]:
+    """{line: {patch file name: the bytes it applies today}} for every other line that pins this upstream and uses
+    the original of a patch (no copy of its own): what this rebase's export must not take from it."""
+    name, line = state["name"], state.get("line", "")
+    if not line:
+        return {}
+    out: dict[str, dict[str, bytes]] = {}
+    for other in lines_mod.load(root):
+        if other.name != line and other.carries(name):
+            series = series_mod.load(root, name, other.name)
+            out[other.name] = {p.name: p.read_bytes() for p in series.patches if p.parent == series.folder}
+    return out
+
+
+def _keep_for_other_lines(root: Path, name: str, others: dict[str, dict[str, bytes]], results: list[dict]) -> None:
+    """The export rewrote (or removed) an original another line still applies: that line keeps what it had. A patch
+    whose new diff is the same fix in other context becomes that line's own copy; any other change is said, with the
+    command that carries it over."""
+    folder = root / series_mod.PATCHES_DIR / name
+    for line, used in others.items():
+        for pname, old in used.items():
+            new = (folder / pname).read_bytes() if (folder / pname).is_file() else None
+            if new == old:
+                continue
+            if new is not None and not series_mod.drift(new, old):
+                copy = series_mod.copy_path(folder, line, pname)
+                atomic_write(copy, old)
+                ui.info(f"the {line} line keeps its diff of {pname} as its own copy "
+                        f"({copy.relative_to(root)}): the same fix, its release's context")
+                continue
+            what = "was dropped" if new is None else "changed its fix"
+            ui.warn(f"patches/{name}/{pname} {what} on this line, and the {line} line applies the same series: "
+                    f"check it there (`make apply test LINE={line}`); a patch that line still needs is restored from "
+                    f"git (`git show HEAD:patches/{name}/{pname}`) as its own copy, "
+                    f"patches/{name}/lines/{line}/{pname}.")
 
 
 # --------------------------------------------------------------------------- continue / abort
 
-def _in_progress(root: Path, name: str | None) -> dict:
-    base = root / REBASE_DIR
-    found = sorted(p.name for p in base.iterdir() if (p / STATE).exists()) if base.exists() else []
-    if name:
-        found = [n for n in found if n == name]
+def _in_progress(root: Path, name: str | None, line: str | None = None) -> dict:
+    """The one rebase in progress (of upstream ``name``, on ``line``, when given): its state, which names its line."""
+    found = [s for s in state_mod.found(root) if (not name or s["name"] == name) and (not line or s.get("line") == line)]
     if not found:
-        raise UsageError("no rebase in progress. Start one with `make rebase PIN=name==version`.")
+        raise UsageError("no rebase in progress" + (f" of {name}" if name else "") + (f" on the {line} line" if line else "")
+                         + ". Start one with `make rebase PIN=name==version" + (f" LINE={line}" if line else "") + "`.")
     if len(found) > 1:
-        raise UsageError(f"rebases of {', '.join(found)} are in progress: choose one with --only NAME (ONLY=NAME).")
-    state = state_mod.load(root, found[0])
-    assert state is not None
-    return state
+        which = ", ".join(f"vendor/{state_mod.key(s)}" for s in found)
+        raise UsageError(f"rebases of {which} are in progress: choose one with ONLY=NAME and LINE=LINE "
+                         f"(e.g. `make rebase-continue ONLY={found[0]['name']}{_on(found[0])}`).")
+    return found[0]
 
 
-def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None) -> int:
-    state = _in_progress(root, name)
+def resume(root: Path, name: str | None = None, *, line: str | None = None, drop: list[str] | None = None) -> int:
+    state = _in_progress(root, name, line)
     name = state["name"]
     state["drop"] = list(dict.fromkeys(state["drop"] + series_mod.match(_split(drop), state["patches"], name)))
-    repo = Repo(root / "vendor" / name)
+    repo = Repo(checkout.vendor_dir(root, Pin(**state["new"])))
     if state["phase"] == "starting":
-        raise UsageError(f"the rebase of {name} stopped before the replay began. Undo it with `make rebase-abort` "
-                         "and start again.")
+        raise UsageError(f"the rebase of {name} stopped before the replay began. Undo it with "
+                         f"`make rebase-abort{_on(state)}` and start again.")
     if state["phase"] == "conflict":
         conflict = state["conflict"]
         pname = conflict["patch"]
@@ -345,8 +462,9 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
             marked = conflict_mod.staged_markers(repo)
             if left or marked:
                 raise PatchConflict(
-                    f"{pname} is not resolved yet in vendor/{name}. Fix the files, `git add` them, then "
-                    f"`make rebase-continue` (or drop it: `make rebase-continue DROP={pname[:4]}`).",
+                    f"{pname} is not resolved yet in {repo.path.relative_to(root)}. Fix the files, `git add` them, "
+                    f"then `make rebase-continue{_on(state)}` (or drop it: `make rebase-continue DROP={pname[:4]}"
+                    f"{_on(state)}`).",
                     details="\n".join([f"  unmerged: {f}" for f in left] + [f"  still has conflict markers: {f}" for f in marked]),
                 )
             if repo.try_("diff", "--cached", "--quiet", "HEAD")[0]:  # the resolution leaves nothing to commit
@@ -355,8 +473,8 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
             else:
                 ok, out = repo.try_("am", "--continue")
                 if not ok:
-                    raise PatchConflict(f"git am --continue failed in vendor/{name}; fix what it says, then "
-                                        "`make rebase-continue` again.", details=out)
+                    raise PatchConflict(f"git am --continue failed in {repo.path.relative_to(root)}; fix what it "
+                                        f"says, then `make rebase-continue{_on(state)}` again.", details=out)
                 result.update(status="conflict", detail="resolved by hand", commit=repo.head())
         else:  # resolved (or skipped) with git am directly
             if repo.head() == conflict["before"]:
@@ -373,17 +491,18 @@ def resume(root: Path, name: str | None = None, *, drop: list[str] | None = None
         state.pop("conflict", None)
         state_mod.save_state(root, state)
     elif repo.am_in_progress():
-        raise UnsavedWork(f"vendor/{name} is in `git am` but the rebase did not stop there; finish or abort it "
-                          "(git am --abort), then `make rebase-continue`.")
+        raise UnsavedWork(f"{repo.path.relative_to(root)} is in `git am` but the rebase did not stop there; finish or "
+                          f"abort it (git am --abort), then `make rebase-continue{_on(state)}`.")
     return _replay(root, state)
 
 
-def abort(root: Path, name: str | None = None) -> int:
-    state = _in_progress(root, name)
+def abort(root: Path, name: str | None = None, *, line: str | None = None) -> int:
+    state = _in_progress(root, name, line)
     name = state["name"]
-    ui.step("rebase-abort", f"{name}: restoring vendor/pins.toml, patches/{name}/ and vendor/{name}")
+    ui.step("rebase-abort", f"{name}: restoring {state_mod.pins_file(root, state).relative_to(root)}, patches/{name}/ "
+            f"and vendor/{state_mod.key(state)}")
     state_mod.restore(root, state)
-    shutil.rmtree(state_mod.rebase_dir(root, name))
+    shutil.rmtree(state_mod.rebase_dir(root, state_mod.key(state)))
     old = Pin(**state["old"])
     ui.info(f"{name} is back on {old.version}: pins, patches and checkout as before the rebase")
     return 0

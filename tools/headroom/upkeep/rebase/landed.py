@@ -36,7 +36,17 @@ def source_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv:
 
 
 def landed_env_name(pin: Pin) -> str:
-    return f"landed-{pin.name}-{pin.version}"
+    """landed-<name>-<version>; a line's other than the home line's: landed-<line>-<name>-<version>."""
+    return f"landed-{pin.folder + '-' if pin.folder else ''}{pin.name}-{pin.version}"
+
+
+def line_pins(root: Path, pin: Pin) -> list[Pin]:
+    """The pins of ``pin``'s release line (vendor/pins.toml's without lines, or for the home line)."""
+    if not pin.folder:
+        return pins_mod.load(root)
+    from ...sources import lines as lines_mod
+
+    return next(list(ln.pins) for ln in lines_mod.load(root) if ln.name == pin.line)
 
 
 def wheel_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv:
@@ -44,7 +54,7 @@ def wheel_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv:
     ``wheel`` (the new release of ``pin``) in place of its old pin; made when missing, reused when up to date."""
     from ...proof import envs
 
-    all_pins = pins_mod.load(root)
+    all_pins = line_pins(root, pin)
     wheels = [wheel if p.name == pin.name else fetch.fetch(p, "wheel") for p in all_pins]
     name = landed_env_name(pin)
     try:
@@ -57,9 +67,12 @@ def wheel_env(root: Path, pin: Pin, tree: Path, wheel: Path) -> TestEnv:
     return TestEnv(py, (), f"official {wheel.name} in build/envs/{name}")
 
 
-def _old_pristine_outcomes(root: Path, name: str) -> dict[str, dict[str, str]]:
-    """{patch file name: outcomes on the old pristine} from build/report.json's proof section, when present."""
-    entries = testrun.read_report(root).get("proof", [])
+def _old_pristine_outcomes(root: Path, name: str, line: str = "") -> dict[str, dict[str, str]]:
+    """{patch file name: outcomes on the old pristine} from build/report.json's proof section (``line``'s, when the
+    report has one), when present."""
+    report = testrun.read_report(root)
+    lines = report.get("lines") if isinstance(report.get("lines"), dict) else {}
+    entries = (lines.get(line) or report).get("proof", []) if line else report.get("proof", [])
     return {Path(e["patch"]).name: e.get("pristine", {}).get("outcomes", {}) for e in entries
             if e.get("upstream") == name and "patch" in e}
 
@@ -81,7 +94,7 @@ def _verdict(outcomes: dict[str, str], unknown: dict[str, str], before: dict[str
 def checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, env_factory: EnvFactory,
            runner: Runner) -> dict[str, dict]:
     wheel = fetch.fetch(new, "wheel")
-    old_pristine = _old_pristine_outcomes(root, state["name"])
+    old_pristine = _old_pristine_outcomes(root, state["name"], state.get("line", ""))
     env: TestEnv | None = None
     out: dict[str, dict] = {}
     for name, commit in zip(state["patches"], state["old_commits"]):
@@ -91,7 +104,7 @@ def checks(root: Path, repo: Repo, state: dict, new: Pin, tree: Path, env_factor
             continue
         env = env or env_factory(root, new, tree, wheel)
         work = testrun.copy_tests(testrun.from_commit(repo, commit), files,
-                                  rebase_dir(root, new.name) / "landed" / Path(name).stem)
+                                  rebase_dir(root, new.key) / "landed" / Path(name).stem)
         outcomes = runner(work, files, env)
         unknown = testrun.not_run(testrun.junit_in(work))
         outcomes = {**outcomes, **{t: "unknown" for t in unknown}}

@@ -1,5 +1,7 @@
-"""rebase's own state: build/rebase/<name>/ (the state file, and what the rebase may change, saved so that
-``rebase-abort`` restores it byte for byte)."""
+"""rebase's own state: build/rebase/<key>/ (the state file, and what the rebase may change, saved so that
+``rebase-abort`` restores it byte for byte). ``<key>`` is the checkout's path under vendor/ (``transformers`` on the
+home line, ``newest/transformers`` on the newest line), so two lines' rebases of one upstream never meet; the state
+names the line and its pins file, and continue and abort follow them."""
 
 from __future__ import annotations
 
@@ -16,19 +18,37 @@ REBASE_DIR = Path("build") / "rebase"
 STATE = "state.json"
 
 
-def rebase_dir(root: Path, name: str) -> Path:
-    return root / REBASE_DIR / name
+def rebase_dir(root: Path, key: str) -> Path:
+    """build/rebase/<key>/ of the checkout vendor/<key> (Pin.key)."""
+    return root / REBASE_DIR / key
 
 
-def load(root: Path, name: str) -> dict | None:
-    path = rebase_dir(root, name) / STATE
+def key(state: dict) -> str:
+    """The checkout a rebase's state is about (a state written before lines has only its name)."""
+    return state.get("key") or state["name"]
+
+
+def pins_file(root: Path, state: dict) -> Path:
+    """The pins file the rebase records the new pin in: its line's (vendor/pins.toml before lines)."""
+    return root / state.get("pins_file", pins_mod.PINS_FILE)
+
+
+def found(root: Path) -> list[dict]:
+    """Every rebase in progress (build/rebase/<name>/ and build/rebase/<line>/<name>/), by key."""
+    base = root / REBASE_DIR
+    paths = sorted([*base.glob(f"*/{STATE}"), *base.glob(f"*/*/{STATE}")]) if base.exists() else []
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+
+
+def load(root: Path, key: str) -> dict | None:
+    path = rebase_dir(root, key) / STATE
     if not path.exists():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def save_state(root: Path, state: dict) -> None:
-    atomic_write_json(rebase_dir(root, state["name"]) / STATE, state)
+    atomic_write_json(rebase_dir(root, key(state)) / STATE, state)
 
 
 def refs(repo: Repo) -> dict[str, str]:
@@ -36,12 +56,14 @@ def refs(repo: Repo) -> dict[str, str]:
     return {ref: sha for sha, ref in (line.split(" ", 1) for line in out.splitlines() if line.strip())}
 
 
-def save(root: Path, pin: Pin, repo: Repo) -> dict:
-    where = rebase_dir(root, pin.name) / "saved"
+def save(root: Path, pin: Pin, repo: Repo, pins_path: Path | None = None) -> dict:
+    """Save what the rebase may change: the line's pins file (``pins_path``, default vendor/pins.toml), patches/<name>/
+    (every line's copies with it) and the checkout's HEAD, refs and state."""
+    where = rebase_dir(root, pin.key) / "saved"
     if where.exists():
         shutil.rmtree(where)
     where.mkdir(parents=True)
-    shutil.copyfile(root / pins_mod.PINS_FILE, where / "pins.toml")
+    shutil.copyfile(pins_path or root / pins_mod.PINS_FILE, where / "pins.toml")
     patches = root / series_mod.PATCHES_DIR / pin.name
     if patches.exists():
         shutil.copytree(patches, where / "patches", symlinks=True)
@@ -54,8 +76,8 @@ def save(root: Path, pin: Pin, repo: Repo) -> dict:
 def restore(root: Path, state: dict) -> None:
     name = state["name"]
     saved = state["saved"]
-    where = rebase_dir(root, name) / "saved"
-    dest = root / "vendor" / name
+    where = rebase_dir(root, key(state)) / "saved"
+    dest = checkout.vendor_dir(root, Pin(**state["old"]))
     repo = Repo(dest)
     if repo.am_in_progress():
         repo.try_("am", "--abort")
@@ -73,7 +95,7 @@ def restore(root: Path, state: dict) -> None:
     repo("reset", "-q", "--hard", saved["head"])
     repo("clean", "-q", "-f", "-d")  # files the replay created (ignored build outputs are left alone)
     atomic_write(repo.git_dir / checkout.STATE_FILE, (where / checkout.STATE_FILE).read_bytes())
-    atomic_write(root / pins_mod.PINS_FILE, (where / "pins.toml").read_bytes())
+    atomic_write(pins_file(root, state), (where / "pins.toml").read_bytes())
     patches = root / series_mod.PATCHES_DIR / name
     if patches.exists():
         shutil.rmtree(patches)
