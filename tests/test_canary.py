@@ -285,3 +285,134 @@ def test_real_pins_canary(tmp_path):
     assert result.returncode in (0, errors.CanaryAttention.exit_code), result.stdout[-4000:] + result.stderr[-4000:]
     report = json.loads((repo / "build" / "canary" / "report.json").read_text())
     assert report["reference"]["patches"]
+
+
+# ---- release lines: each line judged against the releases that are for it ----------------------------------------
+
+LINES = """\
+[new]
+pins = "new.pins.toml"
+title = "new"
+serves = "the newest toypkg, no toyext"
+original = true
+
+[old]
+pins = "pins.toml"
+title = "old"
+serves = "toypkg with toyext"
+"""
+
+
+@pytest.fixture(scope="module")
+def ran_lines(tmp_path_factory, canary_index, shared_cache):
+    """Two lines: ``new`` (toypkg 1.0.0 alone, the original) and ``old`` (toypkg 1.0.0 and toyext 1.0.0, the home
+    line). toypkg 1.5.0 requires toyext>=2.0.0 (its dependency table): it is the new line's, never the old line's."""
+    index = tmp_path_factory.mktemp("index-lines")
+    for f in canary_index.iterdir():
+        shutil.copy(f, index)
+    tree = tmp_path_factory.mktemp("toypkg-1.5.0") / "toypkg"
+    shutil.copytree(TOY, tree)
+    shutil.copytree(CANARY / "toypkg-1.5.0-overlay", tree, dirs_exist_ok=True)
+    make_sdist(index, version="1.5.0", tree=tree)
+    make_wheel(index, version="1.5.0")
+    mp = pytest.MonkeyPatch()
+    for k, v in {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(index), "HEADROOM_CACHE": str(shared_cache)}.items():
+        mp.setenv(k, v)
+    mp.delenv("V", raising=False)
+    mp.setattr(canary, "BASE_REQUIREMENTS", ())
+    try:
+        p = make_project(tmp_path_factory.mktemp("canary-lines") / "proj", index)
+        (p.root / "vendor" / "new.pins.toml").write_text(pins_mod.render([p.pin]), encoding="utf-8")
+        (p.root / "vendor" / "lines.toml").write_text(LINES, encoding="utf-8")
+        assert p.run("apply") == 0
+        before = digest(p.root / "vendor", p.root / "patches")
+        code = cli.main(["--root", str(p.root), "canary", "--releases", "toypkg==1.1.0,toypkg==1.5.0", "--env",
+                         "source", "--guards", str(CANARY / "guards")])
+        after = digest(p.root / "vendor", p.root / "patches")
+        report = json.loads((p.root / "build" / "canary" / "report.json").read_text())
+    finally:
+        mp.undo()
+    yield {"project": p, "code": code, "before": before, "after": after, "report": report}
+
+
+def test_each_line_is_judged_on_the_releases_for_it(ran_lines):
+    r = ran_lines["report"]
+    assert ran_lines["before"] == ran_lines["after"]  # neither line's checkout nor patches/ moved
+    assert [(c["line"], c["id"]) for c in r["candidates"]] == [("new", "toypkg==1.1.0"), ("new", "toypkg==1.5.0"),
+                                                               ("old", "toypkg==1.1.0")]
+    assert [(ln["line"], ln["pins"]) for ln in r["lines"]] == [("new", {"toypkg": "1.0.0"}),
+                                                               ("old", {"toypkg": "1.0.0", "toyext": "1.0.0"})]
+    assert r["lines"][1]["refused"] == {"toypkg": {"1.5.0": [
+        "toypkg 1.5.0 requires toyext>=2.0.0; the old line pins 1.0.0"]}}
+    new, old = ({pid: cell for pid, cell in c["patches"].items()} for c in r["candidates"] if c["id"] == "toypkg==1.1.0")
+    assert set(new) < set(old) and any(p.startswith("toyext/") for p in old)  # each line's own series
+    assert new["toypkg/0002-memory-stage-loads-on-the-CPU.patch"]["verdict"] == "landed"
+    assert old["toyext/0001-ext-stage-on-the-CPU.patch"]["verdict"] == "landed"
+    assert all("lines/new/" in c["log"] for c in new.values() if c.get("log"))  # its own folder
+    assert r["reference"] == r["lines"][0]["reference"] and r["lines"][1]["reference"]["patches"]
+
+
+def test_the_canary_says_what_moves_each_line(ran_lines):
+    lineup = ran_lines["report"]["lineup"]
+    assert "toypkg 1.5.0: move the new line: `make rebase PIN=toypkg==1.5.0 LINE=new` (then `make apply build test " \
+        "LINE=new`)" in lineup
+    assert "toypkg 1.1.0: the old line can move: `make rebase PIN=toypkg==1.1.0 LINE=old` (then `make apply build " \
+        "test LINE=old`)" in lineup
+    assert "toypkg 1.5.0: not for the old line (toypkg 1.5.0 requires toyext>=2.0.0; the old line pins 1.0.0): it " \
+        "stays on toypkg 1.1.0" in lineup
+    assert any(a.startswith("the new line can take toyext 1.0.0") for a in lineup)
+    assert any(a.startswith("the old line can then retire") for a in lineup)
+
+
+def test_the_reports_name_the_line(ran_lines):
+    out = ran_lines["project"].root / "build" / "canary"
+    md = (out / "report.md").read_text()
+    assert "| new: toypkg==1.5.0 |" in md and "| old: toypkg==1.1.0 |" in md
+    assert "Pins: new line: toypkg 1.0.0; old line: toypkg 1.0.0, toyext 1.0.0" in md and "## Release lines" in md
+    page = (out / "report.html").read_text()
+    assert "<th>old: toypkg==1.1.0</th>" in page and 'id="lineup"' in page
+    logs = [a.split('"')[0] for a in page.split('<a href="')[1:]]
+    assert logs and all((out / rel).is_file() for rel in logs)
+    assert any(a.startswith("old: toypkg==1.1.0: toyext/0001") for a in ran_lines["report"]["attention"])
+
+
+def test_line_picks_one_line(ran_lines, monkeypatch, capsys):
+    p = ran_lines["project"]
+    assert p.run("--line", "nwe", "canary") == errors.UsageError.exit_code
+    assert "Did you mean 'new'" in capsys.readouterr().err
+    assert p.run("--line", "new", "canary", "--releases", "toyext==9.0.0") == errors.UsageError.exit_code  # not its pin
+
+
+def test_moves_the_rule():
+    """What a release does to a line, on synthetic lines (no index, no download)."""
+    from headroom.sources.lines import Line
+    from headroom.upkeep.canary import lineup
+
+    def pin(name, version, line):
+        return pins_mod.Pin(name, name, version, f"{name}-{version}.tar.gz", "0" * 64, f"{name}-{version}.whl", "0" * 64,
+                            "https://example.invalid", f"v{version}", line=line, folder="" if line == "peft" else line)
+
+    newest = Line("newest", "newest", "x", Path("vendor/newest.pins.toml"),
+                  (pin("accelerate", "1.16.0", "newest"), pin("transformers", "5.25.0", "newest")), original=True)
+    peft = Line("peft", "PEFT", "y", Path("vendor/pins.toml"),
+                (pin("accelerate", "1.16.0", "peft"), pin("transformers", "5.23.0", "peft"), pin("peft", "0.21.2", "peft")))
+    why = ["transformers 5.24.0 requires peft>=0.22.0; the peft line pins 0.21.2"]
+    advice = lineup.moves([
+        {"line": newest, "taken": {"transformers": ["5.25.1", "5.26.0"]}, "refused": {}},
+        {"line": peft, "taken": {"transformers": ["5.23.1"]},
+         "refused": {"transformers": {"5.24.0": why, "5.26.0": why}}}])
+    assert advice == [
+        "transformers 5.26.0: move the newest line: `make rebase PIN=transformers==5.26.0 LINE=newest` (then "
+        "`make apply build test LINE=newest`)",
+        "transformers 5.23.1: the peft line can move: `make rebase PIN=transformers==5.23.1 LINE=peft` (then "
+        "`make apply build test LINE=peft`)",
+        f"transformers 5.24.0 and newer: not for the peft line ({why[0]}): it stays on transformers 5.23.1"]
+    # a new major, and a release that refuses what the newest line pins: the newest line stays, a new line is proposed
+    refuse = ["transformers 5.30.0 requires accelerate>=2.0.0; the newest line pins 1.16.0"]
+    advice = lineup.moves([{"line": newest, "taken": {"transformers": ["6.0.0"]},
+                            "refused": {"transformers": {"5.30.0": refuse}}}])
+    assert [a.split(";")[0] for a in advice] == ["transformers 6.0.0: propose a new line",
+                                                 "transformers 5.30.0: propose a new line"]
+    assert "add [transformers-6-0] to vendor/lines.toml with pins = \"transformers-6-0.pins.toml\"" in advice[0]
+    assert "`make rebase PIN=transformers==6.0.0 LINE=transformers-6-0`" in advice[0]
+    assert "a new major of transformers (the line pins 5.25.0)" in advice[0] and refuse[0] in advice[1]

@@ -5,6 +5,12 @@ of every upstream together. Per candidate, in order: is it installable (:mod:`.i
 on its pristine sources (:mod:`.replay`)? is each patch still needed, and do the regression guards still pass
 (:mod:`.needed`)? The answers go to a terminal grid and build/canary/report.{json,md,html} (:mod:`.report`).
 
+Each release line (vendor/lines.toml; LINE=: one) is judged on its own: the new releases of the upstreams it pins
+that are for it (:func:`lineup.refusals`: the PEFT line's transformers stops where transformers refuses its peft),
+against its own pins as the reference, with its own series (its copies where it has them), in its own folder
+(build/canary/lines/<line>/). The grid names each row's line, and the advice says what each release does to each
+line: move it, propose a new line, take an upstream, retire (:mod:`.lineup`).
+
 It never touches the user's work: everything it writes is under build/canary/ (and the environments
 build/envs/canary-*); vendor/ is only read, under its lock, and pins.toml and patches/ only read. Exit 0 when
 nothing needs a person, :class:`CanaryAttention` otherwise.
@@ -12,13 +18,18 @@ nothing needs a person, :class:`CanaryAttention` otherwise.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from ...ground import ui
 from ...ground.errors import CanaryAttention
-from ...sources import fetch, pins as pins_mod
+from ...sources import fetch, lines as lines_mod
+from ...sources.lines import Line
 from ...sources.pins import Pin
 from ...proof import testrun
 from ...proof.envs import TORCH
@@ -32,42 +43,122 @@ BASE_REQUIREMENTS = (TORCH,)  # resolved beside every candidate (tests set it to
 def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: Path = GUARDS,
         env_factory: EnvFactory = wheel_env, runner: Runner = needed.run_tests,
         base_requirements: Sequence[str] | None = None,
-        versions_of: Callable[[str], list[str]] = fetch.index_versions) -> int:
-    pins = pins_mod.load(root)
-    out = root / CANARY_DIR
+        versions_of: Callable[[str], list[str]] = fetch.index_versions, line: str | None = None) -> int:
+    """Every release line (``line``: the one named) judged against the new releases; one report for them all."""
+    lines = lines_mod.select(lines_mod.load(root), line)
+    versions_of = _once(versions_of)
+    data = {"schema": 2, "pre": pre, "releases_option": releases or "", "guards": str(guards), "lines": [],
+            "candidates": [], "lineup": []}
+    judged = []
+    for ln in lines:
+        if ln.name:
+            ui.step("canary", f"the {ln.label} line ({ln.releases()}; {ln.pins_file})")
+        entry, candidates, taken, refused = _line(root, ln, releases=releases, pre=pre, guards=guards,
+                                                  env_factory=env_factory, runner=runner,
+                                                  base_requirements=base_requirements, versions_of=versions_of)
+        data["lines"].append(entry)
+        data["candidates"] += candidates
+        judged.append({"line": ln, "taken": taken, "refused": refused})
+    data["pins"], data["reference"] = data["lines"][0]["pins"], data["lines"][0]["reference"]  # schema 1's fields
+    if any(ln.name for ln in lines):
+        data["lineup"] = lineup.moves(judged) + lineup.advise(root, versions_of)  # move, propose, take, retire
+        ui.step("canary", "release lines (vendor/lines.toml): what the new releases do to them")
+        for a in data["lineup"] or ["nothing moves: no line has a new release for it"]:
+            ui.info(a)
+    if not data["candidates"]:
+        ui.info("nothing new: every pin is the newest release" + (" its line takes" if any(ln.name for ln in lines) else ""))
+    attention = report_mod.write(root, data)
+    if attention:
+        raise CanaryAttention(
+            f"{len(attention)} thing(s) in the new releases need a person (report: build/canary/report.html, "
+            "report.md, report.json). Landed patches: `make rebase PIN=... DROP=...`; conflicts: resolve them in "
+            "`make rebase`; unknown ones: read the error line and the log.",
+            details="\n".join(f"  - {a}" for a in attention))
+    return 0
+
+
+def _once(versions_of: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """``versions_of`` asked once per distribution in a run (every line asks of the same upstreams)."""
+    seen: dict[str, list[str]] = {}
+    return lambda name: seen[name] if name in seen else seen.setdefault(name, versions_of(name))
+
+
+_DOWNLOADED: dict[tuple[str, str], Pin] = {}  # (distribution, version) -> the downloaded release, for this process
+
+
+def _download(pin: Pin, version: str) -> Pin:
+    """The new release of ``pin`` (downloaded once a process, whichever line asks first), as a pin of its line."""
+    key = (pin.distribution, version)
+    if key not in _DOWNLOADED:
+        _DOWNLOADED[key] = fetch.download_unpinned(pin, version, recorded="the canary never records a pin")
+    return dataclasses.replace(_DOWNLOADED[key], name=pin.name, line=pin.line, folder=pin.folder)
+
+
+def _given(text: str, pins: list[Pin]) -> dict[str, list[str]]:
+    """RELEASES= for one line: the releases of the upstreams it pins, newer than its pins (the rest are other
+    lines'; the command line checked the text)."""
+    items = []
+    for item in (t.strip() for t in text.split(",")):
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", item)
+        pin = next((p for p in pins if m and m.group(1) in (p.name, p.distribution)), None)
+        if pin is not None and _newer(m.group(2), pin.version):
+            items.append(item)
+    return plan.parse_releases(",".join(items), pins) if items else {}
+
+
+def _newer(version: str, than: str) -> bool:
+    try:
+        return Version(version) > Version(than)
+    except InvalidVersion:
+        return version != than
+
+
+def _line(root: Path, line: Line, *, releases: str | None, pre: bool, guards: Path, env_factory: EnvFactory,
+          runner: Runner, base_requirements: Sequence[str] | None, versions_of: Callable[[str], list[str]],
+          ) -> tuple[dict, list[dict], dict[str, list[str]], dict[str, dict[str, list[str]]]]:
+    """One line judged: (its report entry, its candidates, {upstream: the new versions for it}, {upstream: {version:
+    why it is not for it}})."""
+    pins = list(line.pins)
+    work = replay_mod.work_dir(line.name)
+    out = root / work
     base_requirements = BASE_REQUIREMENTS if base_requirements is None else base_requirements
     ui.step("canary", "new releases" + (f" (given: {releases})" if releases else " on the package index" + (" (pre-releases too)" if pre else "")))
-    new = plan.parse_releases(releases, pins) if releases else plan.discover(pins, pre=pre, versions_of=versions_of)
-    candidates = plan.candidates(pins, new)
+    new = _given(releases, pins) if releases else plan.discover(pins, pre=pre, versions_of=versions_of)
     for d in ("runs", "tests"):
         shutil.rmtree(out / d, ignore_errors=True)
-    data = {"schema": 1, "pins": {p.name: p.version for p in pins}, "pre": pre, "releases_option": releases or "",
-            "guards": str(guards), "reference": {}, "candidates": []}
-    advice = lineup.advise(root, versions_of)  # the release lines: who can take what, who can retire
-    if advice:
-        ui.step("canary", "release lines (vendor/lines.toml)")
-        for a in advice:
-            ui.info(a)
-        data["lines"] = advice
-    if not candidates:
+    data = {"line": line.name, "title": line.title, "pins_file": line.pins_file.as_posix(),
+            "pins": {p.name: p.version for p in pins}, "reference": {}, "refused": {}}
+    if not new:
         ui.info("nothing new: every pin is the newest release")
-        report_mod.write(root, data)
-        return 0
+        return data, [], {}, {}
 
     ui.step("canary", "download the new releases (trust on first use; cached by content)")
-    new_pins = {(name, v): fetch.download_unpinned(_pin(pins, name), v, recorded="the canary never records a pin") for name, vs in new.items() for v in vs}
+    new_pins = {(name, v): _download(_pin(pins, name), v) for name, vs in new.items() for v in vs}
+    refused: dict[str, dict[str, list[str]]] = {}
+    for (name, v), np in new_pins.items():
+        why = lineup.refusals(np, fetch.fetch(np, "sdist"), line) if line.name else []
+        if why:
+            ui.info(f"{name} {v}: not for the {line.label} line: {'; '.join(why)}")
+            refused.setdefault(name, {})[v] = why
+            new[name].remove(v)
+    new = {name: vs for name, vs in new.items() if vs}
+    data["refused"] = refused
+    candidates = plan.candidates(pins, new)
+    if not candidates:
+        ui.info(f"no new release for the {line.label} line")
+        return data, [], new, refused
 
-    ui.step("canary", "replay each series on the new pristine releases (in clones under build/canary/checkouts/)")
+    ui.step("canary", f"replay each series on the new pristine releases (in clones under {work}/checkouts/)")
     tests: dict[str, dict] = {}
     replays: dict[tuple[str, str], dict[str, dict]] = {}
     for pin in pins:
-        found, by_version = replay_mod.series(root, pin, [new_pins[(pin.name, v)] for v in new.get(pin.name, [])])
+        found, by_version = replay_mod.series(root, pin, [new_pins[(pin.name, v)] for v in new.get(pin.name, [])], work)
         tests.update(found)
         replays.update({(pin.name, v): r for v, r in by_version.items()})
 
     ui.step("canary", f"reference: each patch's tests and the guards on today's pins ({_label(pins)})")
     guard_files = needed.guard_files(guards, [p.name for p in pins])
-    ref_env = env_factory(root, pins, "reference")
+    ref_env = env_factory(root, pins, _key(line, "reference"))
     if isinstance(ref_env, str):
         raise CanaryAttention(f"the reference environment (today's pins) could not be made: {ref_env}. Fix that "
                               "first (`make test` makes the same one); nothing can be compared without it.")
@@ -81,33 +172,33 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
                                         out / "runs" / "reference" / "guards")
     data["reference"] = reference
 
+    judged = []
     for cand in candidates:
-        ui.step("canary", f"{cand.id}" + (" (the newest of each, together)" if cand.kind == "combination" else ""))
+        ui.step("canary", f"{cand.id}" + (" (the newest of each, together)" if cand.kind == "combination" else "")
+                + (f" on the {line.label} line" if line.name else ""))
         cpins = [new_pins.get((p.name, cand.version_of(p.name) or ""), p) for p in pins]
-        data["candidates"].append(_candidate(root, cand, cpins, tests, replays, reference, guards, guard_files,
-                                             env_factory, runner, base_requirements, pre))
-    attention = report_mod.write(root, data)
-    if attention:
-        raise CanaryAttention(
-            f"{len(attention)} thing(s) in the new releases need a person (report: build/canary/report.html, "
-            "report.md, report.json). Landed patches: `make rebase PIN=... DROP=...`; conflicts: resolve them in "
-            "`make rebase`; unknown ones: read the error line and the log.",
-            details="\n".join(f"  - {a}" for a in attention))
-    return 0
+        judged.append(_candidate(root, cand, cpins, tests, replays, reference, guards, guard_files,
+                                 env_factory, runner, base_requirements, pre, line, work))
+    return data, judged, new, refused
+
+
+def _key(line: Line, slug: str) -> str:
+    """An environment's key (build/envs/canary-<key>): a line's own, so two lines never share one."""
+    return f"{line.name}-{slug}" if line.name else slug
 
 
 def _candidate(root: Path, cand: plan.Candidate, cpins: list[Pin], tests: dict, replays: dict, reference: dict,
                guards: Path, guard_files: list[str], env_factory: EnvFactory, runner: Runner,
-               base_requirements: Sequence[str], pre: bool) -> dict:
-    runs = root / CANARY_DIR / "runs" / cand.slug
+               base_requirements: Sequence[str], pre: bool, line: Line, work: Path = CANARY_DIR) -> dict:
+    runs = root / work / "runs" / cand.slug
     inst = install.check([*base_requirements, *(p.requirement for p in cpins)], runs / "install.log", pre=pre)
     inst["log"] = _rel(root, runs / "install.log")
     ui.info(f"installable? {inst['verdict']}" + (f": {inst['error']}" if inst.get("error") else ""))
     if inst["verdict"] == "installable":
-        env = env_factory(root, cpins, cand.slug)
+        env = env_factory(root, cpins, _key(line, cand.slug))
     else:
         env = "the release set is not installable (the replay still ran)"
-    entry = {"id": cand.id, "kind": cand.kind, "upstreams": dict(cand.changes), "install": inst,
+    entry = {"line": line.name, "id": cand.id, "kind": cand.kind, "upstreams": dict(cand.changes), "install": inst,
              "env": env if isinstance(env, str) else env.label, "env_made": not isinstance(env, str),
              "patches": {}, "battery": {}}
     for pid, t in tests.items():

@@ -1,6 +1,8 @@
 """canary's report: the grid (release x patch, plus install and battery columns) on the terminal, and
 build/canary/report.json, report.md and report.html (a colour per verdict, each cell's error line and a link to
-its log), each written atomically. :func:`write` also returns what needs a person (the exit status)."""
+its log), each written atomically. :func:`write` also returns what needs a person (the exit status). With release
+lines each row is named by its line (:func:`label`: ``newest: transformers==5.26.0``), the header lists each line's
+pins, and the advice on the lines (move, propose, take, retire) is a section of its own."""
 
 from __future__ import annotations
 
@@ -47,22 +49,34 @@ def cell_class(cell: dict) -> str:
     return cell.get("verdict", "")
 
 
+def label(c: dict) -> str:
+    """A candidate's row: its releases, after its line's name when it has one."""
+    return f"{c['line']}: {c['id']}" if c.get("line") else c["id"]
+
+
+def pins_text(data: dict) -> str:
+    """Today's pins of each line judged (one line without lines: its pins)."""
+    lines = data.get("lines") or [{"line": "", "pins": data["pins"]}]
+    return "; ".join((f"{ln['line']} line: " if ln["line"] else "") + ", ".join(f"{n} {v}" for n, v in ln["pins"].items())
+                     for ln in lines)
+
+
 def attention(data: dict) -> list[str]:
     out = []
     for c in data["candidates"]:
         if c["install"]["verdict"] == "not installable":
-            out.append(f"{c['id']}: not installable: {c['install'].get('error', '')}")
+            out.append(f"{label(c)}: not installable: {c['install'].get('error', '')}")
         elif not c.get("env_made", True):
-            out.append(f"{c['id']}: no test environment: {c['env']}")
+            out.append(f"{label(c)}: no test environment: {c['env']}")
         for pid, cell in c["patches"].items():
             if cell.get("replay") in ATTENTION_REPLAY:
                 where = f" ({', '.join(cell['files'])})" if cell.get("files") else ""
-                out.append(f"{c['id']}: {pid}: {cell['replay']}{where}")
+                out.append(f"{label(c)}: {pid}: {cell['replay']}{where}")
             if cell.get("verdict") in ATTENTION_VERDICT:
                 why = f": {cell['error']}" if cell.get("error") and cell["verdict"] == "unknown" else ""
-                out.append(f"{c['id']}: {pid}: {cell['verdict']}{why}")
+                out.append(f"{label(c)}: {pid}: {cell['verdict']}{why}")
         if c["battery"].get("verdict") == "upstream regression":
-            out.append(f"{c['id']}: upstream regression: {c['battery'].get('error', '')}")
+            out.append(f"{label(c)}: upstream regression: {c['battery'].get('error', '')}")
     return out
 
 
@@ -77,7 +91,7 @@ def grid(data: dict) -> list[list[str]]:
     cols = _columns(data)
     rows = [["release", "install", *(short(p) for p in cols), "battery"]]
     for c in data["candidates"]:
-        rows.append([c["id"], c["install"]["verdict"], *(cell_text(c["patches"].get(p, {})) for p in cols),
+        rows.append([label(c), c["install"]["verdict"], *(cell_text(c["patches"].get(p, {})) for p in cols),
                      c["battery"].get("verdict", "")])
     return rows
 
@@ -94,9 +108,9 @@ def terminal(data: dict) -> None:
 def markdown(data: dict, needs: list[str]) -> str:
     rows = grid(data)
     out = [f"# headroom canary, {data['generated']}", "",
-           "Pins: " + ", ".join(f"{n} {v}" for n, v in data["pins"].items()) + f"; reference: {data['reference'].get('env', '-')}", ""]
-    if data.get("lines"):
-        out += ["## Release lines", "", *(f"- {a}" for a in data["lines"]), ""]
+           "Pins: " + pins_text(data) + f"; reference: {data['reference'].get('env', '-')}", ""]
+    if data.get("lineup"):
+        out += ["## Release lines", "", *(f"- {a}" for a in data["lineup"]), ""]
     if not data["candidates"]:
         return "\n".join(out + ["Nothing new: every pin is the newest release.", ""])
     out += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -104,7 +118,7 @@ def markdown(data: dict, needs: list[str]) -> str:
     out += ["", "## Needs a person" if needs else "## Nothing needs a person", ""]
     out += [f"- {a}" for a in needs]
     for c in data["candidates"]:
-        out += ["", f"## {c['id']}", "", f"- install: {c['install']['verdict']}" +
+        out += ["", f"## {label(c)}", "", f"- install: {c['install']['verdict']}" +
                 (f": {c['install']['error']}" if c["install"].get("error") else "") + f" ([log]({c['install']['log']}))",
                 f"- environment: {c['env']}"]
         for pid, cell in c["patches"].items():
@@ -137,7 +151,7 @@ def page(data: dict, needs: list[str]) -> str:
     rows = []
     for c in data["candidates"]:
         i = c["install"]
-        cells = [f"<th>{html.escape(c['id'])}</th>", _td(i["verdict"], i["verdict"], i.get("error", ""), i.get("log", ""))]
+        cells = [f"<th>{html.escape(label(c))}</th>", _td(i["verdict"], i["verdict"], i.get("error", ""), i.get("log", ""))]
         for p in cols:
             cell = c["patches"].get(p, {})
             cells.append(_td(cell_text(cell), cell_class(cell), cell_error(cell), cell.get("log", "")))
@@ -146,7 +160,8 @@ def page(data: dict, needs: list[str]) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     legend = " ".join(f'<span style="background:{c}">{html.escape(v)}</span>' for v, c in COLOURS.items())
     needs_html = "".join(f"<li>{html.escape(a)}</li>" for a in needs) or "<li>nothing</li>"
-    pins = html.escape(", ".join(f"{n} {v}" for n, v in data["pins"].items()))
+    pins = html.escape(pins_text(data))
+    lineup = "".join(f"<li>{html.escape(a)}</li>" for a in data.get("lineup", []))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>headroom canary</title>
 <style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td,th{{border:1px solid #999;padding:4px;
@@ -158,6 +173,7 @@ vertical-align:top;font-size:13px}} .err{{font-family:monospace;font-size:11px;m
 {chr(10).join(rows)}
 </tbody></table>
 <h2>Needs a person</h2><ul id="attention">{needs_html}</ul>
+{f'<h2>Release lines</h2><ul id="lineup">{lineup}</ul>' if lineup else ''}
 <p>Legend: {legend}</p>
 </body></html>
 """
