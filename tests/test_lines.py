@@ -209,3 +209,51 @@ def test_pr_proposes_from_the_original_line_unless_told(tmp_path):
     assert pr.line_pin(root, "toy", "old").key == "toy"
     with pytest.raises(UsageError, match="no line named"):
         pr.line_pin(root, "toy", "nope")
+
+
+def test_canary_reads_what_a_line_requires_from_its_sdist_on_a_fresh_clone(tmp_path, monkeypatch):
+    """No checkout applied: the requirement comes from the line's pinned sdist (its dependency table); the advice
+    names the [unproven] entries that waited for it and how the other line retires."""
+    import io
+    import tarfile
+
+    from headroom.upkeep.canary import lineup
+
+    root = _root(tmp_path, CASES / "good.toml")
+    peft = _pins_text().replace("[toy]", "[peft]").replace('distribution = "toypkg"', 'distribution = "peft"')
+    (root / "vendor" / "pins.toml").write_text(_pins_text() + "\n" + peft, encoding="utf-8")
+    lines_toml = (root / "vendor" / "lines.toml").read_text().replace("needs an upstream", "needs peft, an upstream")
+    (root / "vendor" / "lines.toml").write_text(lines_toml, encoding="utf-8")
+    sdist = tmp_path / "toy-1.0.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        data = b'deps = {\n    "peft": "peft>=0.22.0",\n}\n'
+        info = tarfile.TarInfo("toy-1.0.0/src/toy/dependency_versions_table.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setattr(lineup.fetch, "fetch", lambda pin, kind: sdist)
+    assert lineup.requirement(root, lines.load(root)[0], "peft") == ">=0.22.0"
+    assert lineup.advise(root, lambda name: ["0.21.2"]) == ["the new line waits for peft>=0.22.0: no such release on the index"]
+    ready = lineup.advise(root, lambda name: ["0.21.2", "0.22.0"])
+    assert ready[0] == ("the new line can take peft 0.22.0 (toy 1.0.0 require peft>=0.22.0): add a [peft] table to "
+                        "vendor/new.pins.toml, remove toy/0001 from [new.unproven], then `make apply build test LINE=new`")
+    assert ready[1].startswith("the old line can then retire: the new line serves its people (peft, toy) once "
+                               "`make test LINE=new` proves it with peft 0.22.0: record it in vendor/retired-lines.toml")
+
+
+def test_a_retired_line_is_configuration_and_line_names_its_successor(tmp_path):
+    root = _root(tmp_path, CASES / "good.toml")
+    shutil.copyfile(CASES / "retired" / "retired-lines.toml", root / "vendor" / "retired-lines.toml")
+    ls = lines.load(root)
+    (older,) = lines.load_retired(root, [ln.name for ln in ls])
+    assert (older.line, older.successor) == ("older", "new")
+    with pytest.raises(UsageError, match=r"the older line is retired: peft 0.21.0 on the new line let the new line "
+                       r"serve its people .* last built in 0123456789ab.* Use LINE=new"):
+        lines.select(ls, "older", root)
+    assert lines.select(ls, "new", root) == [ls[0]]
+    text = (root / "vendor" / "retired-lines.toml").read_text()
+    (root / "vendor" / "retired-lines.toml").write_text(text.replace('"older"', '"old"'))
+    with pytest.raises(PinsError, match="the old line is still in vendor/lines.toml"):
+        lines.select(ls, "new", root)
+    (root / "vendor" / "retired-lines.toml").write_text(text.replace("successor", "sucessor"))
+    with pytest.raises(PinsError, match="Did you mean 'successor'"):
+        lines.select(ls, "new", root)

@@ -346,7 +346,8 @@ def _check(args: argparse.Namespace) -> None:
         if args.command not in HONOURS_LINE:
             raise UsageError(f"`{args.command}` does not take --line (LINE=) yet: it acts on the home line "
                              f"(vendor/pins.toml). --line is for {', '.join(sorted(HONOURS_LINE))}.")
-        lines_mod.select(lines_mod.load(_root(args)), args.line)  # an unknown line: a usage error naming the known ones
+        # an unknown line: a usage error naming the known ones; a retired one: its record and its successor
+        lines_mod.select(lines_mod.load(_root(args)), args.line, _root(args))
     if args.command == "publish" and not args.repository.strip():
         raise UsageError("no repository given: `make publish REPOSITORY=<upload url or ~/.pypirc section name>`")
     if args.command == "bench" and args.transformers is not None:

@@ -15,6 +15,20 @@ A line is a set of pinned releases built, proven and served together. Each table
     "transformers/0001" = "..." # one line: why (the proof gives it its own verdict, never red->green)
 
 Without vendor/lines.toml there is one line, unnamed, of vendor/pins.toml (the fixtures' layout).
+
+vendor/retired-lines.toml (optional) records the lines that retired: a newer line serves their people. A line retires
+by configuration, as a patch does (patches/<name>/retired.toml): its table leaves vendor/lines.toml, its pins file and
+its own copies (patches/<name>/lines/<line>/) are deleted, and a record is added here; its history is in git::
+
+    [[retired]]
+    line = "peft"                                  # its name (also in its wheels' versions: +headroom.peft.<hash>)
+    releases = "accelerate 1.16.0, transformers 5.23.0, peft 0.21.2"  # what it pinned last
+    served = "..."                                 # one line: who it was for
+    successor = "newest"                           # the line that serves them now (a line of vendor/lines.toml)
+    retired_in = "peft 0.22.0 on the newest line"  # what let it retire
+    last_commit = "<40 hex>"                       # the headroom commit that last built it
+
+``LINE=<retired line>`` is then a usage error that names its successor (:func:`select`).
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from . import pins as pins_mod
 from .pins import Pin
 
 LINES_FILE = pins_mod.LINES_FILE
+RETIRED_FILE = Path("vendor") / "retired-lines.toml"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _PATCH = re.compile(r"^[a-z0-9][a-z0-9_-]*/\d{4}$")
 _KEYS = ("pins", "title", "serves", "original", "unproven")
@@ -66,6 +81,68 @@ class Line:
 
     def releases(self) -> str:
         return ", ".join(f"{p.name} {p.version}" for p in self.pins)
+
+
+@dataclass(frozen=True)
+class RetiredLine:
+    """One entry of vendor/retired-lines.toml: a line a newer line took over."""
+
+    line: str  # its name (in its wheels' local versions too)
+    releases: str  # what it pinned last
+    served: str  # one line: who it was for
+    successor: str  # the line that serves them now
+    retired_in: str  # what let it retire, e.g. "peft 0.22.0 on the newest line"
+    last_commit: str  # the headroom commit (40 hex) that last built it
+
+    def message(self) -> str:
+        """What LINE=<this line> says."""
+        return (f"the {self.line} line is retired: {self.retired_in} let the {self.successor} line serve its people "
+                f"({self.served}); it was {self.releases}, last built in {self.last_commit[:12]}, and its published "
+                f"wheels (+headroom.{self.line}.*) stay installable. Use LINE={self.successor} "
+                f"({RETIRED_FILE}).")
+
+
+_RETIRED_KEYS = tuple(f.name for f in dataclasses.fields(RetiredLine))
+
+
+def load_retired(root: Path, live: list[str] | None = None) -> tuple[RetiredLine, ...]:
+    """vendor/retired-lines.toml, validated strictly; no file means no retired line. ``live``: today's line names
+    (a retired line's name is not one of them; its successor is)."""
+    path = root / RETIRED_FILE
+    if not path.exists():
+        return ()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _error(path, f"not valid TOML ({exc}). Fix the syntax (the format: tools/headroom/sources/lines.py).") from None
+    if set(data) - {"retired"} or not isinstance(data.get("retired", []), list):
+        raise _error(path, "holds only [[retired]] tables, one per retired line.")
+    out: list[RetiredLine] = []
+    for i, entry in enumerate(data.get("retired", [])):
+        where = f"[[retired]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise _error(path, f"{where} must be a table.")
+        for key in entry:
+            if key not in _RETIRED_KEYS:
+                close = difflib.get_close_matches(key, _RETIRED_KEYS, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else f" Allowed: {', '.join(_RETIRED_KEYS)}."
+                raise _error(path, f"{where}: unknown key {key!r}.{hint}")
+        missing = [k for k in _RETIRED_KEYS if k not in entry]
+        if missing:
+            raise _error(path, f"{where} lacks {', '.join(missing)}.")
+        bad = [k for k in _RETIRED_KEYS if not isinstance(entry[k], str) or not entry[k].strip() or "\n" in entry[k]]
+        if bad:
+            raise _error(path, f"{where}: {', '.join(bad)} must be one non-empty line of text.")
+        if not re.fullmatch(r"[0-9a-f]{40}", entry["last_commit"]):
+            raise _error(path, f"{where}: last_commit {entry['last_commit']!r} is not a 40-hex commit.")
+        if live is not None and entry["line"] in live:
+            raise _error(path, f"{where}: the {entry['line']} line is still in {LINES_FILE}. A line retires when its "
+                         "table leaves that file; remove one of the two.")
+        if live is not None and entry["successor"] not in live:
+            raise _error(path, f"{where}: its successor {entry['successor']!r} is not a line of {LINES_FILE} "
+                         f"({', '.join(live) or 'none'}).")
+        out.append(RetiredLine(**entry))
+    return tuple(out)
 
 
 def _error(path: Path, message: str) -> PinsError:
@@ -149,11 +226,15 @@ def load(root: Path) -> list[Line]:
     return parse(path.read_text(encoding="utf-8"), path, root)
 
 
-def select(lines: list[Line], name: str | None) -> list[Line]:
-    """All lines, or the one named (LINE=); an unknown name is a usage error naming the known ones."""
+def select(lines: list[Line], name: str | None, root: Path | None = None) -> list[Line]:
+    """All lines, or the one named (LINE=); an unknown name is a usage error naming the known ones (a retired one,
+    with ``root``: its record, and the line that serves its people now)."""
     if not name:
         return lines
     known = [ln.name for ln in lines]
+    retired = {r.line: r for r in load_retired(root, known)} if root is not None else {}
+    if name in retired:
+        raise UsageError(retired[name].message())
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -34,7 +34,8 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from ...sources import checkout, lines as lines_mod
+from ...ground.errors import HeadroomError
+from ...sources import checkout, fetch, lines as lines_mod
 from ...sources.lines import Line
 from ...sources.pins import Pin
 
@@ -47,13 +48,21 @@ def table(text: str) -> dict[str, str]:
 
 
 def requirement(root: Path, line: Line, upstream: str) -> str | None:
-    """The specifier (``>=0.22.0``) ``line``'s checkouts require of ``upstream``, or None when none says."""
+    """The specifier (``>=0.22.0``) ``line``'s releases require of ``upstream``, or None when none says: from its
+    checkouts, or (a fresh clone: none applied) from its pinned sdists, verified by their sha256."""
     for pin in line.pins:
-        for path in sorted(checkout.vendor_dir(root, pin).glob(f"src/*/{TABLE}")):
-            found = table(path.read_text(encoding="utf-8")).get(upstream)
-            if found is not None:
-                return found
+        paths = sorted(checkout.vendor_dir(root, pin).glob(f"src/*/{TABLE}"))
+        found = table(paths[0].read_text(encoding="utf-8")) if paths else _pinned_table(pin)
+        if found.get(upstream) is not None:
+            return found[upstream]
     return None
+
+
+def _pinned_table(pin: Pin) -> dict[str, str]:
+    try:
+        return sdist_table(fetch.fetch(pin, "sdist"))
+    except HeadroomError:  # not downloadable here: the line's requirement is unknown, and said so
+        return {}
 
 
 def sdist_table(sdist: Path) -> dict[str, str]:
@@ -149,13 +158,18 @@ def advise(root: Path, versions_of: Callable[[str], list[str]]) -> list[str]:
             if not found:
                 out.append(f"the {line.name} line waits for {name}{spec or ''}: no such release on the index")
                 continue
+            waiting = [p for p, why in line.unproven.items() if name in why]
             out.append(f"the {line.name} line can take {name} {found[-1]} ({line.releases()} require "
-                       f"{name}{spec or ''}): add it to {line.pins_file}, then `make apply build test LINE={line.name}`")
+                       f"{name}{spec or ''}): add a [{name}] table to {line.pins_file}"
+                       + (f", remove {', '.join(waiting)} from [{line.name}.unproven]" if waiting else "")
+                       + f", then `make apply build test LINE={line.name}`")
             after = {p.name for p in line.pins} | {name}
             for other in lines:
                 if other is not line and {p.name for p in other.pins} <= after:
                     out.append(f"the {other.name} line can then retire: the {line.name} line serves its people "
-                               f"({', '.join(sorted(after))}); see docs/how-to/pick-a-line.md")
+                               f"({', '.join(sorted(after))}) once `make test LINE={line.name}` proves it with {name} "
+                               f"{found[-1]}: record it in vendor/retired-lines.toml and remove [{other.name}] from "
+                               "vendor/lines.toml (docs/how-to/pick-a-line.md#retire-a-line)")
     return out
 
 
