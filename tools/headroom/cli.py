@@ -219,9 +219,8 @@ docs/reference/ (make docs builds the site into build/site/)."""
 # ignored there.
 HONOURS_ONLY = frozenset({"fetch", "apply", "export", "build", "test", "publish", "rebase-continue", "rebase-abort"})
 ONE_ONLY = frozenset({"rebase-continue", "rebase-abort"})  # these act on one upstream's rebase
-# The subcommands that run once per release line (--line LINE: one), or on one line (rebase: the line it moves, needed
-# when several lines pin the upstream; rebase-continue/-abort: the line of the rebase in progress; pr: the line it
-# proposes from; canary: the lines it judges, default all). The others act on the home line's pins.
+# The subcommands that run once per release line or on one (--line LINE; rebase: the line it moves, needed when several
+# lines pin the upstream; pr: the line it proposes from). The others act on the home line's pins.
 HONOURS_LINE = frozenset({"fetch", "apply", "export", "build", "test", "publish", "bench", "pr", "rebase",
                           "rebase-continue", "rebase-abort", "canary"})
 LOOPS_LINES = frozenset({"fetch", "apply", "export", "build", "test", "publish"})  # run once per line
@@ -364,8 +363,6 @@ def _check(args: argparse.Namespace) -> None:
 
         chosen = lines_mod.select(lines_mod.load(_root(args)), args.line)
         plan.parse_releases(args.releases, [p for ln in chosen for p in ln.pins])
-    if args.command == "rebase":
-        rebase_mod.resolve(_root(args), args.requirement, args.line)  # which line: a usage error names each
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,13 +392,8 @@ def _locks(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
         names = [p.key for p in _pins(args)]
     elif args.command == "pr" and "/" in args.patch:  # the checkout of the line it proposes from
         names = [pr_mod.line_pin(_root(args), args.patch.split("/", 1)[0], args.line).key]
-    elif args.command == "rebase":  # the checkout of the line it moves
-        names = [rebase_mod.resolve(_root(args), args.requirement, args.line)[1].key]
-    elif args.command in ("rebase-continue", "rebase-abort"):  # every line's checkouts of the upstream(s)
-        lines = lines_mod.select(lines_mod.load(_root(args)), args.line)
-        known = [p for ln in lines for p in ln.pins]
-        pins_mod.select(known, args.only)
-        names = [p.key for p in known if not args.only or p.name in args.only]
+    elif args.command.startswith("rebase"):  # the line it moves (several pin it: a usage error); continue/abort: all
+        names = rebase_mod.lines_step.lock_keys(_root(args), getattr(args, "requirement", None), args.line, args.only)
     else:  # the home line's checkouts (pr: vendor/<name>)
         names = [p.key for p in pins_mod.select(pins_mod.load(_root(args)), args.only)]
     return lock.for_command(_root(args), args.command, names)

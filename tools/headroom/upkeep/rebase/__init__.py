@@ -35,22 +35,23 @@ prompt when stdin is a terminal); ``empty`` ones leave no commit, so they are dr
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 import sys
 from pathlib import Path
 
 from ...ground import ui
 from ...ground.errors import LandedCheckNotRun, NotApplied, PatchConflict, UnsavedWork, UsageError
-from ...ground.fsutil import atomic_write, atomic_write_json
+from ...ground.fsutil import atomic_write_json
 from ...ground.vcs import Repo
-from ...sources import archive, checkout, fetch, export as export_mod, lines as lines_mod, pins as pins_mod
+from ...sources import archive, checkout, fetch, export as export_mod, pins as pins_mod
 from ...sources import series as series_mod
 from ...sources.pins import Pin
 from ...proof.testrun import run_in_env
 from . import conflict as conflict_mod, landed as landed_mod, state as state_mod
 from .landed import EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the command line picks one)
-from .state import REBASE_DIR
+from .state import REBASE_DIR  # noqa: F401 (tests read it)
+from . import lines as lines_step
+from .lines import parse_requirement, report_path, resolve  # noqa: F401 (the command line and tests use them)
 
 BRANCH = "headroom-rebase"
 # A row's detail for each kind of empty patch (conflict_mod.am_patch's "empty").
@@ -59,45 +60,6 @@ EMPTY = {conflict_mod.UNCHANGED: "git am: no changes, the new upstream already h
 
 
 # --------------------------------------------------------------------------- helpers
-
-def parse_requirement(text: str) -> tuple[str, str]:
-    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([0-9][A-Za-z0-9.+!_-]*)\s*", text or "")
-    if not m:
-        raise UsageError(f"give the upstream and its new version as NAME==VERSION (e.g. transformers==5.23.0), not {text!r}.")
-    return m.group(1), m.group(2)
-
-
-def _find_pin(pins: list[Pin], name: str) -> Pin:
-    for p in pins:
-        if p.name == name or p.distribution == name:
-            return p
-    return pins_mod.select(pins, [name])[0]  # raises with a "did you mean"
-
-
-def resolve(root: Path, requirement: str, line: str | None = None) -> tuple[lines_mod.Line, Pin]:
-    """The release line a rebase moves and its pin of the upstream named in ``requirement``. ``line`` (LINE=) picks
-    one; without it the one line that pins the upstream, and a usage error naming each line when several do."""
-    name, version = parse_requirement(requirement)
-    lines = lines_mod.load(root)
-    if line:
-        (chosen,) = lines_mod.select(lines, line)
-        pin = next((p for p in chosen.pins if name in (p.name, p.distribution)), None)
-        if pin is None:
-            raise UsageError(f"the {chosen.name} line does not pin {name} ({chosen.pins_file} pins "
-                             f"{', '.join(p.name for p in chosen.pins)}). To add it to the line, add a [{name}] table "
-                             f"there and `make apply LINE={chosen.name}`; to move another line, name it: "
-                             f"LINE={' or LINE='.join(ln.name for ln in lines if ln.carries(name)) or '?'}.")
-        return chosen, pin
-    carrying = [(ln, p) for ln in lines for p in ln.pins if name in (p.name, p.distribution)]
-    if not carrying:
-        _find_pin([p for ln in lines for p in ln.pins], name)  # raises with a "did you mean"
-    if len(carrying) > 1:
-        which = ", ".join(f"{ln.name} ({p.name} {p.version}, {ln.pins_file})" for ln, p in carrying)
-        raise UsageError(f"{name} is pinned on {len(carrying)} release lines: {which}. Say which one moves: "
-                         + " or ".join(f"`make rebase PIN={name}=={version} LINE={ln.name}`" for ln, _ in carrying)
-                         + ". `make canary` says which line a release is for.")
-    return carrying[0]
-
 
 def _split(values: list[str] | None) -> list[str]:
     return [t for v in values or [] for t in v.split(",") if t.strip()]
@@ -162,16 +124,11 @@ def _confirm(names: list[str], question: str) -> list[str]:
     return chosen
 
 
-def _on(state: dict) -> str:
-    """`` LINE=<line>`` for the messages of a line's rebase (nothing without lines)."""
-    return f" LINE={state['line']}" if state.get("line") else ""
-
-
 def start(root: Path, requirement: str, *, line: str | None = None, drop: list[str] | None = None,
           env_factory: EnvFactory = wheel_env, runner: Runner = run_in_env) -> int:
     _, version = parse_requirement(requirement)
     chosen, pin = resolve(root, requirement, line)
-    on = _on({"line": chosen.name})
+    on = lines_step.on({"line": chosen.name})
     if state_mod.load(root, pin.key):
         raise UsageError(f"a rebase of {pin.vendor} is already in progress. Go on with `make rebase-continue{on}` "
                          f"or undo it with `make rebase-abort{on}`.")
@@ -180,9 +137,9 @@ def start(root: Path, requirement: str, *, line: str | None = None, drop: list[s
     series = series_mod.load(root, pin.name, pin.line)
     names = [p.name for p in series.patches]
     drops = series_mod.match(_split(drop), names, pin.name)
-    siblings = _siblings(root, chosen, pin.name)
+    siblings = lines_step.siblings(root, chosen, pin.name)
     if drops and siblings:
-        raise UsageError(_shared_series(pin, chosen.name, siblings, drops, on) + " Nothing was changed.")
+        raise UsageError(lines_step.shared_series(pin, chosen.name, siblings, drops, on) + " Nothing was changed.")
     _apply_first(root, pin, series)
     repo = _require_clean_checkout(root, pin, series)
     ui.step("rebase", f"{pin.name} {pin.version} -> {version}" + (f" on the {chosen.name} line" if chosen.name else "")
@@ -240,7 +197,7 @@ def _show_range_diff(result: dict, new: Pin) -> None:
 def _replay(root: Path, state: dict) -> int:
     name = state["name"]
     new = Pin(**state["new"])
-    on = _on(state)
+    on = lines_step.on(state)
     repo = Repo(checkout.vendor_dir(root, new))
     saved_patches = state_mod.rebase_dir(root, state_mod.key(state)) / "saved" / "patches"
     sources = state.get("series_files") or state["patches"]  # the line's own copy of a patch, where it has one
@@ -327,7 +284,7 @@ def _finish(root: Path, state: dict) -> int:
             ui.info(f"dropped {r['patch']}: empty on {new.version} ({r['detail']})")
         elif r["status"] == "landed" and not r.get("commit"):
             ui.info(f"dropped {r['patch']}: landed ({ev.get('summary')} on {ev.get('env')})")
-    on = _on(state)
+    on = lines_step.on(state)
     for r in kept_landed:
         ui.warn(f"{r['patch']} looks landed ({r['detail']}) but was kept (not confirmed). To drop it later: "
                 f"`make rebase-abort{on}` now and `make rebase PIN={new.distribution}=={new.version} "
@@ -349,9 +306,9 @@ def _finish(root: Path, state: dict) -> int:
     # this line uses (the original on the original line, the line's own copies on another).
     pins_path = state_mod.pins_file(root, state)
     ui.step("rebase", f"export patches/{name}/, pin {new.requirement} in {pins_path.relative_to(root)}, apply")
-    others = _other_lines(root, state)
+    others = lines_step.other_lines(root, state)
     export_mod.export(root, new, original=state.get("original", True))
-    _keep_for_other_lines(root, name, others, results)
+    lines_step.keep_for_other_lines(root, name, others, results)
     pins_mod.write(root, new, pins_path)
     ui.info(f"{pins_path.relative_to(root)}: [{name}] -> {new.version} (sdist sha256 {new.sdist_sha256}, "
             f"wheel sha256 {new.wheel_sha256})")
@@ -365,85 +322,16 @@ def _finish(root: Path, state: dict) -> int:
     return 0
 
 
-def report_path(root: Path, pin: Pin) -> Path:
-    """build/rebase/<name>-<version>.json; a line's other than the home line's: build/rebase/<line>/<name>-<version>.json."""
-    return root / REBASE_DIR / pin.folder / f"{pin.name}-{pin.version}.json"
-
-
-def _siblings(root: Path, line: lines_mod.Line, name: str) -> list[str]:
-    """The other lines that pin upstream ``name``: they apply the same series (patches/<name>/series)."""
-    return [ln.name for ln in lines_mod.load(root) if ln.name != line.name and ln.carries(name)] if line.name else []
-
-
-def _shared_series(pin: Pin, line: str, siblings: list[str], lost: list[str], on: str) -> str:
-    """Why a line's rebase cannot leave a patch out while another line applies the same series, and what to do."""
-    return (f"{', '.join(lost)} would leave patches/{pin.name}/series, and the {' and '.join(siblings)} line(s) apply "
-            f"the same series (one series serves every line that pins {pin.name}): it would be dropped there too, "
-            f"where its release still needs it. Keep it on the {line} line for now (`make rebase PIN={pin.name}==<version>"
-            f"{on}` without DROP=; a landed patch that still applies is kept and said), or first move or retire the "
-            f"{' and '.join(siblings)} line(s) (docs/how-to/pick-a-line.md).")
-
-
-def _other_lines(root: Path, state: dict) -> dict[str, dict[str, bytes]]:
-    """{line: {patch file name: the bytes it applies today}} for every other line that pins this upstream and uses
-    the original of a patch (no copy of its own): what this rebase's export must not take from it."""
-    name, line = state["name"], state.get("line", "")
-    if not line:
-        return {}
-    out: dict[str, dict[str, bytes]] = {}
-    for other in lines_mod.load(root):
-        if other.name != line and other.carries(name):
-            series = series_mod.load(root, name, other.name)
-            out[other.name] = {p.name: p.read_bytes() for p in series.patches if p.parent == series.folder}
-    return out
-
-
-def _keep_for_other_lines(root: Path, name: str, others: dict[str, dict[str, bytes]], results: list[dict]) -> None:
-    """The export rewrote (or removed) an original another line still applies: that line keeps what it had. A patch
-    whose new diff is the same fix in other context becomes that line's own copy; any other change is said, with the
-    command that carries it over."""
-    folder = root / series_mod.PATCHES_DIR / name
-    for line, used in others.items():
-        for pname, old in used.items():
-            new = (folder / pname).read_bytes() if (folder / pname).is_file() else None
-            if new == old:
-                continue
-            if new is not None and not series_mod.drift(new, old):
-                copy = series_mod.copy_path(folder, line, pname)
-                atomic_write(copy, old)
-                ui.info(f"the {line} line keeps its diff of {pname} as its own copy "
-                        f"({copy.relative_to(root)}): the same fix, its release's context")
-                continue
-            what = "was dropped" if new is None else "changed its fix"
-            ui.warn(f"patches/{name}/{pname} {what} on this line, and the {line} line applies the same series: "
-                    f"check it there (`make apply test LINE={line}`); a patch that line still needs is restored from "
-                    f"git (`git show HEAD:patches/{name}/{pname}`) as its own copy, "
-                    f"patches/{name}/lines/{line}/{pname}.")
-
-
 # --------------------------------------------------------------------------- continue / abort
 
-def _in_progress(root: Path, name: str | None, line: str | None = None) -> dict:
-    """The one rebase in progress (of upstream ``name``, on ``line``, when given): its state, which names its line."""
-    found = [s for s in state_mod.found(root) if (not name or s["name"] == name) and (not line or s.get("line") == line)]
-    if not found:
-        raise UsageError("no rebase in progress" + (f" of {name}" if name else "") + (f" on the {line} line" if line else "")
-                         + ". Start one with `make rebase PIN=name==version" + (f" LINE={line}" if line else "") + "`.")
-    if len(found) > 1:
-        which = ", ".join(f"vendor/{state_mod.key(s)}" for s in found)
-        raise UsageError(f"rebases of {which} are in progress: choose one with ONLY=NAME and LINE=LINE "
-                         f"(e.g. `make rebase-continue ONLY={found[0]['name']}{_on(found[0])}`).")
-    return found[0]
-
-
 def resume(root: Path, name: str | None = None, *, line: str | None = None, drop: list[str] | None = None) -> int:
-    state = _in_progress(root, name, line)
+    state = lines_step.in_progress(root, name, line)
     name = state["name"]
     state["drop"] = list(dict.fromkeys(state["drop"] + series_mod.match(_split(drop), state["patches"], name)))
     repo = Repo(checkout.vendor_dir(root, Pin(**state["new"])))
     if state["phase"] == "starting":
         raise UsageError(f"the rebase of {name} stopped before the replay began. Undo it with "
-                         f"`make rebase-abort{_on(state)}` and start again.")
+                         f"`make rebase-abort{lines_step.on(state)}` and start again.")
     if state["phase"] == "conflict":
         conflict = state["conflict"]
         pname = conflict["patch"]
@@ -463,8 +351,8 @@ def resume(root: Path, name: str | None = None, *, line: str | None = None, drop
             if left or marked:
                 raise PatchConflict(
                     f"{pname} is not resolved yet in {repo.path.relative_to(root)}. Fix the files, `git add` them, "
-                    f"then `make rebase-continue{_on(state)}` (or drop it: `make rebase-continue DROP={pname[:4]}"
-                    f"{_on(state)}`).",
+                    f"then `make rebase-continue{lines_step.on(state)}` (or drop it: `make rebase-continue DROP={pname[:4]}"
+                    f"{lines_step.on(state)}`).",
                     details="\n".join([f"  unmerged: {f}" for f in left] + [f"  still has conflict markers: {f}" for f in marked]),
                 )
             if repo.try_("diff", "--cached", "--quiet", "HEAD")[0]:  # the resolution leaves nothing to commit
@@ -474,7 +362,7 @@ def resume(root: Path, name: str | None = None, *, line: str | None = None, drop
                 ok, out = repo.try_("am", "--continue")
                 if not ok:
                     raise PatchConflict(f"git am --continue failed in {repo.path.relative_to(root)}; fix what it "
-                                        f"says, then `make rebase-continue{_on(state)}` again.", details=out)
+                                        f"says, then `make rebase-continue{lines_step.on(state)}` again.", details=out)
                 result.update(status="conflict", detail="resolved by hand", commit=repo.head())
         else:  # resolved (or skipped) with git am directly
             if repo.head() == conflict["before"]:
@@ -492,12 +380,12 @@ def resume(root: Path, name: str | None = None, *, line: str | None = None, drop
         state_mod.save_state(root, state)
     elif repo.am_in_progress():
         raise UnsavedWork(f"{repo.path.relative_to(root)} is in `git am` but the rebase did not stop there; finish or "
-                          f"abort it (git am --abort), then `make rebase-continue{_on(state)}`.")
+                          f"abort it (git am --abort), then `make rebase-continue{lines_step.on(state)}`.")
     return _replay(root, state)
 
 
 def abort(root: Path, name: str | None = None, *, line: str | None = None) -> int:
-    state = _in_progress(root, name, line)
+    state = lines_step.in_progress(root, name, line)
     name = state["name"]
     ui.step("rebase-abort", f"{name}: restoring {state_mod.pins_file(root, state).relative_to(root)}, patches/{name}/ "
             f"and vendor/{state_mod.key(state)}")
