@@ -71,8 +71,8 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
     if attention:
         raise CanaryAttention(
             f"{len(attention)} thing(s) in the new releases need a person (report: build/canary/report.html, "
-            "report.md, report.json). Landed patches: `make rebase PIN=... DROP=...`; conflicts: resolve them in "
-            "`make rebase`; unknown ones: read the error line and the log.",
+            "report.md, report.json). Landed patches: `make rebase PIN=... DROP=...` (LINE=<the row's line>); "
+            "conflicts: resolve them in `make rebase`; unknown ones: read the error line and the log.",
             details="\n".join(f"  - {a}" for a in attention))
     return 0
 
