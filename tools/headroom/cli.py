@@ -125,16 +125,17 @@ def cmd_test(args: argparse.Namespace) -> int:
     from .proof import proof
     from .proof import testrun
 
-    root, work, failed = _root(args), _lines(args), []
-    for line, pins in work:
+    root, failed = _root(args), []
+    work = [(line, pins, torch) for line, pins in _lines(args) for torch in line.torches(args.torch)]
+    for line, pins, torch in work:
         try:
-            proof.run(root, line, pins, upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs)
+            proof.run(root, line, pins, upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs, torch=torch)
         except ProofFailed as exc:
             if len(work) == 1:
                 raise
             ui.error(exc.message)
             failed.append(exc.message)
-    if any(ln.name for ln, _ in work):
+    if any(ln.name for ln, _, _ in work):
         rows = proof.lines_table(root, lines_mod.load(root))
         testrun.write_report(root, "lines_table", rows)
         ui.step("test", "patches by lines (build/report.json: lines_table)")
@@ -178,12 +179,15 @@ def cmd_canary(args: argparse.Namespace) -> int:
 
     factory = canary.source_env if args.env == "source" else canary.wheel_env
     guards = Path(args.guards) if args.guards else canary.GUARDS
-    return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory)
+    return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory,
+                      torch=args.torch)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    ui.step("docs", "docs/reference/ from the parser and the error classes" + (" (check)" if args.check else ""))
-    for path in refdocs.write(_root(args), parser(), check=args.check):
+    ui.step("docs", "docs/reference/ from the parser, the error classes and vendor/lines.toml" + (" (check)" if args.check else ""))
+    root = _root(args)
+    extra = {lines_mod.PROVEN_ON: lines_mod.proven_on_page(root)} if (root / lines_mod.LINES_FILE).is_file() else {}
+    for path in refdocs.write(root, parser(), check=args.check, extra=extra):
         ui.info(f"{'differs' if args.check else 'written'}: {path}")
     return 0
 
@@ -263,8 +267,13 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 picks a free one)")
     sv.set_defaults(func=cmd_serve)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
-    t.add_argument("--upstream", default="default", choices=("default", "full", "none"),
-                   help="upstream suite selection: default, full or none")
+    t.add_argument("--upstream", default=None, choices=("default", "full", "guards", "none"),
+                   help="upstream suite selection: default, full, guards (the regression guards alone) or none; "
+                   "default: default on a line's primary torch, guards on another")
+    t.add_argument("--torch", metavar="primary|newest|all|VERSION", default=None,
+                   help="the torch to prove each line on (TORCH=): its primary (the default: the first of its "
+                   "torch = [...] in vendor/lines.toml), its newest (the highest there), all of them, or one version "
+                   "it declares; another torch gets environments of its own (envs/<env>-torch<version>)")
     t.add_argument("--jobs", default="auto", type=_jobs,
                    help="pytest-xdist workers for the upstream suites: auto (the default: one per core, each with "
                         "its share of torch's threads), a number, or 1 (one process per suite)")
@@ -312,6 +321,10 @@ def parser() -> argparse.ArgumentParser:
     cn.add_argument("--releases", metavar="NAME==VERSION,...", help="these releases (RELEASES=; e.g. "
                     "accelerate==1.16.0,transformers==5.25.0) "
                     "instead of every release newer than the pins on the configured index")
+    cn.add_argument("--torch", metavar="VERSION,...", help="these torch releases (TORCH=; e.g. 2.14.1, or newest: "
+                    "the newest on the index) as candidates, each with today's pins; alone (no --releases) nothing else "
+                    "is looked at. Without either, torch's releases newer than the primary (the newest of each minor) "
+                    "are looked at like every upstream's")
     cn.add_argument("--pre", action="store_true", help="pre-releases too (when looking on the index)")
     cn.add_argument("--guards", metavar="DIR", help="the regression guards' folder (<DIR>/<upstream>/test_*.py); "
                     "default tools/headroom/proof/upstream_data/guards")
@@ -356,7 +369,14 @@ def _check(args: argparse.Namespace) -> None:
     if args.command == "canary" and args.releases is not None:
         from .upkeep.canary import plan
 
-        plan.parse_releases(args.releases, pins_mod.load(_root(args)))
+        plan.parse_releases(args.releases, pins_mod.load(_root(args)), lines_mod.load(_root(args))[0].primary_torch)
+    if args.command == "canary" and args.torch is not None:
+        from .upkeep.canary import plan
+
+        plan.parse_torch(args.torch)
+    if args.command == "test" and args.torch is not None:
+        for line in lines_mod.select(lines_mod.load(_root(args)), args.line):
+            line.torches(args.torch)  # a torch the line does not declare: a usage error naming those it does
 
 
 def main(argv: list[str] | None = None) -> int:

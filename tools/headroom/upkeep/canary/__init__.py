@@ -1,7 +1,8 @@
 """canary: what the new upstream releases would do to the series, before anyone rebases (``make canary``).
 
 For every pin, the releases newer than it on the configured index (or ``RELEASES=``), each alone and the newest
-of every upstream together. Per candidate, in order: is it installable (:mod:`.install`)? does the series replay
+of every upstream together; torch the same way, against the home line's primary torch (vendor/lines.toml; or
+``TORCH=``): a torch candidate runs every patch's tests and the guards on today's pins with that torch. Per candidate, in order: is it installable (:mod:`.install`)? does the series replay
 on its pristine sources (:mod:`.replay`)? is each patch still needed, and do the regression guards still pass
 (:mod:`.needed`)? The answers go to a terminal grid and build/canary/report.{json,md,html} (:mod:`.report`).
 
@@ -18,30 +19,50 @@ from pathlib import Path
 
 from ...ground import ui
 from ...ground.errors import CanaryAttention
-from ...sources import fetch, pins as pins_mod
+from ...sources import fetch, lines as lines_mod, pins as pins_mod
 from ...sources.pins import Pin
 from ...proof import testrun
-from ...proof.envs import TORCH
+from ...proof.envs import torch_requirement
 from . import install, lineup, needed, plan, replay as replay_mod, report as report_mod
 from .needed import GUARDS, EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the command line picks one)
 from .replay import CANARY_DIR
 
-BASE_REQUIREMENTS = (TORCH,)  # resolved beside every candidate (tests set it to ())
+# Resolved beside every candidate: the candidate's torch (the primary, or the torch it changes to). Tests set it to
+# () (no torch: toy upstreams), which also leaves torch's releases out of what is looked for on the index.
+BASE_REQUIREMENTS: Sequence[str] | None = None
+
+
+def primary_torch(root: Path) -> str:
+    """The torch today's pins (vendor/pins.toml, the home line) are proven on: its line's primary."""
+    all_lines = lines_mod.load(root)
+    return next((ln for ln in all_lines if not ln.folder), all_lines[0]).primary_torch
 
 
 def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: Path = GUARDS,
         env_factory: EnvFactory = wheel_env, runner: Runner = needed.run_tests,
         base_requirements: Sequence[str] | None = None,
-        versions_of: Callable[[str], list[str]] = fetch.index_versions) -> int:
+        versions_of: Callable[[str], list[str]] = fetch.index_versions, torch: str | None = None) -> int:
     pins = pins_mod.load(root)
     out = root / CANARY_DIR
+    primary = primary_torch(root)
     base_requirements = BASE_REQUIREMENTS if base_requirements is None else base_requirements
-    ui.step("canary", "new releases" + (f" (given: {releases})" if releases else " on the package index" + (" (pre-releases too)" if pre else "")))
-    new = plan.parse_releases(releases, pins) if releases else plan.discover(pins, pre=pre, versions_of=versions_of)
+    watch_torch = base_requirements is None or torch is not None  # toy tests without torch do not look for it
+    given = ", ".join(filter(None, [releases, f"torch {torch}" if torch else ""]))
+    ui.step("canary", "new releases" + (f" (given: {given})" if given else " on the package index" + (" (pre-releases too)" if pre else "")))
+    if given:
+        new = plan.parse_releases(releases, pins, primary) if releases else {}
+        if torch:
+            for v in plan.torch_releases(plan.parse_torch(torch), primary, pre=pre, versions_of=versions_of):
+                new.setdefault(plan.TORCH, [])
+                if v not in new[plan.TORCH]:
+                    new[plan.TORCH].append(v)
+    else:
+        new = plan.discover(pins, pre=pre, versions_of=versions_of, torch=primary if watch_torch else None)
     candidates = plan.candidates(pins, new)
     for d in ("runs", "tests"):
         shutil.rmtree(out / d, ignore_errors=True)
-    data = {"schema": 1, "pins": {p.name: p.version for p in pins}, "pre": pre, "releases_option": releases or "",
+    data = {"schema": 1, "pins": {p.name: p.version for p in pins}, "torch": primary, "pre": pre,
+            "releases_option": releases or "", "torch_option": torch or "",
             "guards": str(guards), "reference": {}, "candidates": []}
     advice = lineup.advise(root, versions_of)  # the release lines: who can take what, who can retire
     if advice:
@@ -55,7 +76,8 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
         return 0
 
     ui.step("canary", "download the new releases (trust on first use; cached by content)")
-    new_pins = {(name, v): fetch.download_unpinned(_pin(pins, name), v, recorded="the canary never records a pin") for name, vs in new.items() for v in vs}
+    new_pins = {(name, v): fetch.download_unpinned(_pin(pins, name), v, recorded="the canary never records a pin")
+                for name, vs in new.items() if name != plan.TORCH for v in vs}
 
     ui.step("canary", "replay each series on the new pristine releases (in clones under build/canary/checkouts/)")
     tests: dict[str, dict] = {}
@@ -65,13 +87,13 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
         tests.update(found)
         replays.update({(pin.name, v): r for v, r in by_version.items()})
 
-    ui.step("canary", f"reference: each patch's tests and the guards on today's pins ({_label(pins)})")
+    ui.step("canary", f"reference: each patch's tests and the guards on today's pins ({_label(pins)}, torch {primary})")
     guard_files = needed.guard_files(guards, [p.name for p in pins])
-    ref_env = env_factory(root, pins, "reference")
+    ref_env = env_factory(root, pins, "reference", torch=primary)
     if isinstance(ref_env, str):
         raise CanaryAttention(f"the reference environment (today's pins) could not be made: {ref_env}. Fix that "
                               "first (`make test` makes the same one); nothing can be compared without it.")
-    reference = {"env": ref_env.label, "patches": {}, "battery": {}}
+    reference = {"env": ref_env.label, "torch": primary, "patches": {}, "battery": {}}
     for pid, t in tests.items():
         if t["files"]:
             r = runner(Path(t["dir"]), t["files"], ref_env, out / "runs" / "reference" / Path(pid).with_suffix("") / "junit.xml")
@@ -85,7 +107,7 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
         ui.step("canary", f"{cand.id}" + (" (the newest of each, together)" if cand.kind == "combination" else ""))
         cpins = [new_pins.get((p.name, cand.version_of(p.name) or ""), p) for p in pins]
         data["candidates"].append(_candidate(root, cand, cpins, tests, replays, reference, guards, guard_files,
-                                             env_factory, runner, base_requirements, pre))
+                                             env_factory, runner, base_requirements, pre, primary))
     attention = report_mod.write(root, data)
     if attention:
         raise CanaryAttention(
@@ -98,16 +120,21 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
 
 def _candidate(root: Path, cand: plan.Candidate, cpins: list[Pin], tests: dict, replays: dict, reference: dict,
                guards: Path, guard_files: list[str], env_factory: EnvFactory, runner: Runner,
-               base_requirements: Sequence[str], pre: bool) -> dict:
+               base_requirements: Sequence[str] | None, pre: bool, primary: str) -> dict:
     runs = root / CANARY_DIR / "runs" / cand.slug
-    inst = install.check([*base_requirements, *(p.requirement for p in cpins)], runs / "install.log", pre=pre)
+    torch = cand.torch(primary)
+    if base_requirements is None:
+        base = [torch_requirement(torch)]
+    else:  # the tests' own (no torch), and the torch a candidate changes to
+        base = [*base_requirements, *([torch_requirement(torch)] if cand.version_of(plan.TORCH) else [])]
+    inst = install.check([*base, *(p.requirement for p in cpins)], runs / "install.log", pre=pre)
     inst["log"] = _rel(root, runs / "install.log")
     ui.info(f"installable? {inst['verdict']}" + (f": {inst['error']}" if inst.get("error") else ""))
     if inst["verdict"] == "installable":
-        env = env_factory(root, cpins, cand.slug)
+        env = env_factory(root, cpins, cand.slug, torch=torch)
     else:
         env = "the release set is not installable (the replay still ran)"
-    entry = {"id": cand.id, "kind": cand.kind, "upstreams": dict(cand.changes), "install": inst,
+    entry = {"id": cand.id, "kind": cand.kind, "upstreams": dict(cand.changes), "torch": torch, "install": inst,
              "env": env if isinstance(env, str) else env.label, "env_made": not isinstance(env, str),
              "patches": {}, "battery": {}}
     for pid, t in tests.items():
