@@ -90,8 +90,9 @@ def test_the_canary_looks_at_the_newest_torch_of_each_minor():
 
 def test_torch_is_a_candidate_like_an_upstream(tmp_path):
     pin = toy_pin(_index(tmp_path))
-    new = plan.discover([pin], pre=False, versions_of=lambda d: INDEX if d == "torch" else ["1.0.0", "1.1.0"],
-                        torch="2.13.0")
+    versions = lambda d: INDEX if d == "torch" else ["1.0.0", "1.1.0"]  # noqa: E731
+    assert plan.discover([pin], pre=False, versions_of=versions, torch="2.15.0") == {"toypkg": ["1.1.0"]}
+    new = plan.discover([pin], pre=False, versions_of=versions, torch="2.13.0")  # newer than the newest declared
     assert new == {"toypkg": ["1.1.0"], "torch": ["2.14.1", "2.15.0"]}
     cands = plan.candidates([pin], new)
     assert [(c.id, c.kind, c.torch("2.13.0")) for c in cands] == [

@@ -323,8 +323,8 @@ def parser() -> argparse.ArgumentParser:
                     "instead of every release newer than the pins on the configured index")
     cn.add_argument("--torch", metavar="VERSION,...", help="these torch releases (TORCH=; e.g. 2.14.1, or newest: "
                     "the newest on the index) as candidates, each with today's pins; alone (no --releases) nothing else "
-                    "is looked at. Without either, torch's releases newer than the primary (the newest of each minor) "
-                    "are looked at like every upstream's")
+                    "is looked at. Without either, torch's releases newer than every torch the home line declares "
+                    "(vendor/lines.toml; the newest of each minor) are looked at like every upstream's")
     cn.add_argument("--pre", action="store_true", help="pre-releases too (when looking on the index)")
     cn.add_argument("--guards", metavar="DIR", help="the regression guards' folder (<DIR>/<upstream>/test_*.py); "
                     "default tools/headroom/proof/upstream_data/guards")

@@ -1,8 +1,9 @@
 """canary: what the new upstream releases would do to the series, before anyone rebases (``make canary``).
 
 For every pin, the releases newer than it on the configured index (or ``RELEASES=``), each alone and the newest
-of every upstream together; torch the same way, against the home line's primary torch (vendor/lines.toml; or
-``TORCH=``): a torch candidate runs every patch's tests and the guards on today's pins with that torch. Per candidate, in order: is it installable (:mod:`.install`)? does the series replay
+of every upstream together; torch the same way (a release newer than every torch the home line declares in
+vendor/lines.toml, or ``TORCH=``): a torch candidate runs every patch's tests and the guards on today's pins with
+that torch, compared with the reference on the primary torch. Per candidate, in order: is it installable (:mod:`.install`)? does the series replay
 on its pristine sources (:mod:`.replay`)? is each patch still needed, and do the regression guards still pass
 (:mod:`.needed`)? The answers go to a terminal grid and build/canary/report.{json,md,html} (:mod:`.report`).
 
@@ -32,10 +33,11 @@ from .replay import CANARY_DIR
 BASE_REQUIREMENTS: Sequence[str] | None = None
 
 
-def primary_torch(root: Path) -> str:
-    """The torch today's pins (vendor/pins.toml, the home line) are proven on: its line's primary."""
+def home_line(root: Path) -> lines_mod.Line:
+    """The line of today's pins (vendor/pins.toml): its primary torch is the reference's, its newest the one a torch
+    release must be newer than to be looked at."""
     all_lines = lines_mod.load(root)
-    return next((ln for ln in all_lines if not ln.folder), all_lines[0]).primary_torch
+    return next((ln for ln in all_lines if not ln.folder), all_lines[0])
 
 
 def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: Path = GUARDS,
@@ -44,7 +46,8 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
         versions_of: Callable[[str], list[str]] = fetch.index_versions, torch: str | None = None) -> int:
     pins = pins_mod.load(root)
     out = root / CANARY_DIR
-    primary = primary_torch(root)
+    home = home_line(root)
+    primary = home.primary_torch
     base_requirements = BASE_REQUIREMENTS if base_requirements is None else base_requirements
     watch_torch = base_requirements is None or torch is not None  # toy tests without torch do not look for it
     given = ", ".join(filter(None, [releases, f"torch {torch}" if torch else ""]))
@@ -57,7 +60,7 @@ def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: P
                 if v not in new[plan.TORCH]:
                     new[plan.TORCH].append(v)
     else:
-        new = plan.discover(pins, pre=pre, versions_of=versions_of, torch=primary if watch_torch else None)
+        new = plan.discover(pins, pre=pre, versions_of=versions_of, torch=home.newest_torch if watch_torch else None)
     candidates = plan.candidates(pins, new)
     for d in ("runs", "tests"):
         shutil.rmtree(out / d, ignore_errors=True)

@@ -6,10 +6,11 @@ New releases come from the machine's own pip index settings (``pip index version
 upstreams stay on their pins); when more than one upstream has a new release, the newest of each together
 is one more candidate: the combination.
 
-torch is looked at like an upstream, against the primary torch of the home line (vendor/lines.toml ``torch``): on the
-index, the newest release of each torch minor newer than the primary (2.14.1 stands for 2.14.x; a local build such
-as 2.13.0+cpu is no release of its own), or given (``TORCH=2.14.1`` or ``RELEASES=torch==2.14.1``). A torch
-candidate keeps every upstream on its pin; the combination takes the newest torch too.
+torch is looked at like an upstream: on the index, the newest release of each torch minor newer than every torch the
+home line declares (vendor/lines.toml ``torch``: those are proven by `make test TORCH=...`; 2.16.1 stands for 2.16.x;
+a local build such as 2.13.0+cpu is no release of its own), or given (``TORCH=2.14.1``, ``TORCH=newest`` or
+``RELEASES=torch==2.14.1``: any release but the primary). A torch candidate keeps every upstream on its pin and is
+compared with the reference on the primary torch; the combination takes the newest torch too.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def _release(text: str) -> Version | None:
     return None if v.local else v
 
 
-def newer_torch(primary: str, versions: list[str], *, pre: bool) -> list[str]:
-    """torch's releases newer than the primary, the newest of each minor (2.14.1 stands for 2.14.x), oldest first."""
-    current = Version(primary)
+def newer_torch(since: str, versions: list[str], *, pre: bool) -> list[str]:
+    """torch's releases newer than ``since``, the newest of each minor (2.14.1 stands for 2.14.x), oldest first."""
+    current = Version(since)
     by_minor: dict[tuple[int, int], Version] = {}
     for text in versions:
         v = _release(text)
@@ -151,7 +152,7 @@ def parse_releases(text: str, pins: list[Pin], torch: str | None = None) -> dict
 def discover(pins: list[Pin], *, pre: bool, versions_of=fetch.index_versions,
              torch: str | None = None) -> dict[str, list[str]]:
     """{upstream: new versions, oldest first} from the index, for every pin; and for torch (its newest release of
-    each minor newer than ``torch``, the primary), given one."""
+    each minor newer than ``torch``: the newest the home line declares), given one."""
     out = {}
     for pin in pins:
         found = newer(pin, versions_of(pin.distribution), pre=pre)
@@ -160,8 +161,8 @@ def discover(pins: list[Pin], *, pre: bool, versions_of=fetch.index_versions,
             out[pin.name] = found
     if torch:
         found = newer_torch(torch, versions_of(TORCH), pre=pre)
-        ui.info(f"torch {torch} (the primary): " + (f"new on the index: {', '.join(found)} (the newest of each minor)"
-                                                   if found else "no newer release"))
+        ui.info(f"torch {torch} (the newest the lines are proven on): "
+                + (f"new on the index: {', '.join(found)} (the newest of each minor)" if found else "no newer release"))
         if found:
             out[TORCH] = found
     return out
