@@ -208,8 +208,9 @@ def test_the_report_table_is_patches_by_lines(tmp_path):
     report = testrun.read_report(root)
     assert report["proof"][0]["verdict"] == "red->green" and set(report["lines"]) == {"new", "old"}  # home: top too
     rows = proof.lines_table(root, lines.load(root))
-    assert rows == [["patch", "new (toy 1.0.0)", "old (toy 1.0.0)"],
-                    ["toy/0001", "applied, not provable on this line", "red->green"]]
+    assert rows == [["patch", "new (toy 1.0.0, torch 2.13.0)", "new (toy 1.0.0, torch 2.15.0)",
+                     "new (toy 1.0.0, torch 2.14.1)", "old (toy 1.0.0, torch 2.13.0)"],
+                    ["toy/0001", "applied, not provable on this line", "not run", "not run", "red->green"]]
 
 
 def test_pr_proposes_from_the_original_line_unless_told(tmp_path):

@@ -122,8 +122,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     """Each line's proof, upstream suites and guards; then the table of lines by patches. A line that fails does not
     stop the next one: every line is proven, and the failures are said together."""
-    from .proof import proof
-    from .proof import testrun
+    from .proof import proof, testrun
 
     root, failed = _root(args), []
     work = [(line, pins, torch) for line, pins in _lines(args) for torch in line.torches(args.torch)]
@@ -179,15 +178,12 @@ def cmd_canary(args: argparse.Namespace) -> int:
 
     factory = canary.source_env if args.env == "source" else canary.wheel_env
     guards = Path(args.guards) if args.guards else canary.GUARDS
-    return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory,
-                      torch=args.torch)
+    return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory, torch=args.torch)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
     ui.step("docs", "docs/reference/ from the parser, the error classes and vendor/lines.toml" + (" (check)" if args.check else ""))
-    root = _root(args)
-    extra = {lines_mod.PROVEN_ON: lines_mod.proven_on_page(root)} if (root / lines_mod.LINES_FILE).is_file() else {}
-    for path in refdocs.write(root, parser(), check=args.check, extra=extra):
+    for path in refdocs.write(_root(args), parser(), check=args.check, extra=lines_mod.generated_pages(_root(args))):
         ui.info(f"{'differs' if args.check else 'written'}: {path}")
     return 0
 
@@ -267,13 +263,10 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 picks a free one)")
     sv.set_defaults(func=cmd_serve)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
-    t.add_argument("--upstream", default=None, choices=("default", "full", "guards", "none"),
-                   help="upstream suite selection: default, full, guards (the regression guards alone) or none; "
-                   "default: default on a line's primary torch, guards on another")
-    t.add_argument("--torch", metavar="primary|newest|all|VERSION", default=None,
-                   help="the torch to prove each line on (TORCH=): its primary (the default: the first of its "
-                   "torch = [...] in vendor/lines.toml), its newest (the highest there), all of them, or one version "
-                   "it declares; another torch gets environments of its own (envs/<env>-torch<version>)")
+    t.add_argument("--upstream", choices=("default", "full", "guards", "none"), help="upstream suite selection "
+                   "(guards: the regression guards alone); default: default on the primary torch, guards on another")
+    t.add_argument("--torch", metavar="primary|newest|all|VERSION", help="the torch of vendor/lines.toml to prove each "
+                   "line on (TORCH=; default: its primary, the first; newest: the highest); another gets envs of its own")
     t.add_argument("--jobs", default="auto", type=_jobs,
                    help="pytest-xdist workers for the upstream suites: auto (the default: one per core, each with "
                         "its share of torch's threads), a number, or 1 (one process per suite)")
@@ -321,10 +314,8 @@ def parser() -> argparse.ArgumentParser:
     cn.add_argument("--releases", metavar="NAME==VERSION,...", help="these releases (RELEASES=; e.g. "
                     "accelerate==1.16.0,transformers==5.25.0) "
                     "instead of every release newer than the pins on the configured index")
-    cn.add_argument("--torch", metavar="VERSION,...", help="these torch releases (TORCH=; e.g. 2.14.1, or newest: "
-                    "the newest on the index) as candidates, each with today's pins; alone (no --releases) nothing else "
-                    "is looked at. Without either, torch's releases newer than every torch the home line declares "
-                    "(vendor/lines.toml; the newest of each minor) are looked at like every upstream's")
+    cn.add_argument("--torch", metavar="VERSION,...", help="these torch releases (TORCH=; or newest) with today's "
+                    "pins, and nothing else unless --releases; default: those newer than vendor/lines.toml's torch")
     cn.add_argument("--pre", action="store_true", help="pre-releases too (when looking on the index)")
     cn.add_argument("--guards", metavar="DIR", help="the regression guards' folder (<DIR>/<upstream>/test_*.py); "
                     "default tools/headroom/proof/upstream_data/guards")
@@ -366,17 +357,15 @@ def _check(args: argparse.Namespace) -> None:
                          "py3-none-any.whl` (ls dist/*.whl).")
     if args.command == "inspect" and args.python and not Path(args.python).is_file():
         raise UsageError(f"--python {args.python}: no such interpreter (e.g. build/envs/patched/bin/python).")
-    if args.command == "canary" and args.releases is not None:
-        from .upkeep.canary import plan
+    if args.command == "canary":
+        from .upkeep.canary import home_line, plan
 
-        plan.parse_releases(args.releases, pins_mod.load(_root(args)), lines_mod.load(_root(args))[0].primary_torch)
-    if args.command == "canary" and args.torch is not None:
-        from .upkeep.canary import plan
-
-        plan.parse_torch(args.torch)
-    if args.command == "test" and args.torch is not None:
-        for line in lines_mod.select(lines_mod.load(_root(args)), args.line):
-            line.torches(args.torch)  # a torch the line does not declare: a usage error naming those it does
+        if args.releases is not None:
+            plan.parse_releases(args.releases, pins_mod.load(_root(args)), home_line(_root(args)).primary_torch)
+        if args.torch is not None:
+            plan.parse_torch(args.torch)
+    for line in lines_mod.select(lines_mod.load(_root(args)), args.line) if args.command == "test" and args.torch else []:
+        line.torches(args.torch)  # a torch the line does not declare: a usage error naming those it does
 
 
 def main(argv: list[str] | None = None) -> int:
