@@ -5,7 +5,9 @@
 #>          FORCE=1 (apply over unsaved work, saved to a bundle first; build: rebuild), ONLY=name (one upstream),
 #>          LINE=newest|peft (fetch apply export build test publish canary: one release line of vendor/lines.toml;
 #>          default all; rebase: the line it moves, needed when several pin the upstream; pr: the line it proposes from),
-#>          UPSTREAM=default|full|none (test: upstream suites), TINYHUB=0 (test: no local tiny hub),
+#>          UPSTREAM=default|full|guards|none (test: upstream suites; default: default, guards on another torch),
+#>          TORCH=primary|newest|all|VERSION (test: the torch of vendor/lines.toml to prove on; canary: VERSION,...|newest),
+#>          TINYHUB=0 (test: no local tiny hub),
 #>          JOBS=auto|N|1 (test: pytest-xdist workers), PIN=name==version DROP=0002 (rebase),
 #>          RELEASES=name==version,... PRE=1 (canary), PATCH=upstream/NNNN (pr),
 #>          BENCH=quick|full TRANSFORMERS=X[@Y],... PART=releases|prepare|node_loads|load_phase (bench),
@@ -13,7 +15,7 @@
 
 PYTHON  ?= python3
 VENV    ?= .venv
-UPSTREAM ?= default
+UPSTREAM ?=
 TINYHUB ?= 1
 JOBS    ?= auto
 BENCH   ?= full
@@ -60,8 +62,8 @@ build: $(TOOL_STAMP) ## one patched wheel per upstream into dist/, then the inde
 index: $(TOOL_STAMP) ## write the static PEP 503 index dist/simple/
 	@$(HEADROOM) index
 
-test: $(TOOL_STAMP) ## each line's proof (red on pristine, green on patched) + upstream suites [UPSTREAM= JOBS= TINYHUB=0 LINE=]
-	@$(HEADROOM) test --upstream $(UPSTREAM) --jobs $(JOBS) $(if $(filter 0,$(TINYHUB)),--no-tinyhub)
+test: $(TOOL_STAMP) ## each line's proof (red on pristine, green on patched) + upstream suites [UPSTREAM= JOBS= TINYHUB=0 LINE= TORCH=]
+	@$(HEADROOM) test $(if $(UPSTREAM),--upstream $(UPSTREAM)) --jobs $(JOBS) $(if $(filter 0,$(TINYHUB)),--no-tinyhub) $(if $(TORCH),--torch $(TORCH))
 
 unit: $(TOOL_STAMP) ## the project's own fast tests (no network, no torch): the loop while editing
 	@$(VENV)/bin/python -m pytest tests -m "not integration"
@@ -81,8 +83,8 @@ rebase-continue: $(TOOL_STAMP) ## go on with a rebase stopped on a conflict [DRO
 rebase-abort: $(TOOL_STAMP) ## undo a rebase: pins, patches and checkout as before [ONLY= LINE=]
 	@$(HEADROOM) rebase-abort
 
-canary: $(TOOL_STAMP) ## what new upstream releases would do to each line's series [RELEASES=name==version,... PRE=1 LINE=]
-	@$(HEADROOM) canary $(if $(RELEASES),--releases '$(RELEASES)') $(if $(filter-out 0,$(PRE)),--pre)
+canary: $(TOOL_STAMP) ## what new upstream and torch releases would do to each line's series [RELEASES=name==version,... TORCH=version PRE=1 LINE=]
+	@$(HEADROOM) canary $(if $(RELEASES),--releases '$(RELEASES)') $(if $(TORCH),--torch '$(TORCH)') $(if $(filter-out 0,$(PRE)),--pre)
 
 pr: $(TOOL_STAMP) ## draft one patch for upstream into build/pr/ (never pushes): PATCH=transformers/0001
 	@test -n "$(PATCH)" || { echo "usage: make pr PATCH=transformers/0001" >&2; exit 2; }
@@ -115,7 +117,7 @@ $(DOCS_STAMP): $(TOOL_STAMP) requirements/docs.txt
 	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/docs.txt
 	@touch $@
 
-docs-ref: $(TOOL_STAMP) ## regenerate docs/reference/commands.md and exit-codes.md from the parser and the errors
+docs-ref: $(TOOL_STAMP) ## regenerate docs/reference/commands.md, exit-codes.md, torch.md from the parser, errors, lines.toml
 	@$(HEADROOM) docs
 
 docs: $(DOCS_STAMP) ## build the documentation site into build/site/ (mkdocs --strict: a broken link fails)

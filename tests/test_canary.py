@@ -177,7 +177,7 @@ def test_upstream_regression(ran):
 def test_reports_md_and_html_carry_the_grid(ran):
     out = ran["project"].root / "build" / "canary"
     md = (out / "report.md").read_text()
-    assert "| release | install | toypkg/0001 |" in md and "| toypkg==1.4.0 | not installable |" in md
+    assert "| release | torch | install | toypkg/0001 |" in md and "| toypkg==1.4.0 | 2.13.0 | not installable |" in md
     page = (out / "report.html").read_text()
     assert 'id="canary-grid"' in page and 'class="v-upstream-regression"' in page and 'class="v-unknown"' in page
     logs = [a.split('"')[0] for a in page.split('<a href="')[1:]]
@@ -370,7 +370,7 @@ def test_the_reports_name_the_line(ran_lines):
     out = ran_lines["project"].root / "build" / "canary"
     md = (out / "report.md").read_text()
     assert "| new: toypkg==1.5.0 |" in md and "| old: toypkg==1.1.0 |" in md
-    assert "Pins: new line: toypkg 1.0.0; old line: toypkg 1.0.0, toyext 1.0.0" in md and "## Release lines" in md
+    assert ("Pins: new line: toypkg 1.0.0, torch 2.13.0 (the primary); old line: toypkg 1.0.0, toyext 1.0.0, torch 2.13.0 (the primary)") in md and "## Release lines" in md
     page = (out / "report.html").read_text()
     assert "<th>old: toypkg==1.1.0</th>" in page and 'id="lineup"' in page
     logs = [a.split('"')[0] for a in page.split('<a href="')[1:]]

@@ -271,6 +271,21 @@ def test_install_recipes_name_the_pins():
     assert wrong == []
 
 
+def test_install_recipes_name_a_torch_the_lines_are_proven_on():
+    """A ``torch==X`` in an install recipe is a torch some line declares (vendor/lines.toml ``torch``), and the
+    generated page of the torch each fix is proven on is what the configuration says."""
+    from headroom.sources import lines
+
+    declared = {t for ln in lines.load(REPO) for t in ln.torch}
+    wrong = []
+    for page in (REPO / "README.md", REPO / "docs" / "tutorial.md", REPO / "docs" / "how-to" / "publish-and-install.md",
+                 REPO / "docs" / "how-to" / "pick-a-line.md"):
+        wrong += [f"{page.relative_to(REPO)}: torch=={v} (declared: {sorted(declared)})"
+                  for v in re.findall(r"\btorch==(\d+(?:\.\d+)+)", page.read_text(encoding="utf-8")) if v not in declared]
+    assert wrong == []
+    assert (REPO / lines.PROVEN_ON).read_text(encoding="utf-8") == lines.proven_on_page(REPO), "run `make docs-ref`"
+
+
 def test_verify_inspect_and_serve_check_their_values_first(tmp_path, capsys):
     assert cli.main(["--root", str(tmp_path), "verify", "dist/nope.whl"]) == errors.UsageError.exit_code
     assert "dist/nope.whl: no such wheel file" in capsys.readouterr().err

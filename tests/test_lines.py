@@ -41,6 +41,8 @@ def test_lines_toml_cases(tmp_path, case):
         assert (old.name, old.folder, old.build, old.original) == ("old", "", Path("build"), False)
         assert [p.key for p in new.pins] == ["new/toy"] and [p.vendor for p in old.pins] == ["vendor/toy"]
         assert new.unproven == {"toy/0001": "its test needs an upstream this line does not carry"}
+        assert (new.torch, new.primary_torch, new.newest_torch) == (("2.13.0", "2.15.0", "2.14.1"), "2.13.0", "2.15.0")
+        assert old.torch == (lines.PRIMARY_TORCH,)  # a line that declares none: the primary alone
         assert pins_mod.load(root)[0].line == "old"  # vendor/pins.toml's pins are the home line's
         return
     with pytest.raises(PinsError) as exc:
@@ -54,6 +56,16 @@ def test_without_lines_toml_one_unnamed_line(tmp_path):
     (line,) = lines.load(tmp_path)
     assert line.name == "" and line.build == Path("build") and line.pins[0].key == "toy"
     assert not {"line", "folder"} & set(line.pins[0].identity())  # a checkout made before lines keeps its key
+
+
+def test_torch_choices_name_what_the_line_declares(tmp_path):
+    new, old = lines.load(_root(tmp_path, CASES / "good.toml"))
+    assert new.torches(None) == new.torches("primary") == ["2.13.0"]
+    assert new.torches("newest") == ["2.15.0"] and new.torches("2.14.1") == ["2.14.1"]
+    assert new.torches("all") == ["2.13.0", "2.15.0", "2.14.1"]
+    assert old.torches("newest") == old.torches("all") == [lines.PRIMARY_TORCH]
+    with pytest.raises(UsageError, match=r"not proven on torch 2.12.0\. Name one it declares \(2.13.0, 2.15.0, 2.14.1\)"):
+        new.torches("2.12.0")
 
 
 def test_select_names_the_known_lines(tmp_path):
@@ -197,8 +209,9 @@ def test_the_report_table_is_patches_by_lines(tmp_path):
     report = testrun.read_report(root)
     assert report["proof"][0]["verdict"] == "red->green" and set(report["lines"]) == {"new", "old"}  # home: top too
     rows = proof.lines_table(root, lines.load(root))
-    assert rows == [["patch", "new (toy 1.0.0)", "old (toy 1.0.0)"],
-                    ["toy/0001", "applied, not provable on this line", "red->green"]]
+    assert rows == [["patch", "new (toy 1.0.0, torch 2.13.0)", "new (toy 1.0.0, torch 2.15.0)",
+                     "new (toy 1.0.0, torch 2.14.1)", "old (toy 1.0.0, torch 2.13.0)"],
+                    ["toy/0001", "applied, not provable on this line", "not run", "not run", "red->green"]]
 
 
 def test_pr_proposes_from_the_original_line_unless_told(tmp_path):

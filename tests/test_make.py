@@ -40,8 +40,10 @@ CALLS: dict[str, list[str]] = {
     "make build": ["headroom build"],
     "make build FORCE=1": ["headroom build --force"],
     "make index": ["headroom index"],
-    "make test": ["headroom test --upstream default --jobs auto"],
+    "make test": ["headroom test --jobs auto"],
     "make test UPSTREAM=none JOBS=1 TINYHUB=0": ["headroom test --upstream none --jobs 1 --no-tinyhub"],
+    "make test LINE=peft TORCH=newest": ["headroom --line peft test --jobs auto --torch newest"],
+    "make test TORCH=2.15.0 UPSTREAM=default": ["headroom test --upstream default --jobs auto --torch 2.15.0"],
     "make unit": ["python -m pytest tests -m not integration"],
     "make check": [
         "python -m pytest tests",
@@ -50,7 +52,7 @@ CALLS: dict[str, list[str]] = {
         "headroom apply",
         "headroom export --check",
         "headroom build",
-        "headroom test --upstream default --jobs auto",
+        "headroom test --jobs auto",
         "headroom bench --mode quick",
     ],
     "make rebase PIN=transformers==5.25.0": ["headroom rebase transformers==5.25.0"],
@@ -59,6 +61,7 @@ CALLS: dict[str, list[str]] = {
     "make rebase-continue DROP=0002": ["headroom rebase-continue --drop 0002"],
     "make rebase-abort": ["headroom rebase-abort"],
     "make canary": ["headroom canary"],
+    "make canary TORCH=2.14.1": ["headroom canary --torch 2.14.1"],
     "make canary RELEASES=accelerate==1.16.0,transformers==5.25.0 PRE=1":
         ["headroom canary --releases accelerate==1.16.0,transformers==5.25.0 --pre"],
     "make pr PATCH=transformers/0001": ["headroom pr transformers/0001"],
@@ -258,6 +261,8 @@ REAL_HEADROOM = REPO / ".venv" / "bin" / "headroom"
     ("make bench RELEASES=transformers==5.25.0", 2, "RELEASES= is canary's (name==version)"),
     ("make bench BENCH=quick TRANSFORMERS=5.23.0@x", 2, "'5.23.0@x' is not a release version"),
     ("make canary RELEASES=transformers=5.25.0", 2, "give each release as NAME==VERSION"),
+    ("make canary TORCH=two", 2, "give torch releases as versions"),
+    ("make test TORCH=2.99.0", 2, "not proven on torch 2.99.0"),
     ("make pr", 2, "usage: make pr PATCH="),
     ("make help", 0, "make apply build test"),
 ])

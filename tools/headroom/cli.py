@@ -122,19 +122,19 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     """Each line's proof, upstream suites and guards; then the table of lines by patches. A line that fails does not
     stop the next one: every line is proven, and the failures are said together."""
-    from .proof import proof
-    from .proof import testrun
+    from .proof import proof, testrun
 
-    root, work, failed = _root(args), _lines(args), []
-    for line, pins in work:
+    root, failed = _root(args), []
+    work = [(line, pins, torch) for line, pins in _lines(args) for torch in line.torches(args.torch)]
+    for line, pins, torch in work:
         try:
-            proof.run(root, line, pins, upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs)
+            proof.run(root, line, pins, upstream=args.upstream, tinyhub=args.tinyhub, jobs=args.jobs, torch=torch)
         except ProofFailed as exc:
             if len(work) == 1:
                 raise
             ui.error(exc.message)
             failed.append(exc.message)
-    if any(ln.name for ln, _ in work):
+    if any(ln.name for ln, _, _ in work):
         rows = proof.lines_table(root, lines_mod.load(root))
         testrun.write_report(root, "lines_table", rows)
         ui.step("test", "patches by lines (build/report.json: lines_table)")
@@ -151,21 +151,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(_root(args), mode=args.mode, releases_text=args.transformers, part=args.part, line=line)
 
 
-def _first_only(args: argparse.Namespace) -> str | None:
-    return args.only[0] if args.only else None
-
-
 def cmd_rebase(args: argparse.Namespace) -> int:
     factory = rebase_mod.source_env if args.env == "source" else rebase_mod.wheel_env
     return rebase_mod.start(_root(args), args.requirement, line=args.line, drop=args.drop, env_factory=factory)
 
 
 def cmd_rebase_continue(args: argparse.Namespace) -> int:
-    return rebase_mod.resume(_root(args), _first_only(args), line=args.line, drop=args.drop)
+    return rebase_mod.resume(_root(args), (args.only or [None])[0], line=args.line, drop=args.drop)
 
 
 def cmd_rebase_abort(args: argparse.Namespace) -> int:
-    return rebase_mod.abort(_root(args), _first_only(args), line=args.line)
+    return rebase_mod.abort(_root(args), (args.only or [None])[0], line=args.line)
 
 
 def cmd_pr(args: argparse.Namespace) -> int:
@@ -179,12 +175,12 @@ def cmd_canary(args: argparse.Namespace) -> int:
     factory = canary.source_env if args.env == "source" else canary.wheel_env
     guards = Path(args.guards) if args.guards else canary.GUARDS
     return canary.run(_root(args), releases=args.releases, pre=args.pre, guards=guards, env_factory=factory,
-                      line=args.line)
+                      line=args.line, torch=args.torch)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    ui.step("docs", "docs/reference/ from the parser and the error classes" + (" (check)" if args.check else ""))
-    for path in refdocs.write(_root(args), parser(), check=args.check):
+    ui.step("docs", "docs/reference/ from the parser, the error classes and vendor/lines.toml" + (" (check)" if args.check else ""))
+    for path in refdocs.write(_root(args), parser(), check=args.check, extra=lines_mod.generated_pages(_root(args))):
         ui.info(f"{'differs' if args.check else 'written'}: {path}")
     return 0
 
@@ -267,8 +263,10 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0 picks a free one)")
     sv.set_defaults(func=cmd_serve)
     t = sub.add_parser("test", help="prove each patch red on pristine, green on patched; run upstream suites")
-    t.add_argument("--upstream", default="default", choices=("default", "full", "none"),
-                   help="upstream suite selection: default, full or none")
+    t.add_argument("--upstream", choices=("default", "full", "guards", "none"), help="upstream suite selection "
+                   "(guards: the regression guards alone); default: default on the primary torch, guards on another")
+    t.add_argument("--torch", metavar="primary|newest|all|VERSION", help="the torch of vendor/lines.toml to prove each "
+                   "line on (TORCH=; default: its primary, the first; newest: the highest); another gets envs of its own")
     t.add_argument("--jobs", default="auto", type=_jobs,
                    help="pytest-xdist workers for the upstream suites: auto (the default: one per core, each with "
                         "its share of torch's threads), a number, or 1 (one process per suite)")
@@ -316,6 +314,8 @@ def parser() -> argparse.ArgumentParser:
     cn.add_argument("--releases", metavar="NAME==VERSION,...", help="these releases (RELEASES=; e.g. "
                     "accelerate==1.16.0,transformers==5.25.0) "
                     "instead of every release newer than the pins on the configured index")
+    cn.add_argument("--torch", metavar="VERSION,...", help="these torch releases (TORCH=; or newest) with today's "
+                    "pins, and nothing else unless --releases; default: those newer than vendor/lines.toml's torch")
     cn.add_argument("--pre", action="store_true", help="pre-releases too (when looking on the index)")
     cn.add_argument("--guards", metavar="DIR", help="the regression guards' folder (<DIR>/<upstream>/test_*.py); "
                     "default tools/headroom/proof/upstream_data/guards")
@@ -358,11 +358,12 @@ def _check(args: argparse.Namespace) -> None:
                          "py3-none-any.whl` (ls dist/*.whl).")
     if args.command == "inspect" and args.python and not Path(args.python).is_file():
         raise UsageError(f"--python {args.python}: no such interpreter (e.g. build/envs/patched/bin/python).")
-    if args.command == "canary" and args.releases is not None:
+    if args.command == "canary":
         from .upkeep.canary import plan
 
-        chosen = lines_mod.select(lines_mod.load(_root(args)), args.line)
-        plan.parse_releases(args.releases, [p for ln in chosen for p in ln.pins])
+        plan.check_options(lines_mod.select(lines_mod.load(_root(args)), args.line), args.releases, args.torch)
+    for line in lines_mod.select(lines_mod.load(_root(args)), args.line) if args.command == "test" and args.torch else []:
+        line.torches(args.torch)  # a torch the line does not declare: a usage error naming those it does
 
 
 def main(argv: list[str] | None = None) -> int:

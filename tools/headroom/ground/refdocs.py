@@ -1,5 +1,5 @@
 """The generated reference pages: docs/reference/commands.md from the argparse parser, docs/reference/exit-codes.md
-from the error classes. Byte-stable (no terminal width, no date), so a test can compare the committed pages with what
+from the error classes (and, given by the caller, docs/reference/torch.md from vendor/lines.toml). Byte-stable (no terminal width, no date), so a test can compare the committed pages with what
 the code says, and ``headroom docs --check`` (``make docs``) fails when they differ."""
 
 from __future__ import annotations
@@ -103,18 +103,22 @@ def exit_codes() -> str:
     return "\n".join(out) + "\n"
 
 
-def pages(parser: argparse.ArgumentParser) -> dict[Path, str]:
-    return {COMMANDS: commands(parser), EXIT_CODES: exit_codes()}
+def pages(parser: argparse.ArgumentParser, extra: dict[Path, str] | None = None) -> dict[Path, str]:
+    """The generated pages; ``extra``: pages the caller generates from the repository's configuration (the torch
+    each fix is proven on, from vendor/lines.toml)."""
+    return {COMMANDS: commands(parser), EXIT_CODES: exit_codes(), **(extra or {})}
 
 
-def write(root: Path, parser: argparse.ArgumentParser, *, check: bool = False) -> list[Path]:
+def write(root: Path, parser: argparse.ArgumentParser, *, check: bool = False,
+          extra: dict[Path, str] | None = None) -> list[Path]:
     """Write the pages that differ (or, with ``check``, raise DocsStale naming them); returns the paths."""
-    stale = [rel for rel, text in pages(parser).items()
+    generated = pages(parser, extra)
+    stale = [rel for rel, text in generated.items()
              if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
     if check and stale:
         raise errors.DocsStale(f"{', '.join(map(str, stale))} differ from what the code says. Run `make docs-ref` "
                                "and commit the pages.")
     if not check:
         for rel in stale:
-            atomic_write(root / rel, pages(parser)[rel])
+            atomic_write(root / rel, generated[rel])
     return stale

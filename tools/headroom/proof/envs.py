@@ -1,14 +1,15 @@
 """The two isolated test environments: "pristine" (official wheels) and "patched" (dist/).
 
-Both get the same torch (``torch==2.13.0`` installed first and alone, so no package can
-pull a CUDA build) and the same test requirements (``requirements/test-env.txt``); they
+Both get the same torch (``torch==<version>`` installed first and alone, so no package can
+pull another torch build: the line's primary torch, 2.13.0, is the CPU wheel) and the same test requirements (``requirements/test-env.txt``); they
 differ only in the pinned upstreams (every table of vendor/pins.toml): the official wheel of
 each in "pristine", the headroom build of each in "patched". All of them go into one pip
 resolution, so a dependency between upstreams (peft needs accelerate) is met by the pinned
 build and never by another release from the index. An environment is rebuilt only when its
 inputs change, and never depends on its history: when only the upstreams' wheels change, they
 are swapped in one resolution with their dependencies, what nothing needs any more is removed
-and ``pip check`` must pass, so the result is what a fresh environment would hold.
+and ``pip check`` must pass, so the result is what a fresh environment would hold. Another torch is another
+environment (build/envs/<env>-torch<version>, :func:`folder`): never one torch swapped for another.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,13 +30,15 @@ from ..ground import proc, ui
 from ..ground.errors import DependencyUnresolved, NotApplied, ProofFailed, RequirementsConflict
 from ..ground.fsutil import atomic_write, read_json_state, sha256_bytes, sha256_file
 from ..sources import fetch
+from ..sources.lines import PRIMARY_TORCH
 from ..sources.pins import Pin
 from ..wheels import build as build_mod
 
 ENVS_DIR = Path("build") / "envs"
-TORCH = "torch==2.13.0"
+TORCH = f"torch=={PRIMARY_TORCH}"  # the primary torch's requirement (a line's own: vendor/lines.toml torch)
 REQUIREMENTS = Path("requirements") / "test-env.txt"
 STAMP = ".headroom-env.json"
+MADE = ".headroom-made.json"  # how long a new environment took to make and its size (figures, never a key)
 
 
 def built_wheel(root: Path, pin: Pin) -> Path | None:
@@ -92,6 +96,16 @@ def check_requirements(text: str, pins: list[Pin], path: Path = REQUIREMENTS) ->
             )
 
 
+def torch_requirement(version: str) -> str:
+    return f"torch=={version}"
+
+
+def folder(env: str, torch: str, primary: str) -> str:
+    """The environment's folder under envs/: ``env`` on the line's primary torch, ``env-torch<version>`` on another
+    (a fresh environment of its own per torch: none depends on which torch it held before)."""
+    return env if torch == primary else f"{env}-torch{torch}"
+
+
 def python(root: Path, env: str, envs_dir: Path = ENVS_DIR) -> Path:
     return root / envs_dir / env / "bin" / "python"
 
@@ -99,7 +113,7 @@ def python(root: Path, env: str, envs_dir: Path = ENVS_DIR) -> Path:
 def _specs(root: Path, env: str, wheels: list[Path]) -> list[str | Path]:
     """What pip installs: 'patched' goes through our own index (dist/simple) by exact version,
     which proves the index with a real client on every run; 'pristine' installs the verified files."""
-    if env != "patched":
+    if env.split("-torch")[0] != "patched":
         return list(wheels)
     index = (root / build_mod.DIST_DIR / "simple").as_uri()
     specs: list[str | Path] = ["--extra-index-url", index]
@@ -122,6 +136,7 @@ def _pip_uninstall(py: Path) -> list[str | Path]:
 NO_MATCH = re.compile(r"Could not find a version that satisfies the requirement (.+?)(?: \(from versions:[^)]*\))?$"
                       r"|No matching distribution found for (\S+)", re.M)
 CONFLICT = re.compile(r"The conflict is caused by:\n((?:[ \t]+\S.*\n?)+)")
+CANNOT = re.compile(r"Cannot install (.+?) because these package versions have conflicting dependencies")  # pip -q
 
 
 def unresolved(env: str) -> Callable[[str], DependencyUnresolved | None]:
@@ -131,10 +146,15 @@ def unresolved(env: str) -> Callable[[str], DependencyUnresolved | None]:
         matches = NO_MATCH.findall(output)
         found = [a for a, _ in matches if a] or [b for _, b in matches if b]  # with "(from <who needs it>)" if said
         conflict = CONFLICT.search(output)
-        if not found and not conflict:
+        cannot = [r.strip() for part in CANNOT.findall(output) for r in re.split(r",| and ", part) if r.strip()]
+        if not found and not conflict and not cannot:
             return None
         what = (f"no distribution on the package index matches {found[0]}" if found
-                else "pip finds requirements that exclude each other")
+                else "pip finds requirements that exclude each other"
+                + (f" ({', '.join(cannot)} cannot be installed)" if cannot else ""))
+        if any(re.match(r"torch(?![\w.-])", r) for r in [*found, *cannot]):
+            what += (" (a pip constraints file can cap torch: `pip config list` shows global.constraint; "
+                     "PIP_CONSTRAINT=/path/to/an-empty-file lifts it for one run)")
         lines = [f"  no match: {r}" for r in dict.fromkeys(found)]
         lines += [f"  conflict: {line.strip()}" for line in (conflict.group(1).splitlines() if conflict else [])]
         return DependencyUnresolved(
@@ -145,9 +165,9 @@ def unresolved(env: str) -> Callable[[str], DependencyUnresolved | None]:
     return diagnose
 
 
-def _roots(requirements: str, wheels: list[Path]) -> list[Requirement]:
+def _roots(requirements: str, wheels: list[Path], torch: str = TORCH) -> list[Requirement]:
     """What a fresh environment is made of: torch, each line of the test requirements and each upstream."""
-    texts = [TORCH, *(line for _, line in requirement_lines(requirements))]
+    texts = [torch, *(line for _, line in requirement_lines(requirements))]
     texts += [w.name.split("-")[0] for w in wheels]
     return [Requirement(t) for t in texts]
 
@@ -184,7 +204,7 @@ BASE = {"pip"} | ({"setuptools"} if sys.version_info < (3, 12) else set())
 
 
 def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements: str, requirements_file: Path,
-          envs_dir: Path = ENVS_DIR) -> None:
+          envs_dir: Path = ENVS_DIR, torch: str = TORCH) -> None:
     """Same torch and test requirements, other upstream wheels: the environment a fresh one would be.
 
     The old and new upstreams are uninstalled, the new ones installed with torch and the test requirements in one
@@ -196,9 +216,9 @@ def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements
     ui.info(f"build/envs/{env}: installing {', '.join(w.name for w in wheels)} and their dependencies")
     proc.run([*_pip_uninstall(py), *sorted(upstreams & installed(where))],
              what=f"pip uninstall the old upstreams ({env})")
-    proc.run([*_pip_install(py), TORCH, "-r", root / requirements_file, *_specs(root, env, wheels)],
+    proc.run([*_pip_install(py), torch, "-r", root / requirements_file, *_specs(root, env, wheels)],
              what=f"pip install wheels ({env})", diagnose=unresolved(env))
-    orphans = sorted(installed(where) - needed(where, _roots(requirements, wheels)))
+    orphans = sorted(installed(where) - needed(where, _roots(requirements, wheels, torch)))
     if orphans:
         ui.info(f"build/envs/{env}: removing {', '.join(orphans)} (nothing needs them any more)")
         proc.run([*_pip_uninstall(py), *orphans], what=f"pip uninstall what nothing needs ({env})")
@@ -211,15 +231,17 @@ def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements
 
 
 def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requirements_file: Path = REQUIREMENTS,
-           envs_dir: Path = ENVS_DIR) -> Path:
+           envs_dir: Path = ENVS_DIR, torch: str = TORCH) -> Path:
     """Create or reuse build/envs/<env>; return its python. ``pins``: every pinned upstream (checked against the
     requirements); ``requirements_file``: what goes in beside torch and ``wheels`` (the bench's release environments
-    take a smaller set than the test environments). An environment never depends on its history: one whose wheels
-    changed (same torch and requirements) is swapped to what a fresh one would hold (:func:`_swap`)."""
+    take a smaller set than the test environments); ``torch``: its requirement (``torch==<version>``). An environment
+    never depends on its history: one whose wheels changed (same torch and requirements) is swapped to what a fresh
+    one would hold (:func:`_swap`); another torch or other requirements make it afresh. A new one's creation time and
+    size are written beside its stamp (:data:`MADE`)."""
     where = root / envs_dir / env  # build/envs/<env>, or a line's build/lines/<line>/envs/<env>
     requirements = (root / requirements_file).read_text(encoding="utf-8")
     check_requirements(requirements, list(pins))
-    base_key = sha256_bytes(json.dumps([TORCH, requirements, sys.version]).encode())
+    base_key = sha256_bytes(json.dumps([torch, requirements, sys.version]).encode())
     wheels_key = sha256_bytes(json.dumps([(w.name, sha256_file(w)) for w in wheels]).encode())
     stamp = where / STAMP
     recorded = read_json_state(stamp)  # missing or malformed: the environment is made again
@@ -229,18 +251,32 @@ def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requi
             ui.info(f"build/envs/{env}: up to date")
             return py
         stamp.unlink()
-        _swap(root, env, wheels, recorded, requirements, requirements_file, envs_dir)
+        _swap(root, env, wheels, recorded, requirements, requirements_file, envs_dir, torch)
     else:
         if where.exists():
             shutil.rmtree(where)
-        ui.info(f"build/envs/{env}: creating (torch first, then {', '.join(w.name for w in wheels)}; a few minutes)")
+        ui.info(f"build/envs/{env}: creating ({torch} first, then {', '.join(w.name for w in wheels)}; a few minutes)")
+        start = time.monotonic()
         proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
-        proc.run([*_pip_install(py), TORCH], what=f"pip install {TORCH} ({env})")
-        proc.run([*_pip_install(py), TORCH, "-r", root / requirements_file, *_specs(root, env, wheels)],
+        proc.run([*_pip_install(py), torch], what=f"pip install {torch} ({env})", diagnose=unresolved(env))
+        proc.run([*_pip_install(py), torch, "-r", root / requirements_file, *_specs(root, env, wheels)],
                  what=f"pip install test requirements ({env})", diagnose=unresolved(env))
+        made = {"torch": torch, "created_seconds": round(time.monotonic() - start, 1), "bytes": size(where)}
+        atomic_write(where / MADE, json.dumps(made, indent=2) + "\n")
+        ui.info(f"build/envs/{env}: created in {made['created_seconds']:.0f} s, {made['bytes'] / 1e9:.2f} GB")
     record = {"base": base_key, "wheels_key": wheels_key, "wheels": [w.name for w in wheels]}
     atomic_write(stamp, json.dumps(record, indent=2) + "\n")
     return py
+
+
+def size(where: Path) -> int:
+    """Bytes of the files under ``where`` (links not followed): what an environment takes on disk."""
+    return sum(p.lstat().st_size for p in where.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def made_of(root: Path, env: str, envs_dir: Path = ENVS_DIR) -> dict:
+    """How build/envs/<env> was made: {"torch", "created_seconds", "bytes"}, {} when unknown."""
+    return read_json_state(root / envs_dir / env / MADE)
 
 
 # Prints, for each distribution named in argv, its installed version and location, and the version and file of
@@ -266,9 +302,11 @@ print(json.dumps(out))
 """
 
 
-def check_origin(py: Path, env: str, cwd: Path, pins: list[Pin], selected: list[Pin] | None = None) -> dict:
+def check_origin(py: Path, env: str, cwd: Path, pins: list[Pin], selected: list[Pin] | None = None,
+                 torch: str | None = None) -> dict:
     """Assert the env imports each pinned upstream from itself, and that the builds are the right ones: never
-    +headroom in 'pristine'; +headroom in 'patched' for the upstreams under test (``selected``, default all)."""
+    +headroom in 'pristine'; +headroom in 'patched' for the upstreams under test (``selected``, default all); and,
+    given ``torch`` (a version), that it imports that torch release (any build of it: 2.13.0+cpu is 2.13.0)."""
     cwd.mkdir(parents=True, exist_ok=True)
     names = [p.distribution for p in pins]
     result = proc.run([py, "-c", ORIGIN_PROBE, *names], cwd=cwd, quiet=True, what=f"import probe ({env})",
@@ -290,6 +328,9 @@ def check_origin(py: Path, env: str, cwd: Path, pins: list[Pin], selected: list[
         headroom = "+headroom" in version
         if (env == "pristine" and headroom) or (env == "patched" and pin.name in under_test and not headroom):
             raise ProofFailed(f"{env}: {pin.distribution} {version} is the wrong build for this environment.")
+    if torch and (info["torch"] or "").split("+")[0] != torch:
+        raise ProofFailed(f"{env}: torch {info['torch']} is imported, the line is proven here on torch {torch}. "
+                          f"Remove the environment ({prefix}) and run `make test` again.")
     shown = ", ".join(f"{d} {e['version']}" for d, e in info["dists"].items())
     ui.info(f"{env}: {shown}, torch {info['torch']} (from {prefix})")
     return info

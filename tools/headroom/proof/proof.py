@@ -4,6 +4,12 @@ The test files a patch adds under ``tests/`` are copied out of the checkout (so 
 outside the source tree) and run with pytest in both environments. Verdict per patch:
 ``red->green`` when pristine has a failing test and patched has none (and passes some).
 Then the upstream suites run (``upstream.py``). Results go to build/report.json.
+
+On one torch per run: the line's primary (vendor/lines.toml torch, the first) unless ``torch`` names another, which
+gets environments, proof and suite outputs of its own (``<env>-torch<version>``, ``proof-torch<version>``,
+``upstream-torch<version>``) and, by default, the regression guards alone of the upstream suites. Every run's
+results are also kept by torch version in build/report.json (``torch.<version>``, per line under ``lines``); the
+top-level ``proof`` and ``upstream`` stay the primary torch's (what `make pr` and `make rebase` read).
 """
 
 from __future__ import annotations
@@ -48,10 +54,10 @@ def run_patch_tests(root: Path, pin: Pin, patch: Path, files: list[str], pythons
 
 
 def _table(entries: list[dict]) -> None:
-    rows = [("patch", "pristine", "patched", "verdict")]
-    rows += [(f"{e['upstream']}/{Path(e['patch']).name[:48]}", e["pristine"]["summary"], e["patched"]["summary"],
-              e["verdict"]) for e in entries]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rows = [("patch", "torch", "pristine", "patched", "verdict")]
+    rows += [(f"{e['upstream']}/{Path(e['patch']).name[:48]}", e.get("torch", "?"), e["pristine"]["summary"],
+              e["patched"]["summary"], e["verdict"]) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  " + " | ".join(c.ljust(w) for c, w in zip(r, widths)), flush=True)
         if i == 0:
@@ -70,9 +76,10 @@ def _not_proven(entry: dict) -> str:
 UNPROVEN = "applied, not provable on this line"  # the verdict of a line's [unproven] patch (vendor/lines.toml)
 
 
-def prove(root: Path, pins: list[Pin], pythons: dict[str, Path], line: Line | None = None) -> list[dict]:
+def prove(root: Path, pins: list[Pin], pythons: dict[str, Path], line: Line | None = None,
+          proof_dir: Path | None = None) -> list[dict]:
     entries = []
-    proof_dir = line.build / "proof" if line else PROOF_DIR
+    proof_dir = proof_dir or (line.build / "proof" if line else PROOF_DIR)
     for pin in pins:
         for patch, files in testrun.series_tests(root, pin):
             why = line.unproven.get(f"{pin.name}/{patch.name[:4]}") if line else None
@@ -90,21 +97,30 @@ def prove(root: Path, pins: list[Pin], pythons: dict[str, Path], line: Line | No
     return entries
 
 
-def run(root: Path, line: Line, pins: list[Pin], *, upstream: str = "default", tinyhub: bool = True,
-        jobs: str = "1") -> list[dict]:
-    """The proof of one release line: ``pins`` (its pins, or those of --only) on its own environments
-    (``line.build``/envs/). Returns its entries; raises ProofFailed when a patch is not proven or a suite regressed."""
+def run(root: Path, line: Line, pins: list[Pin], *, upstream: str | None = None, tinyhub: bool = True,
+        jobs: str = "1", torch: str | None = None) -> list[dict]:
+    """The proof of one release line on one torch: ``pins`` (its pins, or those of --only) on its own environments
+    (``line.build``/envs/). ``torch``: a version the line declares (default: its primary); ``upstream``: the suite
+    selection (default: "default" on the primary torch, "guards" on another). Returns its entries; raises
+    ProofFailed when a patch is not proven or a suite regressed."""
     all_pins = list(line.pins)  # the environments hold every upstream of the line, `--only` or not
-    envs_dir, proof_dir = line.build / "envs", line.build / "proof"
-    ui.step("test", f"environments{_of(line)}")
-    pythons = {}
+    torch = torch or line.primary_torch
+    primary = torch == line.primary_torch
+    suffix = "" if primary else f"-torch{torch}"
+    upstream = upstream or ("default" if primary else "guards")
+    envs_dir, proof_dir, upstream_dir = line.build / "envs", line.build / f"proof{suffix}", line.build / f"upstream{suffix}"
+    ui.step("test", f"environments{_of(line)}, torch {torch}" + ("" if primary else " (not the line's primary)"))
+    pythons, made = {}, {}
     for env in ("pristine", "patched"):
-        with ui.leaves(f"{envs_dir}/{env} is unfinished (it has no stamp); the next `make test` makes it again"):
-            py = envs.ensure(root, env, envs.wheels_for(root, all_pins, env, pins), all_pins, envs_dir=envs_dir)
-        envs.check_origin(py, env, root / proof_dir, all_pins, pins)
+        name = envs.folder(env, torch, line.primary_torch)
+        with ui.leaves(f"{envs_dir}/{name} is unfinished (it has no stamp); the next `make test` makes it again"):
+            py = envs.ensure(root, name, envs.wheels_for(root, all_pins, env, pins), all_pins, envs_dir=envs_dir,
+                             torch=envs.torch_requirement(torch))
+        info = envs.check_origin(py, env, root / proof_dir, all_pins, pins, torch=torch)
         pythons[env] = py
-    ui.step("test", f"each patch's own tests: red on pristine, green on patched{_of(line)}")
-    entries = prove(root, pins, pythons, line)
+        made[env] = {"env": str(envs_dir / name), "torch_build": info["torch"], **envs.made_of(root, name, envs_dir)}
+    ui.step("test", f"each patch's own tests: red on pristine, green on patched{_of(line)}, torch {torch}")
+    entries = [{**e, "torch": torch} for e in prove(root, pins, pythons, line, proof_dir)]
     _table(entries)
     for e in entries:
         for f in e["figures"]:
@@ -113,7 +129,10 @@ def run(root: Path, line: Line, pins: list[Pin], *, upstream: str = "default", t
             for node, why in e.get(env, {}).get("failures", {}).items():
                 ui.info(f"{Path(e['patch']).name[:40]}: {env}: failed {node.rsplit('::', 1)[-1]}: {why}")
     home = not line.folder
-    testrun.write_report(root, "proof", entries, line=line.name, home=home)
+    if primary:  # the top-level sections are the primary torch's (what `make pr` and `make rebase` read)
+        testrun.write_report(root, "proof", entries, line=line.name, home=home)
+    testrun.write_torch_report(root, torch, "proof", entries, line=line.name, home=home)
+    testrun.write_torch_report(root, torch, "envs", made, line=line.name, home=home)
     if line.name:
         testrun.write_report(root, "pins", {p.name: p.version for p in line.pins}, line=line.name, home=False)
     bad = [e for e in entries if e["verdict"] not in ("red->green", UNPROVEN)]
@@ -124,12 +143,12 @@ def run(root: Path, line: Line, pins: list[Pin], *, upstream: str = "default", t
         from . import upstream as upstream_mod
 
         failures += upstream_mod.run(root, pins, pythons, selection=upstream, use_tinyhub=tinyhub, jobs=jobs,
-                                     out=line.build / "upstream", line=line.name, home=home,
-                                     carried={p.name for p in line.pins})
+                                     out=upstream_dir, line=line.name, home=home,
+                                     carried={p.name for p in line.pins}, torch=torch, primary=primary)
     ui.info(f"report: {REPORT}")
     if failures:
-        raise ProofFailed(f"{line.name + ': ' if line.name else ''}" + "; ".join(failures)
-                          + f". Logs are under {proof_dir}/ and {line.build / 'upstream'}/.")
+        raise ProofFailed(f"{line.name + ': ' if line.name else ''}torch {torch}: " + "; ".join(failures)
+                          + f". Logs are under {proof_dir}/ and {upstream_dir}/.")
     return entries
 
 
@@ -137,21 +156,33 @@ def _of(line: Line) -> str:
     return f" (the {line.name} line: {line.releases()})" if line.name else ""
 
 
+def _proof_on(line_report: dict, torch: str, primary: bool) -> list[dict]:
+    """A line's proof entries on ``torch`` from its part of build/report.json (a report written before torch was an
+    axis holds the primary's only as ``proof``)."""
+    by_torch = line_report.get("torch") if isinstance(line_report.get("torch"), dict) else {}
+    entries = (by_torch.get(torch) or {}).get("proof")
+    if entries is None and primary:
+        entries = line_report.get("proof")
+    return entries if isinstance(entries, list) else []
+
+
 def lines_table(root: Path, lines: list[Line]) -> list[list[str]]:
-    """Rows of patches by lines from build/report.json: each cell the patch's verdict on that line, "not carried"
-    where the line does not pin its upstream, "not run" where the line has no proof yet. Printed and written to the
-    report (``lines_table``)."""
+    """Rows of patches by lines and torch versions from build/report.json: a column per line and torch it declares
+    (vendor/lines.toml), each cell the patch's verdict there, "not carried" where the line does not pin its upstream,
+    "not run" where that line has no proof on that torch yet. Printed and written to the report (``lines_table``)."""
     report = testrun.read_report(root).get("lines", {})
-    cells: dict[str, dict[str, str]] = {}
-    for ln in lines:
-        for e in (report.get(ln.name, {}) or {}).get("proof", []) if isinstance(report, dict) else []:
-            cells.setdefault(f"{e['upstream']}/{Path(e['patch']).name[:4]}", {})[ln.name] = e["verdict"]
+    report = report if isinstance(report, dict) else {}
+    columns = [(ln, t) for ln in lines for t in ln.torch]
+    cells: dict[str, dict[tuple[str, str], str]] = {}
+    for ln, t in columns:
+        for e in _proof_on(report.get(ln.name) or {}, t, t == ln.primary_torch):
+            cells.setdefault(f"{e['upstream']}/{Path(e['patch']).name[:4]}", {})[(ln.name, t)] = e["verdict"]
     order = {name: i for i, name in enumerate(dict.fromkeys(p.name for ln in lines for p in ln.pins))}
     patches = sorted(cells, key=lambda p: (order.get(p.split("/")[0], len(order)), p))
-    rows = [["patch", *(f"{ln.name} ({ln.releases()})" for ln in lines)]]
+    rows = [["patch", *(f"{ln.name} ({ln.releases()}, torch {t})" for ln, t in columns)]]
     for p in patches:
-        rows.append([p, *(cells[p].get(ln.name) or ("not carried" if not ln.carries(p.split("/")[0]) else "not run")
-                          for ln in lines)])
+        rows.append([p, *(cells[p].get((ln.name, t)) or ("not carried" if not ln.carries(p.split("/")[0]) else "not run")
+                          for ln, t in columns)])
     return rows
 
 

@@ -254,6 +254,25 @@ def write_report(root: Path, section: str, data: object, *, line: str = "", home
     atomic_write_json(root / REPORT, report)
 
 
+def write_torch_report(root: Path, torch: str, section: str, data: object, *, line: str = "",
+                       home: bool = True) -> None:
+    """``report["torch"][torch][section] = data`` (the results on one torch version); for a release line
+    ``report["lines"][line]["torch"][torch][section]`` too, and the top level only for the home line."""
+    report = read_report(root)
+    where = []
+    if line:
+        lines = report.get("lines") if isinstance(report.get("lines"), dict) else {}
+        report["lines"] = lines
+        where.append(lines.setdefault(line, {}))
+    if home:
+        where.append(report)
+    for part in where:
+        by_torch = part.get("torch") if isinstance(part.get("torch"), dict) else {}
+        part["torch"] = by_torch
+        by_torch.setdefault(torch, {})[section] = data
+    atomic_write_json(root / REPORT, report)
+
+
 # ---------------------------------------------------------------- a commit's tests
 
 

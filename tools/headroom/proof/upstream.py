@@ -90,6 +90,8 @@ SELECTIONS: dict[str, tuple[Suite, ...]] = {
         Suite("peft-custom-models", "peft", ("tests/test_custom_models.py",), keyword=CUSTOM_MODELS_K),
         Suite("transformers-training", "transformers", (TRAINING,), ours=(TRAINING,), parallel=False),
     ),
+    # The regression guards alone (added to every selection): what `make test TORCH=<another torch>` runs by default.
+    "guards": (),
     # Everything offline. Without the tiny hub: with it, the hub-model files (test_decoder_models.py
     # and the like) would run thousands of tests on random stand-ins that nobody has triaged yet.
     "full": (
@@ -295,20 +297,21 @@ def run_suite(root: Path, suite: Suite, env: str, py: Path, layer: Path, ignore:
 
 
 def _table(report: dict) -> None:
-    rows = [("suite", "env", *OUTCOMES, "seconds")]
+    torch = report.get("torch", "")
+    rows = [("suite", "env", "torch", *OUTCOMES, "seconds")]
     for name, suite in report["suites"].items():
         for env in ENVS:
             if env in suite:
                 e = suite[env]
-                rows.append((name, env, *(str(e[k]) for k in OUTCOMES), f"{e['seconds']:.0f}"))
+                rows.append((name, env, torch, *(str(e[k]) for k in OUTCOMES), f"{e['seconds']:.0f}"))
     for env in ENVS:
         entries = [suite[env] for suite in report["suites"].values() if env in suite]
         if len(entries) > 1:
-            rows.append(("(all)", env, *(str(sum(e[k] for e in entries)) for k in OUTCOMES),
+            rows.append(("(all)", env, torch, *(str(sum(e[k] for e in entries)) for k in OUTCOMES),
                          f"{sum(e['seconds'] for e in entries):.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
-        print("  " + " | ".join(c.rjust(w) if 1 < j < len(r) else c.ljust(w)
+        print("  " + " | ".join(c.rjust(w) if 2 < j < len(r) else c.ljust(w)
                                 for j, (c, w) in enumerate(zip(r, widths))), flush=True)
         if i == 0:
             print("  " + "-+-".join("-" * w for w in widths), flush=True)
@@ -316,7 +319,7 @@ def _table(report: dict) -> None:
 
 def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str,
         use_tinyhub: bool = True, jobs: str = "1", out: Path = UPSTREAM_DIR, line: str = "",
-        home: bool = True, carried: set[str] | None = None) -> list[str]:
+        home: bool = True, carried: set[str] | None = None, torch: str = "", primary: bool = True) -> list[str]:
     if selection not in SELECTIONS:
         return [f"unknown upstream selection {selection!r}: use one of {', '.join(SELECTIONS)} or none"]
     by_name = {p.name: p for p in pins}
@@ -324,13 +327,15 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
     missing = {d.name for d in (root / "patches").iterdir() if d.is_dir()} - carried if (root / "patches").is_dir() else set()
     suites = selected_suites(selection, pins, missing)
     hub = "" if use_tinyhub or not any(s.tinyhub for s in suites) else ", without the tiny hub"
-    ui.step("test", f"upstream suites ({selection}{hub}): "
+    on = f" on torch {torch}" if torch else ""
+    ui.step("test", f"upstream suites ({selection}{hub}){on}: "
                     f"{', '.join(s.name for s in suites) or 'none for these upstreams'}")
     try:
         known = load_known()
     except DataError as exc:
         return [str(exc)]
-    report: dict = {"selection": selection, "tinyhub": use_tinyhub, "jobs": jobs, "suites": {}}
+    report: dict = {"selection": selection, "tinyhub": use_tinyhub, "jobs": jobs, "suites": {},
+                    **({"torch": torch} if torch else {})}
     failures: list[str] = []
     envs = [e for e in ENVS if e in pythons]
     for name in dict.fromkeys(s.upstream for s in suites):
@@ -362,5 +367,8 @@ def run(root: Path, pins: list[Pin], pythons: dict[str, Path], *, selection: str
     for name, suite in report["suites"].items():
         for r in suite.get("regressions", [])[:10]:
             ui.warn(f"regression in {name}: {r}")
-    testrun.write_report(root, "upstream", report, line=line, home=home)
+    if primary:  # the top-level section is the primary torch's
+        testrun.write_report(root, "upstream", report, line=line, home=home)
+    if torch:
+        testrun.write_torch_report(root, torch, "upstream", report, line=line, home=home)
     return failures

@@ -11,10 +11,14 @@ A line is a set of pinned releases built, proven and served together. Each table
     serves = "..."              # one line: who it is for
     original = true             # optional, one line at most: its copy of a patch is the original (patches/<name>/);
                                 # another line's own copy lives in patches/<name>/lines/<line>/
+    torch = ["2.13.0", "2.15.0"] # the torch releases the line is proven on: the first is the primary (what
+                                # `make test` runs on), the highest is "newest" (`make test TORCH=newest`); each a
+                                # release version (torch==<version> is what its environments install), no repeats.
+                                # Optional: without it, the line is proven on PRIMARY_TORCH alone
     [newest.unproven]           # optional: a patch carried whose test needs an upstream this line does not carry
     "transformers/0001" = "..." # one line: why (the proof gives it its own verdict, never red->green)
 
-Without vendor/lines.toml there is one line, unnamed, of vendor/pins.toml (the fixtures' layout).
+Without vendor/lines.toml there is one line, unnamed, of vendor/pins.toml (the fixtures' layout), on PRIMARY_TORCH.
 
 vendor/retired-lines.toml (optional) records the lines that retired: a newer line serves their people. A line retires
 by configuration, as a patch does (patches/<name>/retired.toml): its table leaves vendor/lines.toml, its pins file and
@@ -40,6 +44,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from ..ground.errors import PinsError, UsageError
 from . import pins as pins_mod
 from .pins import Pin
@@ -48,7 +54,9 @@ LINES_FILE = pins_mod.LINES_FILE
 RETIRED_FILE = Path("vendor") / "retired-lines.toml"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _PATCH = re.compile(r"^[a-z0-9][a-z0-9_-]*/\d{4}$")
-_KEYS = ("pins", "title", "serves", "original", "unproven")
+_KEYS = ("pins", "title", "serves", "original", "torch", "unproven")
+PRIMARY_TORCH = "2.13.0"  # the torch of a line that declares none (and of the fixtures' one unnamed line)
+TORCH_CHOICES = ("primary", "newest", "all")  # what TORCH= may say besides a version the line declares
 _REQUIRED = ("pins", "title", "serves")
 
 
@@ -61,6 +69,32 @@ class Line:
     pins: tuple[Pin, ...]  # each with line= and folder= set
     original: bool = False  # its copy of a patch is the original (what `make pr` proposes)
     unproven: dict[str, str] = field(default_factory=dict)  # {"transformers/0001": why its test cannot run here}
+    torch: tuple[str, ...] = (PRIMARY_TORCH,)  # the torch releases it is proven on; the first is the primary
+
+    @property
+    def primary_torch(self) -> str:
+        """The torch `make test` proves the line on (the first of ``torch``)."""
+        return self.torch[0]
+
+    @property
+    def newest_torch(self) -> str:
+        """The highest torch the line declares (`make test TORCH=newest`)."""
+        return max(self.torch, key=Version)
+
+    def torches(self, choice: str | None) -> list[str]:
+        """The torch versions ``choice`` (TORCH=) names on this line: primary (also None or ""), newest, all, or one
+        the line declares; anything else is a usage error naming what the line declares."""
+        if not choice or choice == "primary":
+            return [self.primary_torch]
+        if choice == "newest":
+            return [self.newest_torch]
+        if choice == "all":
+            return list(self.torch)
+        if choice in self.torch:
+            return [choice]
+        raise UsageError(f"TORCH={choice}: the {self.label} line is not proven on torch {choice}. Name one it declares "
+                         f"({', '.join(self.torch)}), or primary, newest or all; to prove it on another, add the "
+                         f"version to torch = [...] under [{self.name}] in vendor/lines.toml.")
 
     @property
     def folder(self) -> str:
@@ -188,6 +222,7 @@ def parse(text: str, path: Path, root: Path) -> list[Line]:
                 raise _error(path, f"{where}.unproven: {patch!r} is not a patch (upstream/NNNN, e.g. transformers/0001).")
             if not isinstance(why, str) or not why.strip() or "\n" in why:
                 raise _error(path, f"{where}.unproven.{patch!r} must say why, in one line of text.")
+        torch = _torch(table.get("torch", [PRIMARY_TORCH]), path, where)
         pins_file = Path("vendor") / table["pins"]
         folder = "" if table["pins"] == "pins.toml" else name
         pins = [dataclasses.replace(p, line=name, folder=folder)
@@ -196,7 +231,7 @@ def parse(text: str, path: Path, root: Path) -> list[Line]:
             if patch.split("/")[0] not in {p.name for p in pins}:
                 raise _error(path, f"{where}.unproven: {patch} is a patch of an upstream this line does not pin.")
         lines.append(Line(name, table["title"].strip(), table["serves"].strip(), pins_file, tuple(pins),
-                          table.get("original", False), dict(unproven)))
+                          table.get("original", False), dict(unproven), torch))
     homes = [ln.name for ln in lines if not ln.folder]
     if len(homes) > 1:
         raise _error(path, f"lines {', '.join(homes)} all use vendor/pins.toml; one line at most is the home line.")
@@ -209,6 +244,25 @@ def parse(text: str, path: Path, root: Path) -> list[Line]:
     if clash:
         raise _error(path, f"line {clash[0]!r} has an upstream's name: vendor/{clash[0]}/ would be both. Rename the line.")
     return lines
+
+
+def _torch(value: object, path: Path, where: str) -> tuple[str, ...]:
+    """A line's ``torch = ["2.13.0", "2.15.0"]``: release versions, at least one, none twice."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _error(path, f'{where}.torch must be a list of torch versions, the primary first (e.g. torch = '
+                     f'["{PRIMARY_TORCH}", "2.15.0"]).')
+    for v in value:
+        try:
+            parsed = Version(v)
+        except InvalidVersion:
+            parsed = None
+        if parsed is None or str(parsed) != v or parsed.local or parsed.is_prerelease or parsed.is_devrelease:
+            raise _error(path, f"{where}.torch: {v!r} is not a torch release version (like \"2.15.0\"; no local "
+                         "part such as +cpu: the environments install torch==<version>, whatever build the index has).")
+    twice = sorted({v for v in value if value.count(v) > 1})
+    if twice:
+        raise _error(path, f"{where}.torch names {twice[0]} twice.")
+    return tuple(value)
 
 
 def _read(pins_file: Path, lines_file: Path) -> str:
@@ -245,3 +299,44 @@ def select(lines: list[Line], name: str | None, root: Path | None = None) -> lis
 def original(lines: list[Line]) -> Line:
     return next((ln for ln in lines if ln.original), lines[0])
 
+
+
+PROVEN_ON = Path("docs/reference/torch.md")  # generated by `make docs-ref` from vendor/lines.toml and patches/
+
+
+def generated_pages(root: Path) -> dict[Path, str]:
+    """The reference pages generated from vendor/lines.toml (`make docs-ref`): none without the file."""
+    return {PROVEN_ON: proven_on_page(root)} if (root / LINES_FILE).is_file() else {}
+
+
+def proven_on_page(root: Path) -> str:
+    """docs/reference/torch.md: the torch releases each patch is proven on, per line (vendor/lines.toml ``torch``
+    and the series each line carries), byte-stable. The verdicts themselves are build/report.json's (``torch``)."""
+    from . import series as series_mod  # series loads lines.py's sibling pins; imported here to keep this module light
+
+    all_lines = load(root)
+    cells: dict[str, dict[str, str]] = {}
+    for ln in all_lines:
+        for pin in ln.pins:
+            for patch in series_mod.load(root, pin.name, pin.line).patches:
+                pid = f"{pin.name}/{patch.name[:4]}"
+                why = ln.unproven.get(pid)
+                cells.setdefault(pid, {})[ln.name] = (
+                    f"not provable here ({why})" if why else
+                    ", ".join(f"{t} (primary)" if t == ln.primary_torch else t for t in ln.torch))
+    order = {name: i for i, name in enumerate(dict.fromkeys(p.name for ln in all_lines for p in ln.pins))}
+    out = ["<!-- Generated by `make docs-ref` (headroom docs) from vendor/lines.toml and patches/: do not edit by "
+           "hand. -->", "", "# The torch each fix is proven on", "",
+           "Each release line declares the torch releases it is proven on (`torch = [...]` in `vendor/lines.toml`, the "
+           "primary first). `make test` proves every patch on the primary torch (2.13.0 is the CPU wheel); "
+           "`make test TORCH=newest` proves every patch and the regression guards on the line's newest torch, in "
+           "environments of their own (`build/envs/<env>-torch<version>/`); `TORCH=all` on each. The verdicts are "
+           "in `build/report.json` under `torch.<version>` (per line under `lines.<line>.torch`) and in its "
+           "`lines_table` (a column per line and torch); `make canary` says what a torch released since does "
+           "([verdicts](verdicts.md)).", ""]
+    head = ["patch", *(f"{ln.name or 'pins'} line ({ln.releases()})" for ln in all_lines)]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for pid in sorted(cells, key=lambda p: (order.get(p.split("/")[0], len(order)), p)):
+        row = [f"`{pid}`", *(cells[pid].get(ln.name, "not carried") for ln in all_lines)]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return "\n".join(out) + "\n"

@@ -1,7 +1,9 @@
 """canary: what the new upstream releases would do to the series, before anyone rebases (``make canary``).
 
 For every pin, the releases newer than it on the configured index (or ``RELEASES=``), each alone and the newest
-of every upstream together. Per candidate, in order: is it installable (:mod:`.install`)? does the series replay
+of every upstream together; torch the same way (a release newer than every torch the line declares in
+vendor/lines.toml, or ``TORCH=``): a torch candidate runs every patch's tests and the guards on the line's pins with
+that torch, compared with the reference on the line's primary torch. Per candidate, in order: is it installable (:mod:`.install`)? does the series replay
 on its pristine sources (:mod:`.replay`)? is each patch still needed, and do the regression guards still pass
 (:mod:`.needed`)? The answers go to a terminal grid and build/canary/report.{json,md,html} (:mod:`.report`).
 
@@ -32,34 +34,39 @@ from ...sources import fetch, lines as lines_mod
 from ...sources.lines import Line
 from ...sources.pins import Pin
 from ...proof import testrun
-from ...proof.envs import TORCH
+from ...proof.envs import torch_requirement
 from . import install, lineup, needed, plan, replay as replay_mod, report as report_mod
 from .needed import GUARDS, EnvFactory, Runner, source_env, wheel_env  # noqa: F401 (the command line picks one)
 from .replay import CANARY_DIR
 
-BASE_REQUIREMENTS = (TORCH,)  # resolved beside every candidate (tests set it to ())
+# Resolved beside every candidate: the candidate's torch (the primary, or the torch it changes to). Tests set it to
+# () (no torch: toy upstreams), which also leaves torch's releases out of what is looked for on the index.
+BASE_REQUIREMENTS: Sequence[str] | None = None
 
 
 def run(root: Path, *, releases: str | None = None, pre: bool = False, guards: Path = GUARDS,
         env_factory: EnvFactory = wheel_env, runner: Runner = needed.run_tests,
         base_requirements: Sequence[str] | None = None,
-        versions_of: Callable[[str], list[str]] = fetch.index_versions, line: str | None = None) -> int:
+        versions_of: Callable[[str], list[str]] = fetch.index_versions, line: str | None = None,
+        torch: str | None = None) -> int:
     """Every release line (``line``: the one named) judged against the new releases; one report for them all."""
     lines = lines_mod.select(lines_mod.load(root), line)
     versions_of = _once(versions_of)
-    data = {"schema": 2, "pre": pre, "releases_option": releases or "", "guards": str(guards), "lines": [],
-            "candidates": [], "lineup": []}
+    data = {"schema": 2, "pre": pre, "releases_option": releases or "", "torch_option": torch or "",
+            "guards": str(guards), "lines": [], "candidates": [], "lineup": []}
     judged = []
     for ln in lines:
         if ln.name:
             ui.step("canary", f"the {ln.label} line ({ln.releases()}; {ln.pins_file})")
         entry, candidates, taken, refused = _line(root, ln, releases=releases, pre=pre, guards=guards,
                                                   env_factory=env_factory, runner=runner,
-                                                  base_requirements=base_requirements, versions_of=versions_of)
+                                                  base_requirements=base_requirements, versions_of=versions_of,
+                                                  torch=torch)
         data["lines"].append(entry)
         data["candidates"] += candidates
         judged.append({"line": ln, "taken": taken, "refused": refused})
     data["pins"], data["reference"] = data["lines"][0]["pins"], data["lines"][0]["reference"]  # schema 1's fields
+    data["torch"] = data["lines"][0]["torch"]  # the first line's primary torch (each line's is in `lines`)
     if any(ln.name for ln in lines):
         data["lineup"] = lineup.moves(judged) + lineup.advise(root, versions_of)  # move, propose, take, retire
         ui.step("canary", "release lines (vendor/lines.toml): what the new releases do to them")
@@ -94,16 +101,20 @@ def _download(pin: Pin, version: str) -> Pin:
     return dataclasses.replace(_DOWNLOADED[key], name=pin.name, line=pin.line, folder=pin.folder)
 
 
-def _given(text: str, pins: list[Pin]) -> dict[str, list[str]]:
+def _given(text: str, pins: list[Pin], primary: str) -> dict[str, list[str]]:
     """RELEASES= for one line: the releases of the upstreams it pins, newer than its pins (the rest are other
-    lines'; the command line checked the text)."""
+    lines'; the command line checked the text), and a torch other than the line's primary."""
     items = []
     for item in (t.strip() for t in text.split(",")):
         m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", item)
+        if m and m.group(1) == plan.TORCH:
+            if m.group(2) != primary:
+                items.append(item)
+            continue
         pin = next((p for p in pins if m and m.group(1) in (p.name, p.distribution)), None)
         if pin is not None and _newer(m.group(2), pin.version):
             items.append(item)
-    return plan.parse_releases(",".join(items), pins) if items else {}
+    return plan.parse_releases(",".join(items), pins, primary) if items else {}
 
 
 def _newer(version: str, than: str) -> bool:
@@ -115,25 +126,36 @@ def _newer(version: str, than: str) -> bool:
 
 def _line(root: Path, line: Line, *, releases: str | None, pre: bool, guards: Path, env_factory: EnvFactory,
           runner: Runner, base_requirements: Sequence[str] | None, versions_of: Callable[[str], list[str]],
-          ) -> tuple[dict, list[dict], dict[str, list[str]], dict[str, dict[str, list[str]]]]:
+          torch: str | None = None) -> tuple[dict, list[dict], dict[str, list[str]], dict[str, dict[str, list[str]]]]:
     """One line judged: (its report entry, its candidates, {upstream: the new versions for it}, {upstream: {version:
     why it is not for it}})."""
     pins = list(line.pins)
     work = replay_mod.work_dir(line.name)
     out = root / work
+    primary = line.primary_torch
     base_requirements = BASE_REQUIREMENTS if base_requirements is None else base_requirements
-    ui.step("canary", "new releases" + (f" (given: {releases})" if releases else " on the package index" + (" (pre-releases too)" if pre else "")))
-    new = _given(releases, pins) if releases else plan.discover(pins, pre=pre, versions_of=versions_of)
+    watch_torch = base_requirements is None or torch is not None  # toy tests without torch do not look for it
+    given = ", ".join(filter(None, [releases, f"torch {torch}" if torch else ""]))
+    ui.step("canary", "new releases" + (f" (given: {given})" if given else " on the package index" + (" (pre-releases too)" if pre else "")))
+    if given:
+        new = _given(releases, pins, primary) if releases else {}
+        if torch:
+            for v in plan.torch_releases(plan.parse_torch(torch), primary, pre=pre, versions_of=versions_of):
+                if v not in new.setdefault(plan.TORCH, []):
+                    new[plan.TORCH].append(v)
+    else:
+        new = plan.discover(pins, pre=pre, versions_of=versions_of, torch=line.newest_torch if watch_torch else None)
     for d in ("runs", "tests"):
         shutil.rmtree(out / d, ignore_errors=True)
     data = {"line": line.name, "title": line.title, "pins_file": line.pins_file.as_posix(),
-            "pins": {p.name: p.version for p in pins}, "reference": {}, "refused": {}}
+            "pins": {p.name: p.version for p in pins}, "torch": primary, "reference": {}, "refused": {}}
     if not new:
         ui.info("nothing new: every pin is the newest release")
         return data, [], {}, {}
 
     ui.step("canary", "download the new releases (trust on first use; cached by content)")
-    new_pins = {(name, v): _download(_pin(pins, name), v) for name, vs in new.items() for v in vs}
+    new_pins = {(name, v): _download(_pin(pins, name), v) for name, vs in new.items() if name != plan.TORCH
+                for v in vs}
     refused: dict[str, dict[str, list[str]]] = {}
     for (name, v), np in new_pins.items():
         why = lineup.refusals(np, fetch.fetch(np, "sdist"), line) if line.name else []
@@ -156,13 +178,13 @@ def _line(root: Path, line: Line, *, releases: str | None, pre: bool, guards: Pa
         tests.update(found)
         replays.update({(pin.name, v): r for v, r in by_version.items()})
 
-    ui.step("canary", f"reference: each patch's tests and the guards on today's pins ({_label(pins)})")
+    ui.step("canary", f"reference: each patch's tests and the guards on today's pins ({_label(pins)}, torch {primary})")
     guard_files = needed.guard_files(guards, [p.name for p in pins])
-    ref_env = env_factory(root, pins, _key(line, "reference"))
+    ref_env = env_factory(root, pins, _key(line, "reference"), torch=primary)
     if isinstance(ref_env, str):
         raise CanaryAttention(f"the reference environment (today's pins) could not be made: {ref_env}. Fix that "
                               "first (`make test` makes the same one); nothing can be compared without it.")
-    reference = {"env": ref_env.label, "patches": {}, "battery": {}}
+    reference = {"env": ref_env.label, "torch": primary, "patches": {}, "battery": {}}
     for pid, t in tests.items():
         if t["files"]:
             r = runner(Path(t["dir"]), t["files"], ref_env, out / "runs" / "reference" / Path(pid).with_suffix("") / "junit.xml")
@@ -178,7 +200,7 @@ def _line(root: Path, line: Line, *, releases: str | None, pre: bool, guards: Pa
                 + (f" on the {line.label} line" if line.name else ""))
         cpins = [new_pins.get((p.name, cand.version_of(p.name) or ""), p) for p in pins]
         judged.append(_candidate(root, cand, cpins, tests, replays, reference, guards, guard_files,
-                                 env_factory, runner, base_requirements, pre, line, work))
+                                 env_factory, runner, base_requirements, pre, line, work, primary))
     return data, judged, new, refused
 
 
@@ -189,16 +211,23 @@ def _key(line: Line, slug: str) -> str:
 
 def _candidate(root: Path, cand: plan.Candidate, cpins: list[Pin], tests: dict, replays: dict, reference: dict,
                guards: Path, guard_files: list[str], env_factory: EnvFactory, runner: Runner,
-               base_requirements: Sequence[str], pre: bool, line: Line, work: Path = CANARY_DIR) -> dict:
+               base_requirements: Sequence[str] | None, pre: bool, line: Line, work: Path = CANARY_DIR,
+               primary: str = lines_mod.PRIMARY_TORCH) -> dict:
     runs = root / work / "runs" / cand.slug
-    inst = install.check([*base_requirements, *(p.requirement for p in cpins)], runs / "install.log", pre=pre)
+    torch = cand.torch(primary)
+    if base_requirements is None:
+        base = [torch_requirement(torch)]
+    else:  # the tests' own (no torch), and the torch a candidate changes to
+        base = [*base_requirements, *([torch_requirement(torch)] if cand.version_of(plan.TORCH) else [])]
+    inst = install.check([*base, *(p.requirement for p in cpins)], runs / "install.log", pre=pre)
     inst["log"] = _rel(root, runs / "install.log")
     ui.info(f"installable? {inst['verdict']}" + (f": {inst['error']}" if inst.get("error") else ""))
     if inst["verdict"] == "installable":
-        env = env_factory(root, cpins, _key(line, cand.slug))
+        env = env_factory(root, cpins, _key(line, cand.slug), torch=torch)
     else:
         env = "the release set is not installable (the replay still ran)"
-    entry = {"line": line.name, "id": cand.id, "kind": cand.kind, "upstreams": dict(cand.changes), "install": inst,
+    entry = {"line": line.name, "id": cand.id, "kind": cand.kind, "upstreams": dict(cand.changes), "torch": torch,
+             "install": inst,
              "env": env if isinstance(env, str) else env.label, "env_made": not isinstance(env, str),
              "patches": {}, "battery": {}}
     for pid, t in tests.items():

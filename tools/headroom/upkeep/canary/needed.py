@@ -29,17 +29,18 @@ from ...proof.testrun import TestEnv
 
 GUARDS = upstream.GUARDS
 
-# (root, every upstream's pin for this environment, a short key) -> an environment, or None (with why) when it
+# (root, every upstream's pin for this environment, a short key, torch=<version>) -> an environment, or why it
 # cannot be made. Tests pass source_env; the real path uses wheel_env (build/envs/canary-<key>, envs.ensure).
-EnvFactory = Callable[[Path, Sequence[Pin], str], "TestEnv | str"]
+EnvFactory = Callable[..., "TestEnv | str"]
 # (folder holding the test files, the files, environment, junit path) -> the run (JUnit XML and log)
 Runner = Callable[[Path, list[str], TestEnv, Path], testrun.Run]
 
 _KIND = re.compile(r"\b([A-Z]\w*(?:Error|Exception|Failure|Interrupt|Exit))\b")
 
 
-def source_env(root: Path, pins: Sequence[Pin], key: str) -> TestEnv | str:
-    """Every upstream's pristine source tree on PYTHONPATH (src layout or flat): for pure-Python upstreams (tests)."""
+def source_env(root: Path, pins: Sequence[Pin], key: str, torch: str | None = None) -> TestEnv | str:
+    """Every upstream's pristine source tree on PYTHONPATH (src layout or flat): for pure-Python upstreams (tests);
+    the running Python's own torch, if any (``torch`` is not installed)."""
     from .replay import pristine_tree
 
     paths = []
@@ -51,9 +52,9 @@ def source_env(root: Path, pins: Sequence[Pin], key: str) -> TestEnv | str:
     return TestEnv(Path(sys.executable), tuple(paths), "source trees " + ", ".join(f"{p.name} {p.version}" for p in pins))
 
 
-def wheel_env(root: Path, pins: Sequence[Pin], key: str) -> TestEnv | str:
-    """build/envs/canary-<key>: torch, the test requirements and every upstream's official wheel (envs.ensure),
-    made under the build/envs/ lock."""
+def wheel_env(root: Path, pins: Sequence[Pin], key: str, torch: str | None = None) -> TestEnv | str:
+    """build/envs/canary-<key>: torch (``torch``, a version; default the primary), the test requirements and every
+    upstream's official wheel (envs.ensure), made under the build/envs/ lock."""
     from ...ground import lock
     from ...proof import envs
     from ...ground.errors import CommandFailed
@@ -62,10 +63,12 @@ def wheel_env(root: Path, pins: Sequence[Pin], key: str) -> TestEnv | str:
     path, what = lock.resource_path(root, "envs")
     try:
         with lock.hold(path, what):
-            py = envs.ensure(root, f"canary-{key}", wheels, list(pins))
+            py = envs.ensure(root, f"canary-{key}", wheels, list(pins),
+                             torch=envs.torch_requirement(torch) if torch else envs.TORCH)
     except CommandFailed as exc:
         return f"the environment could not be made: {exc.message}"
-    return TestEnv(py, (), f"build/envs/canary-{key}: " + ", ".join(f"{p.name} {p.version}" for p in pins))
+    return TestEnv(py, (), f"build/envs/canary-{key}: " + ", ".join(f"{p.name} {p.version}" for p in pins)
+                   + (f", torch {torch}" if torch else ""))
 
 
 def run_tests(work: Path, files: list[str], env: TestEnv, junit: Path) -> testrun.Run:

@@ -1,4 +1,4 @@
-"""canary's report: the grid (release x patch, plus install and battery columns) on the terminal, and
+"""canary's report: the grid (release x patch, plus torch, install and battery columns) on the terminal, and
 build/canary/report.json, report.md and report.html (a colour per verdict, each cell's error line and a link to
 its log), each written atomically. :func:`write` also returns what needs a person (the exit status). With release
 lines each row is named by its line (:func:`label`: ``newest: transformers==5.26.0``), the header lists each line's
@@ -56,9 +56,9 @@ def label(c: dict) -> str:
 
 def pins_text(data: dict) -> str:
     """Today's pins of each line judged (one line without lines: its pins)."""
-    lines = data.get("lines") or [{"line": "", "pins": data["pins"]}]
+    lines = data.get("lines") or [{"line": "", "pins": data["pins"], "torch": data.get("torch")}]
     return "; ".join((f"{ln['line']} line: " if ln["line"] else "") + ", ".join(f"{n} {v}" for n, v in ln["pins"].items())
-                     for ln in lines)
+                     + (f", torch {ln['torch']} (the primary)" if ln.get("torch") else "") for ln in lines)
 
 
 def attention(data: dict) -> list[str]:
@@ -89,9 +89,9 @@ def _columns(data: dict) -> list[str]:
 
 def grid(data: dict) -> list[list[str]]:
     cols = _columns(data)
-    rows = [["release", "install", *(short(p) for p in cols), "battery"]]
+    rows = [["release", "torch", "install", *(short(p) for p in cols), "battery"]]
     for c in data["candidates"]:
-        rows.append([label(c), c["install"]["verdict"], *(cell_text(c["patches"].get(p, {})) for p in cols),
+        rows.append([label(c), c.get("torch", ""), c["install"]["verdict"], *(cell_text(c["patches"].get(p, {})) for p in cols),
                      c["battery"].get("verdict", "")])
     return rows
 
@@ -118,7 +118,7 @@ def markdown(data: dict, needs: list[str]) -> str:
     out += ["", "## Needs a person" if needs else "## Nothing needs a person", ""]
     out += [f"- {a}" for a in needs]
     for c in data["candidates"]:
-        out += ["", f"## {label(c)}", "", f"- install: {c['install']['verdict']}" +
+        out += ["", f"## {label(c)}", "", f"- torch: {c.get('torch', '-')}", f"- install: {c['install']['verdict']}" +
                 (f": {c['install']['error']}" if c["install"].get("error") else "") + f" ([log]({c['install']['log']}))",
                 f"- environment: {c['env']}"]
         for pid, cell in c["patches"].items():
@@ -147,11 +147,15 @@ def _td(text: str, verdict: str, error: str = "", log: str = "") -> str:
 
 def page(data: dict, needs: list[str]) -> str:
     cols = _columns(data)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["release", "install", *(short(p) for p in cols), "battery"])
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["release", "torch", "install", *(short(p) for p in cols), "battery"])
     rows = []
     for c in data["candidates"]:
         i = c["install"]
-        cells = [f"<th>{html.escape(label(c))}</th>", _td(i["verdict"], i["verdict"], i.get("error", ""), i.get("log", ""))]
+        torch = c.get("torch", "")
+        changed = "torch" in c.get("upstreams", {})  # a torch candidate: its torch column is what is new
+        cells = [f"<th>{html.escape(label(c))}</th>",
+                 f'<td class="torch{" torch-new" if changed else ""}">{html.escape(torch)}</td>',
+                 _td(i["verdict"], i["verdict"], i.get("error", ""), i.get("log", ""))]
         for p in cols:
             cell = c["patches"].get(p, {})
             cells.append(_td(cell_text(cell), cell_class(cell), cell_error(cell), cell.get("log", "")))
@@ -165,7 +169,7 @@ def page(data: dict, needs: list[str]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>headroom canary</title>
 <style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td,th{{border:1px solid #999;padding:4px;
-vertical-align:top;font-size:13px}} .err{{font-family:monospace;font-size:11px;max-width:28em}} span{{padding:2px 4px}}</style>
+vertical-align:top;font-size:13px}} td.torch-new{{font-weight:bold}} .err{{font-family:monospace;font-size:11px;max-width:28em}} span{{padding:2px 4px}}</style>
 </head><body>
 <h1>headroom canary</h1>
 <p>{html.escape(data['generated'])}. Pins: {pins}. Reference: {html.escape(data['reference'].get('env', '-'))}.</p>
