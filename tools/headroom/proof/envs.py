@@ -213,20 +213,20 @@ def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements
     where = root / envs_dir / env
     py = python(root, env, envs_dir)
     upstreams = {canonicalize_name(w.split("-")[0]) for w in [*recorded.get("wheels", []), *(w.name for w in wheels)]}
-    ui.info(f"build/envs/{env}: installing {', '.join(w.name for w in wheels)} and their dependencies")
+    ui.info(f"{(Path(envs_dir) / env).as_posix()}: installing {', '.join(w.name for w in wheels)} and their dependencies")
     proc.run([*_pip_uninstall(py), *sorted(upstreams & installed(where))],
              what=f"pip uninstall the old upstreams ({env})")
     proc.run([*_pip_install(py), torch, "-r", root / requirements_file, *_specs(root, env, wheels)],
              what=f"pip install wheels ({env})", diagnose=unresolved(env))
     orphans = sorted(installed(where) - needed(where, _roots(requirements, wheels, torch)))
     if orphans:
-        ui.info(f"build/envs/{env}: removing {', '.join(orphans)} (nothing needs them any more)")
+        ui.info(f"{(Path(envs_dir) / env).as_posix()}: removing {', '.join(orphans)} (nothing needs them any more)")
         proc.run([*_pip_uninstall(py), *orphans], what=f"pip uninstall what nothing needs ({env})")
     check = proc.run([py, "-m", "pip", "check", "--disable-pip-version-check"], check=False, what=f"pip check ({env})")
     if check.returncode != 0:
         raise DependencyUnresolved(
             f"Make the wheels' requirements installable together (or choose another release): after installing "
-            f"{', '.join(w.name for w in wheels)}, `pip check` fails in build/envs/{env}. It is made again on the "
+            f"{', '.join(w.name for w in wheels)}, `pip check` fails in {(Path(envs_dir) / env).as_posix()}. It is made again on the "
             "next run (it was not stamped).", details=check.output.rstrip())
 
 
@@ -248,14 +248,14 @@ def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requi
     py = python(root, env, envs_dir)
     if recorded.get("base") == base_key and py.exists():
         if recorded.get("wheels_key") == wheels_key:
-            ui.info(f"build/envs/{env}: up to date")
+            ui.info(f"{(Path(envs_dir) / env).as_posix()}: up to date")
             return py
         stamp.unlink()
         _swap(root, env, wheels, recorded, requirements, requirements_file, envs_dir, torch)
     else:
         if where.exists():
             shutil.rmtree(where)
-        ui.info(f"build/envs/{env}: creating ({torch} first, then {', '.join(w.name for w in wheels)}; a few minutes)")
+        ui.info(f"{(Path(envs_dir) / env).as_posix()}: creating ({torch} first, then {', '.join(w.name for w in wheels)}; a few minutes)")
         start = time.monotonic()
         proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
         proc.run([*_pip_install(py), torch], what=f"pip install {torch} ({env})", diagnose=unresolved(env))
@@ -263,7 +263,7 @@ def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requi
                  what=f"pip install test requirements ({env})", diagnose=unresolved(env))
         made = {"torch": torch, "created_seconds": round(time.monotonic() - start, 1), "bytes": size(where)}
         atomic_write(where / MADE, json.dumps(made, indent=2) + "\n")
-        ui.info(f"build/envs/{env}: created in {made['created_seconds']:.0f} s, {made['bytes'] / 1e9:.2f} GB")
+        ui.info(f"{(Path(envs_dir) / env).as_posix()}: created in {made['created_seconds']:.0f} s, {made['bytes'] / 1e9:.2f} GB")
     record = {"base": base_key, "wheels_key": wheels_key, "wheels": [w.name for w in wheels]}
     atomic_write(stamp, json.dumps(record, indent=2) + "\n")
     return py
