@@ -156,11 +156,7 @@ def load_retired(root: Path, live: list[str] | None = None) -> tuple[RetiredLine
         where = f"[[retired]] #{i + 1}"
         if not isinstance(entry, dict):
             raise _error(path, f"{where} must be a table.")
-        for key in entry:
-            if key not in _RETIRED_KEYS:
-                close = difflib.get_close_matches(key, _RETIRED_KEYS, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else f" Allowed: {', '.join(_RETIRED_KEYS)}."
-                raise _error(path, f"{where}: unknown key {key!r}.{hint}")
+        pins_mod.reject_unknown_keys(path, where, entry, _RETIRED_KEYS, label="Allowed")
         missing = [k for k in _RETIRED_KEYS if k not in entry]
         if missing:
             raise _error(path, f"{where} lacks {', '.join(missing)}.")
@@ -179,8 +175,7 @@ def load_retired(root: Path, live: list[str] | None = None) -> tuple[RetiredLine
     return tuple(out)
 
 
-def _error(path: Path, message: str) -> PinsError:
-    return PinsError(f"{path}: {message}")
+_error = pins_mod._error  # "<file>: <what is wrong>", as vendor/pins.toml's errors
 
 
 def parse(text: str, path: Path, root: Path) -> list[Line]:
@@ -198,11 +193,7 @@ def parse(text: str, path: Path, root: Path) -> list[Line]:
             raise _error(path, f"top-level key {name!r} must be a table [{name}] describing one line.")
         if not _NAME.match(name):
             raise _error(path, f"{where}: a line's name must be lowercase letters, digits, '-' or '_', a letter first.")
-        for key in table:
-            if key not in _KEYS:
-                close = difflib.get_close_matches(key, _KEYS, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else f" Allowed keys: {', '.join(_KEYS)}."
-                raise _error(path, f"{where}: unknown key {key!r}.{hint}")
+        pins_mod.reject_unknown_keys(path, where, table, _KEYS)
         missing = [k for k in _REQUIRED if k not in table]
         if missing:
             raise _error(path, f"{where}: missing key(s) {', '.join(missing)}. Every line needs: {', '.join(_REQUIRED)}.")

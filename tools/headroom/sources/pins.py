@@ -81,6 +81,16 @@ def _error(path: Path, message: str) -> PinsError:
     return PinsError(f"{path}: {message}")
 
 
+def reject_unknown_keys(path: Path, where: str, table: dict, allowed: tuple[str, ...] | list[str],
+                        label: str = "Allowed keys") -> None:
+    """A key of ``table`` that is not ``allowed``: a PinsError naming the file, the table and the closest key."""
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" {label}: {', '.join(allowed)}."
+            raise _error(path, f"{where}: unknown key {key!r}.{hint}")
+
+
 def parse(text: str, path: Path) -> list[Pin]:
     try:
         data = tomllib.loads(text)
@@ -94,11 +104,7 @@ def parse(text: str, path: Path) -> list[Pin]:
             raise _error(path, f"top-level key {name!r} must be a table [{name}] describing one upstream.")
         if not _NAME.match(name):
             raise _error(path, f"[{name}]: a table name must be lowercase letters, digits, '-' or '_'.")
-        for key in table:
-            if key not in _KEYS:
-                close = difflib.get_close_matches(key, _KEYS, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else f" Allowed keys: {', '.join(_KEYS)}."
-                raise _error(path, f"[{name}]: unknown key {key!r}.{hint}")
+        reject_unknown_keys(path, f"[{name}]", table, _KEYS)
         missing = [k for k in _REQUIRED if k not in table]
         if missing:
             raise _error(path, f"[{name}]: missing key(s) {', '.join(missing)}. Every upstream needs all of: {', '.join(_REQUIRED)}.")
