@@ -127,18 +127,7 @@ def test_a_line_uses_its_copy_and_a_drifting_copy_is_refused(tmp_path):
 
 # ---- two lines of one upstream, end to end ----------------------------------------------------------------------
 
-LINES = """\
-[new]
-pins = "new.pins.toml"
-title = "new"
-serves = "the newest release"
-original = true
-
-[old]
-pins = "pins.toml"
-title = "old"
-serves = "the release before"
-"""
+LINES = (FIXTURES / "lines-new-old.toml").read_text(encoding="utf-8")  # two lines: new (original), old
 
 
 @pytest.fixture

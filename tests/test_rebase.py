@@ -389,18 +389,7 @@ def toy_pin_like(name: str, version: str):
 
 # ---- a release line's rebase (vendor/lines.toml) ------------------------------------------------------------------
 
-LINES = """\
-[new]
-pins = "new.pins.toml"
-title = "new"
-serves = "the newest release"
-original = true
-
-[old]
-pins = "pins.toml"
-title = "old"
-serves = "the release before"
-"""
+LINES = (FIXTURES / "lines-new-old.toml").read_text(encoding="utf-8")  # two lines: new (original), old
 
 
 @pytest.fixture
