@@ -42,6 +42,9 @@ def test_a_torch_that_pip_caps_is_named_with_the_way_out():
     assert diagnosis is not None
     assert "torch==2.15.0 cannot be installed" in diagnosis.message and "PIP_CONSTRAINT=" in diagnosis.message
     assert envs.unresolved("pristine")("Successfully installed x\n") is None
+    elsewhere = envs.unresolved("pristine-torch2.15.0", "build/lines/newest/envs/pristine-torch2.15.0")
+    assert "build/lines/newest/envs/pristine-torch2.15.0 cannot be made" in elsewhere(
+        (CASES / "pip-capped.txt").read_text()).message  # the folder it is in, not always build/envs/<env>
 
 
 def test_the_report_is_keyed_by_torch(tmp_path):

@@ -106,6 +106,11 @@ def folder(env: str, torch: str, primary: str) -> str:
     return env if torch == primary else f"{env}-torch{torch}"
 
 
+def _shown(env: str, envs_dir: Path = ENVS_DIR) -> str:
+    """The environment's folder as messages name it (build/envs/<env>, or a line's or another torch's)."""
+    return (Path(envs_dir) / env).as_posix()
+
+
 def python(root: Path, env: str, envs_dir: Path = ENVS_DIR) -> Path:
     return root / envs_dir / env / "bin" / "python"
 
@@ -139,8 +144,10 @@ CONFLICT = re.compile(r"The conflict is caused by:\n((?:[ \t]+\S.*\n?)+)")
 CANNOT = re.compile(r"Cannot install (.+?) because these package versions have conflicting dependencies")  # pip -q
 
 
-def unresolved(env: str) -> Callable[[str], DependencyUnresolved | None]:
-    """proc.run's ``diagnose`` for a pip install of build/envs/<env>: a requirement without a match is named."""
+def unresolved(env: str, folder: str | None = None) -> Callable[[str], DependencyUnresolved | None]:
+    """proc.run's ``diagnose`` for a pip install of the environment ``env`` in ``folder`` (default build/envs/<env>;
+    a line's or another torch's is elsewhere): a requirement without a match is named."""
+    folder = folder or f"build/envs/{env}"
 
     def diagnose(output: str) -> DependencyUnresolved | None:
         matches = NO_MATCH.findall(output)
@@ -159,7 +166,7 @@ def unresolved(env: str) -> Callable[[str], DependencyUnresolved | None]:
         lines += [f"  conflict: {line.strip()}" for line in (conflict.group(1).splitlines() if conflict else [])]
         return DependencyUnresolved(
             f"Make every requirement of the wheels installable from the package index pip uses (PIP_INDEX_URL, "
-            f"PIP_FIND_LINKS), or choose a release whose dependencies resolve: build/envs/{env} cannot be made, "
+            f"PIP_FIND_LINKS), or choose a release whose dependencies resolve: {folder} cannot be made, "
             f"{what}. It is made again on the next run (it was not stamped).", details="\n".join(lines))
 
     return diagnose
@@ -210,23 +217,23 @@ def _swap(root: Path, env: str, wheels: list[Path], recorded: dict, requirements
     The old and new upstreams are uninstalled, the new ones installed with torch and the test requirements in one
     resolution (a new release's new dependencies are installed, or named when nothing matches), what only the old
     wheels needed is uninstalled, and ``pip check`` must pass."""
-    where = root / envs_dir / env
+    where, shown = root / envs_dir / env, _shown(env, envs_dir)
     py = python(root, env, envs_dir)
     upstreams = {canonicalize_name(w.split("-")[0]) for w in [*recorded.get("wheels", []), *(w.name for w in wheels)]}
-    ui.info(f"{(Path(envs_dir) / env).as_posix()}: installing {', '.join(w.name for w in wheels)} and their dependencies")
+    ui.info(f"{shown}: installing {', '.join(w.name for w in wheels)} and their dependencies")
     proc.run([*_pip_uninstall(py), *sorted(upstreams & installed(where))],
              what=f"pip uninstall the old upstreams ({env})")
     proc.run([*_pip_install(py), torch, "-r", root / requirements_file, *_specs(root, env, wheels)],
-             what=f"pip install wheels ({env})", diagnose=unresolved(env))
+             what=f"pip install wheels ({env})", diagnose=unresolved(env, shown))
     orphans = sorted(installed(where) - needed(where, _roots(requirements, wheels, torch)))
     if orphans:
-        ui.info(f"{(Path(envs_dir) / env).as_posix()}: removing {', '.join(orphans)} (nothing needs them any more)")
+        ui.info(f"{shown}: removing {', '.join(orphans)} (nothing needs them any more)")
         proc.run([*_pip_uninstall(py), *orphans], what=f"pip uninstall what nothing needs ({env})")
     check = proc.run([py, "-m", "pip", "check", "--disable-pip-version-check"], check=False, what=f"pip check ({env})")
     if check.returncode != 0:
         raise DependencyUnresolved(
             f"Make the wheels' requirements installable together (or choose another release): after installing "
-            f"{', '.join(w.name for w in wheels)}, `pip check` fails in {(Path(envs_dir) / env).as_posix()}. It is made again on the "
+            f"{', '.join(w.name for w in wheels)}, `pip check` fails in {shown}. It is made again on the "
             "next run (it was not stamped).", details=check.output.rstrip())
 
 
@@ -238,7 +245,7 @@ def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requi
     never depends on its history: one whose wheels changed (same torch and requirements) is swapped to what a fresh
     one would hold (:func:`_swap`); another torch or other requirements make it afresh. A new one's creation time and
     size are written beside its stamp (:data:`MADE`)."""
-    where = root / envs_dir / env  # build/envs/<env>, or a line's build/lines/<line>/envs/<env>
+    where, shown = root / envs_dir / env, _shown(env, envs_dir)  # build/envs/<env>, or a line's or another torch's
     requirements = (root / requirements_file).read_text(encoding="utf-8")
     check_requirements(requirements, list(pins))
     base_key = sha256_bytes(json.dumps([torch, requirements, sys.version]).encode())
@@ -248,22 +255,22 @@ def ensure(root: Path, env: str, wheels: list[Path], pins: list[Pin] = (), requi
     py = python(root, env, envs_dir)
     if recorded.get("base") == base_key and py.exists():
         if recorded.get("wheels_key") == wheels_key:
-            ui.info(f"{(Path(envs_dir) / env).as_posix()}: up to date")
+            ui.info(f"{shown}: up to date")
             return py
         stamp.unlink()
         _swap(root, env, wheels, recorded, requirements, requirements_file, envs_dir, torch)
     else:
         if where.exists():
             shutil.rmtree(where)
-        ui.info(f"{(Path(envs_dir) / env).as_posix()}: creating ({torch} first, then {', '.join(w.name for w in wheels)}; a few minutes)")
+        ui.info(f"{shown}: creating ({torch} first, then {', '.join(w.name for w in wheels)}; a few minutes)")
         start = time.monotonic()
         proc.run([sys.executable, "-m", "venv", where], what=f"python -m venv ({env})")
-        proc.run([*_pip_install(py), torch], what=f"pip install {torch} ({env})", diagnose=unresolved(env))
+        proc.run([*_pip_install(py), torch], what=f"pip install {torch} ({env})", diagnose=unresolved(env, shown))
         proc.run([*_pip_install(py), torch, "-r", root / requirements_file, *_specs(root, env, wheels)],
-                 what=f"pip install test requirements ({env})", diagnose=unresolved(env))
+                 what=f"pip install test requirements ({env})", diagnose=unresolved(env, shown))
         made = {"torch": torch, "created_seconds": round(time.monotonic() - start, 1), "bytes": size(where)}
         atomic_write(where / MADE, json.dumps(made, indent=2) + "\n")
-        ui.info(f"{(Path(envs_dir) / env).as_posix()}: created in {made['created_seconds']:.0f} s, {made['bytes'] / 1e9:.2f} GB")
+        ui.info(f"{shown}: created in {made['created_seconds']:.0f} s, {made['bytes'] / 1e9:.2f} GB")
     record = {"base": base_key, "wheels_key": wheels_key, "wheels": [w.name for w in wheels]}
     atomic_write(stamp, json.dumps(record, indent=2) + "\n")
     return py
@@ -322,9 +329,10 @@ def check_origin(py: Path, env: str, cwd: Path, pins: list[Pin], selected: list[
                 raise ProofFailed(f"{env}: {pin.distribution} is imported from {where}, not from the environment {prefix}.")
         if entry.get("module_version") not in (None, version):
             raise ProofFailed(f"{env}: {pin.distribution}.__version__ is {entry['module_version']}, its metadata says "
-                              f"{version}: a stale install. Remove build/envs/{env} and run `make test` again.")
+                              f"{version}: a stale install. Remove {prefix} and run `make test` again.")
         if version.split("+")[0] != pin.version:
-            raise ProofFailed(f"{env}: {pin.distribution} {version} is installed, vendor/pins.toml pins {pin.version}.")
+            pinned_by = f"the {pin.line} line" if pin.line else "vendor/pins.toml"
+            raise ProofFailed(f"{env}: {pin.distribution} {version} is installed, {pinned_by} pins {pin.version}.")
         headroom = "+headroom" in version
         if (env == "pristine" and headroom) or (env == "patched" and pin.name in under_test and not headroom):
             raise ProofFailed(f"{env}: {pin.distribution} {version} is the wrong build for this environment.")
