@@ -291,17 +291,12 @@ def test_real_pins_canary(tmp_path):
 
 # ---- release lines: each line judged against the releases that are for it ----------------------------------------
 
-LINES = """\
-[new]
-pins = "new.pins.toml"
-title = "new"
-serves = "the newest toypkg, no toyext"
-original = true
-
-[old]
-pins = "pins.toml"
-title = "old"
-serves = "toypkg with toyext"
+# The two-line project (new: toypkg alone, the original; old: toypkg and toyext, the home line), and a patch the new
+# line says it cannot prove (as transformers/0001 on the newest line, which carries no peft).
+UNPROVEN_WHY = "its test needs toyext, which this line does not carry"
+LINES = (FIXTURES / "lines-new-old.toml").read_text(encoding="utf-8") + f"""
+[new.unproven]
+"toypkg/0001" = "{UNPROVEN_WHY}"
 """
 
 
@@ -349,6 +344,10 @@ def test_each_line_is_judged_on_the_releases_for_it(ran_lines):
     new, old = ({pid: cell for pid, cell in c["patches"].items()} for c in r["candidates"] if c["id"] == "toypkg==1.1.0")
     assert set(new) < set(old) and any(p.startswith("toyext/") for p in old)  # each line's own series
     assert new["toypkg/0002-memory-stage-loads-on-the-CPU.patch"]["verdict"] == "landed"
+    unproven = [cell for pid, cell in new.items() if pid.startswith("toypkg/0001-")]
+    assert unproven and unproven[0]["verdict"] == "not run" and "tests" not in unproven[0]  # never run, never guessed
+    assert unproven[0]["error"] == f"not provable on this line: {UNPROVEN_WHY}"
+    assert [c for pid, c in old.items() if pid.startswith("toypkg/0001-")][0]["verdict"] != "not run"  # old line: runs
     assert old["toyext/0001-ext-stage-on-the-CPU.patch"]["verdict"] == "landed"
     assert all("lines/new/" in c["log"] for c in new.values() if c.get("log"))  # its own folder
     assert r["reference"] == r["lines"][0]["reference"] and r["lines"][1]["reference"]["patches"]

@@ -234,8 +234,11 @@ def _candidate(root: Path, cand: plan.Candidate, cpins: list[Pin], tests: dict, 
         name = pid.split("/", 1)[0]
         version = cand.version_of(name)
         cell: dict = dict(replays[(name, version)][pid]) if version else {"replay": None}
+        unproven = line.unproven.get(f"{name}/{pid.split('/', 1)[1][:4]}")
         if not t["files"]:
             cell.update(verdict="no tests")
+        elif unproven:  # vendor/lines.toml says why its tests cannot run on this line: never guessed from skips
+            cell.update(verdict="not run", error=f"not provable on this line: {unproven}")
         elif isinstance(env, str):
             cell.update(verdict="not run", error=env)
         else:
