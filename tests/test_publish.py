@@ -21,9 +21,10 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 
 import pytest
-from conftest import Project
+from conftest import FIXTURES, Project
 
 from headroom.ground import errors
 from headroom.sources import checkout
@@ -288,7 +289,7 @@ def test_an_index_that_needs_credentials_to_read(built: Project, pypiserver, cre
     # uv reads it with the named index's credentials from the environment; uv.lock does not keep them.
     proj = tmp_path / "uv-project"
     proj.mkdir()
-    (proj / "pyproject.toml").write_text(UV_PRIVATE_ONLY.format(private=server.simple))
+    (proj / "pyproject.toml").write_text(UV_PRIVATE_ONLY.substitute(private=server.simple))
     env = _clean_env(tmp_path)
     env["UV_DEFAULT_INDEX"] = f"http://127.0.0.1:{_free_port()}/simple/"  # nothing may come from elsewhere
     res = subprocess.run([_uv(), "lock", "--python", sys.executable], env=env, cwd=proj, capture_output=True, text=True)
@@ -500,7 +501,7 @@ def test_pip_and_uv_install_the_published_build(built: Project, pypiserver, cred
     # uv project: the private index explicit, toypkg pinned to it in [tool.uv.sources]; uv lock, uv sync.
     proj = tmp_path / "uv-project"
     proj.mkdir()
-    (proj / "pyproject.toml").write_text(UV_PROJECT.format(private=server.simple, public=public_index))
+    (proj / "pyproject.toml").write_text(UV_PROJECT.substitute(private=server.simple, public=public_index))
     _run([_uv(), "lock", "--python", sys.executable], env, cwd=proj)
     lock = (proj / "uv.lock").read_text()
     assert f'version = "{local}"' in lock and f'source = {{ registry = "{server.simple}' in lock
@@ -508,39 +509,10 @@ def test_pip_and_uv_install_the_published_build(built: Project, pypiserver, cred
     assert _version(proj / ".venv" / "bin" / "python") == local
 
 
-UV_PROJECT = """\
-[project]
-name = "training-job"
-version = "0.1.0"
-requires-python = ">=3.11"
-dependencies = ["toypkg==1.0.0"]
-
-[[tool.uv.index]]
-name = "headroom"
-url = "{private}"
-explicit = true
-
+UV_PRIVATE_ONLY = Template((FIXTURES / "uv-project.toml").read_text(encoding="utf-8"))  # toypkg from headroom's index
+UV_PROJECT = Template(UV_PRIVATE_ONLY.template + """
 [[tool.uv.index]]
 name = "public"
-url = "{public}"
+url = "$public"
 default = true
-
-[tool.uv.sources]
-toypkg = {{ index = "headroom" }}
-"""
-
-UV_PRIVATE_ONLY = """\
-[project]
-name = "training-job"
-version = "0.1.0"
-requires-python = ">=3.11"
-dependencies = ["toypkg==1.0.0"]
-
-[[tool.uv.index]]
-name = "headroom"
-url = "{private}"
-explicit = true
-
-[tool.uv.sources]
-toypkg = {{ index = "headroom" }}
-"""
+""")  # and everything else from the public one
