@@ -162,6 +162,21 @@ def write_rank_result(output_dir, name, rank, result):
         json.dump(result, f)
 
 
+def leave_fsdp2_worker():
+    """The end of a worker that used FSDP2, once it has written its result (also for the other FSDP guards beside this
+    file). It leaves without the interpreter's teardown: FSDP2 keeps the process group referenced (its module states
+    and hooks live on), so `destroy_process_group` cannot free the gloo backend, whose threads would then be torn down
+    with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (`terminate called without
+    an active exception`). Every rank is past the barrier and has written its result."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def get_fsdp2_accelerator():
     from accelerate import Accelerator, FullyShardedDataParallelPlugin
     from accelerate.state import PartialState
@@ -264,20 +279,10 @@ def run_fsdp2_worker(checkpoint_dir, partial_checkpoint_dir, buffer_checkpoint_d
     result["partial_missing_keys_are_nonzero"] = all(bool(full_params[k].abs().sum() > 0) for k in MISSING_KEYS)
 
     write_rank_result(output_dir, "fsdp2", rank, result)
-    dist.barrier()
-    dist.destroy_process_group()
-    # Leave without the interpreter's teardown: FSDP2 keeps this process group referenced (its module states and
-    # hooks live on), so `destroy_process_group` cannot free the gloo backend, whose threads would then be torn down
-    # with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (`terminate called
-    # without an active exception`). Every rank is past the barrier and has written its result.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_fsdp2_worker()
 
 
 def run_training_worker(checkpoint_dir, output_dir):
-    import torch.distributed as dist
-
     accelerator = get_fsdp2_accelerator()
     rank = accelerator.process_index
     result = {"world_size": accelerator.num_processes, **fsdp_state()}
@@ -311,15 +316,7 @@ def run_training_worker(checkpoint_dir, output_dir):
     result["trained_max_abs_diff"] = max_abs_diff(reference["trained"])
 
     write_rank_result(output_dir, "training", rank, result)
-    dist.barrier()
-    dist.destroy_process_group()
-    # Leave without the interpreter's teardown: FSDP2 keeps this process group referenced (its module states and
-    # hooks live on), so `destroy_process_group` cannot free the gloo backend, whose threads would then be torn down
-    # with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (`terminate called
-    # without an active exception`). Every rank is past the barrier and has written its result.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave_fsdp2_worker()
 
 
 @require_torch

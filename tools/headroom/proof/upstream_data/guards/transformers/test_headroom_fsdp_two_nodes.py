@@ -50,6 +50,7 @@ from transformers.testing_utils import TestCasePlus, require_accelerate, require
 
 if is_torch_available():
     import torch
+    from test_headroom_fsdp_cpu_ram_efficient_loading import leave_fsdp2_worker, write_rank_result
 
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
@@ -283,17 +284,8 @@ def run_worker(layouts, tmp_dir, output_dir):
             }
             del model, optimizer, params, prepared, trained
             accelerator.free_memory()
-        with open(os.path.join(output_dir, f"{layout}_rank{rank}.json"), "w", encoding="utf-8") as f:
-            json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
-    # Leave without the interpreter's teardown: FSDP2 keeps this process group referenced (its module states and
-    # hooks live on), so `destroy_process_group` cannot free the gloo backend, whose threads would then be torn down
-    # with the interpreter while the other ranks exit; on a busy machine that aborted rank 1 (`terminate called
-    # without an active exception`). Every rank is past the barrier and has written its result.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        write_rank_result(output_dir, layout, rank, result)
+    leave_fsdp2_worker()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from transformers.testing_utils import TestCasePlus, execute_subprocess_async, r
 
 if is_torch_available():
     import torch
-    from test_headroom_fsdp_cpu_ram_efficient_loading import one_thread
+    from test_headroom_fsdp_cpu_ram_efficient_loading import leave_fsdp2_worker, one_thread, write_rank_result
     from test_headroom_fsdp_two_nodes import PeakSampler, rss_anon_kib, settle
 
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -195,15 +195,8 @@ def run_sft_worker(checkpoint_dir, warmup_dir, output_dir):
             not torch.equal(reference["initial"][name], value) for name, value in reference["trained"].items()
         ),
     }
-    with open(os.path.join(output_dir, f"sft_rank{rank}.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
-    # Leave without the interpreter's teardown, as the other FSDP guards do (FSDP2 keeps the gloo process group
-    # referenced, and its threads torn down with the interpreter once aborted a rank on a busy machine).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    write_rank_result(output_dir, "sft", rank, result)
+    leave_fsdp2_worker()
 
 
 @require_torch
