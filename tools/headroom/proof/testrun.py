@@ -241,32 +241,34 @@ def read_report(root: Path) -> dict:
     return read_json_state(root / REPORT)
 
 
-def write_report(root: Path, section: str, data: object, *, line: str = "", home: bool = True) -> None:
-    """``report[section] = data``; for a release line, ``report["lines"][line][section]`` too, and the top level only
-    for the home line (what `make pr` and `make rebase` read)."""
-    report = read_report(root)
+def _parts(report: dict, line: str, home: bool) -> list[dict]:
+    """Where one line's results go in build/report.json: ``report["lines"][line]`` for a release line, and the top
+    level for the home line (what `make pr` and `make rebase` read)."""
+    parts = []
     if line:
         lines = report.get("lines") if isinstance(report.get("lines"), dict) else {}
-        lines.setdefault(line, {})[section] = data
         report["lines"] = lines
+        parts.append(lines.setdefault(line, {}))
     if home:
-        report[section] = data
+        parts.append(report)
+    return parts
+
+
+def write_report(root: Path, section: str, data: object, *, line: str = "", home: bool = True) -> None:
+    """``report[section] = data``; for a release line, ``report["lines"][line][section]`` too, and the top level only
+    for the home line."""
+    report = read_report(root)
+    for part in _parts(report, line, home):
+        part[section] = data
     atomic_write_json(root / REPORT, report)
 
 
 def write_torch_report(root: Path, torch: str, section: str, data: object, *, line: str = "",
                        home: bool = True) -> None:
-    """``report["torch"][torch][section] = data`` (the results on one torch version); for a release line
-    ``report["lines"][line]["torch"][torch][section]`` too, and the top level only for the home line."""
+    """``report["torch"][torch][section] = data`` (the results on one torch version), in the same places as
+    :func:`write_report`."""
     report = read_report(root)
-    where = []
-    if line:
-        lines = report.get("lines") if isinstance(report.get("lines"), dict) else {}
-        report["lines"] = lines
-        where.append(lines.setdefault(line, {}))
-    if home:
-        where.append(report)
-    for part in where:
+    for part in _parts(report, line, home):
         by_torch = part.get("torch") if isinstance(part.get("torch"), dict) else {}
         part["torch"] = by_torch
         by_torch.setdefault(torch, {})[section] = data
